@@ -1,0 +1,170 @@
+"""ConversationShard: the single owner of a slice of conversations (hash of the conv id).
+
+Batches arrive from socket nodes; one committer loop takes everything queued since the last
+commit, plans it (membership, idempotency, seq), commits it in one transaction, answers the
+callers, then hands the deliveries to the fan-out loop, which finds recipients through presence
+and makes one `deliver` call per socket node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import ray
+from sqlalchemy.exc import IntegrityError
+
+from imray.actors import names
+from imray.domain.messaging import Batch, ConversationLog, Delivery, Item, Outcome
+from imray.settings import Settings
+from imray.storage.db import Database
+from imray.storage.message_store import SqlMessageStore
+
+log = logging.getLogger("imray.shard")
+
+
+@dataclass(frozen=True)
+class Forget:
+    convs: tuple[str, ...]
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=10000)
+class ConversationShard:
+    def __init__(self, index: int, settings: Settings) -> None:
+        self._index = index
+        self._settings = settings
+        self._db = Database(settings.db_url, threads=2)
+        self._store = SqlMessageStore(self._db)
+        self._log = ConversationLog(self._store)
+        # (items, future) for a batch from a socket node; (Forget, future) for a membership change.
+        self._queue: list[tuple[list[Item] | Forget, asyncio.Future[list[Outcome]]]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._fanout: asyncio.Queue[list[Delivery]] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def _ensure_loops(self) -> None:
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+            self._fanout = asyncio.Queue()
+            self._loops = [asyncio.create_task(self._commit_loop()),
+                           asyncio.create_task(self._fanout_loop())]
+
+    async def submit(self, items: list[Item]) -> list[Outcome]:
+        self._ensure_loops()
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._queue.append((items, future))
+        self._wakeup.set()
+        return await future
+
+    async def forget(self, convs: list[str]) -> None:
+        """Membership of these conversations changed (group add/remove)."""
+        self._ensure_loops()
+        done: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._queue.append((Forget(tuple(convs)), done))  # in line with the batches, so order holds
+        self._wakeup.set()
+        await done
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                queued, self._queue = self._queue, []
+                await self._process(queued)
+
+    async def _process(self, queued: list[tuple[list[Item] | Forget, asyncio.Future[list[Outcome]]]]) -> None:
+        # Membership changes apply in queue order, between the batches around them.
+        run: list[tuple[list[Item], asyncio.Future[list[Outcome]]]] = []
+        for payload, future in queued:
+            if isinstance(payload, Forget):
+                await self._commit(run)
+                run = []
+                for conv in payload.convs:
+                    self._log.forget(conv)
+                future.set_result([])
+            else:
+                run.append((payload, future))
+        await self._commit(run)
+
+    async def _commit(self, run: list[tuple[list[Item], asyncio.Future[list[Outcome]]]]) -> None:
+        if not run:
+            return
+        items = [item for batch, _ in run for item in batch]
+        try:
+            batch = await self._plan_and_commit(items)
+        except Exception as exc:
+            log.exception("shard %s: batch of %d failed", self._index, len(items))
+            for _, future in run:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for part, future in run:
+            if not future.done():
+                future.set_result(batch.outcomes[start:start + len(part)])
+            start += len(part)
+        if batch.deliveries:
+            self._fanout.put_nowait(batch.deliveries)
+
+    async def _plan_and_commit(self, items: list[Item]) -> Batch:
+        for attempt in range(3):
+            batch = await self._log.plan(items)
+            try:
+                if batch.rows or batch.cursor_moves:
+                    await self._store.commit(batch)
+            except IntegrityError:
+                # Another shard stored the same (sender, client id) first: plan again, it is now a resend.
+                self._log.rollback(batch)
+                if attempt == 2:
+                    raise
+                continue
+            except Exception:
+                self._log.rollback(batch)
+                raise
+            self._log.committed(batch)
+            return batch
+        raise AssertionError("unreachable")
+
+    async def _fanout_loop(self) -> None:
+        presence = ray.get_actor(names.PRESENCE, namespace=self._settings.namespace)
+        nodes: dict[str, ray.actor.ActorHandle] = {}
+        while True:
+            deliveries = await self._fanout.get()
+            while not self._fanout.empty():  # everything committed meanwhile goes in one lookup
+                deliveries.extend(self._fanout.get_nowait())
+            try:
+                await self._fan_out(presence, nodes, deliveries)
+            except Exception:
+                log.exception("shard %s: fan-out of %d deliveries failed", self._index, len(deliveries))
+
+    async def _fan_out(self, presence, nodes: dict, deliveries: list[Delivery]) -> None:
+        users = sorted({u for d in deliveries for u in d.users})
+        where: dict[str, list[int]] = await presence.lookup.remote(users)
+        for node_id, node_users in where.items():
+            here = set(node_users)
+            part = [(d.frame, [u for u in d.users if u in here], d.skip) for d in deliveries
+                    if not here.isdisjoint(d.users)]
+            if not part:
+                continue
+            handle = nodes.get(node_id)
+            if handle is None:
+                try:
+                    handle = nodes[node_id] = ray.get_actor(names.socket_node(node_id),
+                                                            namespace=self._settings.namespace)
+                except ValueError:
+                    continue  # gone since presence saw it; its clients catch up from history
+            # Not awaited here: calls to one node keep their order; a dead node must not stall the loop.
+            task = asyncio.create_task(self._await_delivery(handle.deliver.remote(part), node_id, nodes))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _await_delivery(self, ref, node_id: str, nodes: dict) -> None:
+        try:
+            await ref
+        except Exception:
+            nodes.pop(node_id, None)  # look it up again next time: it may have been replaced
+
+    def ping(self) -> int:
+        return self._index

@@ -1,0 +1,247 @@
+"""SocketNode: one actor, one WebSocket server on its Ray node's IP and its own port.
+
+Edges only: it authenticates sessions, validates frames, hands work to conversation shards in
+batches (one Ray call per shard per loop turn), and writes what shards deliver to the sessions
+it holds. Each session has one writer task and a bounded queue, so frames leave in the order
+they were queued and a stuck client cannot make the node buffer without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Sequence
+from http import HTTPStatus
+
+import orjson
+import ray
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from imray.actors import names
+from imray.actors.batching import Batcher
+from imray.domain.conversations import parse_conv, shard_of
+from imray.domain.errors import BadRequest, DomainError, NotFound, Unauthorized
+from imray.domain.messaging import Item, Outcome, ReadItem, SendItem, TypingItem, check_send
+from imray.domain.tokens import Principal, PublicKey, TokenVerifier
+from imray.protocol.frames import (
+    Auth,
+    Ping,
+    Read,
+    Send,
+    Typing,
+    client_id_of,
+    dumps,
+    error_frame,
+    parse_frame,
+)
+from imray.settings import Settings
+
+log = logging.getLogger("imray.socket")
+
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_WRONG_NODE = 4003
+CLOSE_TOO_SLOW = 4008
+MAX_IN_FLIGHT = 1000  # sends awaiting their ack, per session
+PONG = dumps({"type": "pong"})
+
+
+class Session:
+    __slots__ = ("closer", "id", "in_flight", "queue", "user", "writer", "ws")
+
+    def __init__(self, user: int, ws: ServerConnection, queue_size: int) -> None:
+        self.id = secrets.token_hex(8)
+        self.user = user
+        self.ws = ws
+        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self.in_flight = 0
+        self.writer = asyncio.create_task(self._write())
+        self.closer: asyncio.Task[None] | None = None
+
+    def push(self, frame: str) -> None:
+        if self.closer is not None:
+            return
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:  # the client does not read: cut it loose, it catches up from history
+            self.writer.cancel()
+            self.closer = asyncio.create_task(self.ws.close(CLOSE_TOO_SLOW, "client too slow"))
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self.ws.send(await self.queue.get())
+        except ConnectionClosed:
+            pass
+
+
+@ray.remote(num_cpus=0, max_concurrency=10000)
+class SocketNode:
+    def __init__(self, node_id: str, port: int, settings: Settings, keys: list[PublicKey]) -> None:
+        self.node_id = node_id
+        self._port = port
+        self._settings = settings
+        self._verifier = TokenVerifier(keys, settings.base_url)
+        self._sessions: dict[int, dict[str, Session]] = {}
+        self._server: Server | None = None
+        self._host = ""
+
+    async def start(self) -> dict:
+        ns = self._settings.namespace
+        self._shards = [ray.get_actor(names.shard(i), namespace=ns) for i in range(self._settings.shards)]
+        self._presence = ray.get_actor(names.PRESENCE, namespace=ns)
+        self._supervisor = ray.get_actor(names.SUPERVISOR, namespace=ns)
+        self._to_shards: Batcher[int, Item, Outcome] = Batcher(self._call_shard)
+        self._to_presence: Batcher[str, tuple[int, int], None] = Batcher(self._call_presence)
+        self._host = self._settings.socket_host or ray.util.get_node_ip_address()
+        self._server = await serve(
+            self._handle, self._host, self._port, compression=None,
+            max_size=self._settings.socket_hard_frame_bytes, process_request=self._only_ws_path,
+            ping_interval=20, ping_timeout=20,
+        )
+        return self.endpoint()
+
+    def endpoint(self) -> dict:
+        return {"node_id": self.node_id, "url": f"ws://{self._host}:{self._port}/ws", "host": self._host,
+                "port": self._port, "ray_node_id": ray.get_runtime_context().get_node_id()}
+
+    def stats(self) -> dict:
+        return {"node_id": self.node_id, "connections": sum(len(s) for s in self._sessions.values()),
+                "users": len(self._sessions)}
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()  # closes every session with 1001 (going away)
+            await self._server.wait_closed()
+
+    def deliver(self, part: Sequence[tuple[str, Sequence[int], str | None]]) -> None:
+        for frame, users, skip in part:
+            for user in users:
+                for session in self._sessions.get(user, {}).values():
+                    if session.id != skip:
+                        session.push(frame)
+
+    async def resync_presence(self) -> None:
+        """Presence restarted empty: tell it everything this node holds."""
+        await self._presence.replace_node.remote(self.node_id, {u: len(s) for u, s in self._sessions.items()})
+
+    # -- Ray calls, batched -------------------------------------------------------------------
+
+    async def _call_shard(self, index: int, items: list[Item]) -> list[Outcome]:
+        return await self._shards[index].submit.remote(items)
+
+    async def _call_presence(self, node: str, changes: list[tuple[int, int]]) -> list[None]:
+        await self._presence.apply.remote([(node, changes)])
+        return [None] * len(changes)
+
+    # -- one connection -------------------------------------------------------------------------
+
+    def _only_ws_path(self, connection: ServerConnection, request):
+        if request.path.split("?", 1)[0] != "/ws":
+            return connection.respond(HTTPStatus.NOT_FOUND, "socket endpoint is /ws\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        principal = await self._authenticate(ws)
+        if principal is None:
+            return
+        session = Session(principal.user_id, ws, self._settings.socket_send_queue)
+        self._sessions.setdefault(session.user, {})[session.id] = session
+        try:
+            await self._to_presence.submit(self.node_id, (session.user, 1))
+            session.push(dumps({"type": "auth_ok", "user_id": session.user, "node": self.node_id,
+                                "session": session.id}))
+            async for raw in ws:
+                self._on_frame(session, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            mine = self._sessions.get(session.user, {})
+            mine.pop(session.id, None)
+            if not mine:
+                self._sessions.pop(session.user, None)
+            session.writer.cancel()
+            gone = self._to_presence.submit(self.node_id, (session.user, -1))
+            gone.add_done_callback(lambda f: f.exception())
+
+    async def _authenticate(self, ws: ServerConnection) -> Principal | None:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), self._settings.socket_auth_timeout_s)
+            frame = parse_frame(raw, self._settings.socket_max_frame_bytes)
+            if not isinstance(frame, Auth):
+                raise Unauthorized("the first frame must be auth")
+            principal = self._verifier.verify(frame.token)
+            if principal.user_id is None:
+                raise Unauthorized("a user token is required")
+        except (TimeoutError, DomainError) as exc:
+            message = "no auth frame in time" if isinstance(exc, TimeoutError) else str(exc)
+            await self._refuse(ws, error_frame("unauthorized", message), CLOSE_UNAUTHORIZED, "unauthorized")
+            return None
+        except ConnectionClosed:
+            return None
+        if principal.node != self.node_id:
+            url = await self._supervisor.url_of.remote(principal.node)
+            hint = "connect to your pinned node" if url else "your node is gone: POST /api/socket/assign"
+            await self._refuse(ws, error_frame("wrong_node", hint, socket_url=url), CLOSE_WRONG_NODE, "wrong_node")
+            return None
+        return principal
+
+    async def _refuse(self, ws: ServerConnection, frame: str, code: int, reason: str) -> None:
+        try:
+            await ws.send(frame)
+            await ws.close(code, reason)
+        except ConnectionClosed:
+            pass
+
+    def _on_frame(self, session: Session, raw: str | bytes) -> None:
+        try:
+            frame = parse_frame(raw, self._settings.socket_max_frame_bytes)
+            if isinstance(frame, Send):
+                self._on_send(session, frame)
+            elif isinstance(frame, Ping):
+                session.push(PONG)
+            elif isinstance(frame, Read | Typing):
+                parse_conv(frame.conv)
+                item = (ReadItem(session.user, session.id, frame.conv, frame.seq) if isinstance(frame, Read)
+                        else TypingItem(session.user, session.id, frame.conv))
+                self._submit(session, item, None)
+            else:  # a second auth frame
+                raise BadRequest("already authenticated")
+        except DomainError as exc:
+            client_id = client_id_of(raw) if len(raw) <= self._settings.socket_max_frame_bytes else None
+            session.push(error_frame(exc.code, exc.message, client_id))
+
+    def _on_send(self, session: Session, frame: Send) -> None:
+        try:
+            parse_conv(frame.conv)
+            check_send(frame.kind, frame.body, frame.file_id, self._settings.max_text_length)
+            if frame.kind != "text":
+                raise NotFound("file messages need the file service, which this node does not know yet")
+            if session.in_flight >= MAX_IN_FLIGHT:
+                session.push(error_frame("rate_limited", "too many messages awaiting their ack", frame.id))
+                return
+        except DomainError as exc:
+            session.push(error_frame(exc.code, exc.message, frame.id))
+            return
+        session.in_flight += 1
+        item = SendItem(session.user, session.id, frame.id, frame.conv, frame.kind, frame.body, frame.file_id)
+        self._submit(session, item, frame.id)
+
+    def _submit(self, session: Session, item: Item, client_id: str | None) -> None:
+        future = self._to_shards.submit(shard_of(item.conv, len(self._shards)), item)
+        future.add_done_callback(lambda f: self._answer(session, client_id, f))
+
+    def _answer(self, session: Session, client_id: str | None, future: asyncio.Future[Outcome]) -> None:
+        if client_id is not None:
+            session.in_flight -= 1
+        if future.cancelled() or future.exception() is not None:
+            if future.exception() is not None:
+                log.warning("shard call failed: %r", future.exception())
+            session.push(error_frame("internal", "message not stored, send it again", client_id))
+            return
+        outcome = future.result()
+        if outcome.error is not None:
+            session.push(error_frame(outcome.error[0], outcome.error[1], client_id))
+        elif outcome.ack is not None:
+            session.push(orjson.dumps(outcome.ack).decode())

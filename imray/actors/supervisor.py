@@ -1,0 +1,136 @@
+"""SocketSupervisor: the in-cluster registry of socket nodes, and the root of imray's actors.
+
+It creates presence and the conversation shards, pins the socket nodes to Ray nodes with a
+placement group (STRICT_SPREAD when the cluster has a socket_node-capable node for each, SPREAD
+otherwise), watches them, replaces the ones that die, and answers which node a login should use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import ray
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from imray.actors import names
+from imray.actors.conversation_shard import ConversationShard
+from imray.actors.presence import Presence
+from imray.actors.socket_node import SocketNode
+from imray.domain.placement import least_connections
+from imray.domain.tokens import PublicKey
+from imray.settings import Settings
+
+log = logging.getLogger("imray.supervisor")
+PENDING_WINDOW_S = 10.0  # a login counts against its node until its socket has had time to connect
+
+
+@dataclass
+class NodeRecord:
+    slot: int
+    actor: ray.actor.ActorHandle
+    endpoint: dict
+    connections: int = 0
+    alive: bool = True
+    pending: deque[float] = field(default_factory=deque)
+
+    def load(self, now: float) -> int:
+        while self.pending and now - self.pending[0] > PENDING_WINDOW_S:
+            self.pending.popleft()
+        return self.connections + len(self.pending)
+
+
+@ray.remote(num_cpus=0, max_concurrency=1000)
+class SocketSupervisor:
+    def __init__(self, settings: Settings, keys: list[PublicKey]) -> None:
+        self._settings = settings
+        self._keys = keys
+        self._nodes: dict[str, NodeRecord] = {}
+        self._monitor: asyncio.Task[None] | None = None
+        self._presence_epoch = ""
+
+    async def start(self) -> list[dict]:
+        s = self._settings
+        self._presence = Presence.options(name=names.PRESENCE, namespace=s.namespace).remote()
+        self._shards = [ConversationShard.options(name=names.shard(i), namespace=s.namespace).remote(i, s)
+                        for i in range(s.shards)]
+        self._presence_epoch = await self._presence.epoch.remote()
+        await asyncio.gather(*(shard.ping.remote() for shard in self._shards))
+        capable = sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("socket_node", 0) >= 1)
+        strategy = "STRICT_SPREAD" if capable >= s.socket_nodes else "SPREAD"
+        self._pg = placement_group([{"socket_node": 1}] * s.socket_nodes, strategy=strategy,
+                                   name="imray-socket-nodes")
+        await self._pg.ready()
+        await asyncio.gather(*(self._launch(slot) for slot in range(s.socket_nodes)))
+        self._monitor = asyncio.create_task(self._watch())
+        log.info("socket nodes up (%s): %s", strategy, self.nodes())
+        return self.nodes()
+
+    async def _launch(self, slot: int) -> None:
+        node_id = f"sn-{slot + 1}"
+        actor = SocketNode.options(
+            name=names.socket_node(node_id), namespace=self._settings.namespace,
+            resources={"socket_node": 1},
+            scheduling_strategy=PlacementGroupSchedulingStrategy(self._pg, placement_group_bundle_index=slot),
+        ).remote(node_id, self._settings.socket_base_port + slot, self._settings, self._keys)
+        endpoint = await actor.start.remote()
+        self._nodes[node_id] = NodeRecord(slot, actor, endpoint)
+
+    def nodes(self) -> list[dict]:
+        return [{**r.endpoint, "connections": r.connections, "alive": r.alive}
+                for r in sorted(self._nodes.values(), key=lambda r: r.slot)]
+
+    def url_of(self, node_id: object) -> str | None:
+        record = self._nodes.get(node_id) if isinstance(node_id, str) else None
+        return record.endpoint["url"] if record and record.alive else None
+
+    def pick(self, user_id: int) -> dict | None:
+        """The node a login of `user_id` is pinned to, or None when no node is alive."""
+        now = time.monotonic()
+        alive = {node_id: r.load(now) for node_id, r in self._nodes.items() if r.alive}
+        chosen = least_connections(alive, user_id)
+        if chosen is None:
+            return None
+        self._nodes[chosen].pending.append(now)
+        return self._nodes[chosen].endpoint
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await asyncio.gather(*(self._check(node_id) for node_id in list(self._nodes)),
+                                 return_exceptions=True)
+            await self._check_presence()
+
+    async def _check(self, node_id: str) -> None:
+        record = self._nodes[node_id]
+        try:
+            stats = await asyncio.wait_for(record.actor.stats.remote(), 5.0)
+        except TimeoutError:
+            record.alive = False  # busy or partitioned: no new logins until it answers
+            return
+        except ray.exceptions.RayActorError:
+            log.warning("socket node %s died; starting a replacement", node_id)
+            record.alive = False
+            await self._presence.drop_node.remote(node_id)
+            await self._launch(record.slot)
+            return
+        record.connections, record.alive = stats["connections"], True
+
+    async def _check_presence(self) -> None:
+        try:
+            epoch = await self._presence.epoch.remote()
+        except ray.exceptions.RayActorError:
+            return  # restarting; look again next round
+        if epoch != self._presence_epoch:
+            self._presence_epoch = epoch
+            await asyncio.gather(*(r.actor.resync_presence.remote() for r in self._nodes.values() if r.alive),
+                                 return_exceptions=True)
+
+    async def stop(self) -> None:
+        if self._monitor:
+            self._monitor.cancel()
+        await asyncio.gather(*(r.actor.stop.remote() for r in self._nodes.values()), return_exceptions=True)

@@ -1,0 +1,164 @@
+"""The `imray` command: up, down, status, clients create."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+
+from imray.settings import Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, data_dir=args.data_dir,
+                         socket_nodes=getattr(args, "socket_nodes", None),
+                         ray_address=getattr(args, "address", None))
+
+
+def _connect(settings: Settings, address: str) -> object:
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return ray.init(address=address, namespace=settings.namespace, log_to_driver=False,
+                    logging_level=logging.WARNING)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from imray import runtime
+
+    settings = _settings(args)
+    key = runtime.prepare(settings)
+    started_here = not settings.ray_address
+    address = settings.ray_address or runtime.start_local_cluster(settings)
+    context = _connect(settings, address)
+    try:
+        info = runtime.deploy(settings, key, getattr(context, "dashboard_url", None))
+    except BaseException:
+        if started_here:
+            runtime.stop_local_cluster(settings)
+        raise
+    print(f"imray is up ({len(info.nodes)} socket nodes)")
+    print(f"  API:        {info.api_url}")
+    print(f"  API docs:   {info.docs_url}")
+    print(f"  dashboard:  {info.dashboard_url or 'not running'}")
+    for node in info.nodes:
+        print(f"  socket {node['node_id']}: {node['url']}  (ray node {node['ray_node_id'][:12]})")
+    sys.stdout.flush()
+    if args.detach:
+        print("detached: `imray status` to look, `imray down` to stop")
+        return 0
+    print("Ctrl-C stops imray")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    runtime.undeploy(settings)
+    if started_here:
+        runtime.stop_local_cluster(settings)
+    print("imray is down")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from imray import runtime
+
+    settings = _settings(args)
+    address = runtime.cluster_address(settings)
+    if address is None:
+        print("imray is not running (no cluster recorded in the data dir)")
+        return 0
+    try:
+        _connect(settings, address)
+        runtime.undeploy(settings)
+    except ConnectionError as exc:
+        print(f"cluster unreachable ({exc}); stopping what is left")
+    runtime.stop_local_cluster(settings)
+    print("imray is down")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from imray import runtime
+
+    settings = _settings(args)
+    address = runtime.cluster_address(settings)
+    if address is None:
+        print("imray is not running")
+        return 1
+    _connect(settings, address)
+    try:
+        nodes = runtime.status(settings)
+    except ValueError:
+        print(f"a Ray cluster runs at {address}, but imray is not deployed on it")
+        return 1
+    print(f"imray on {address}: API {settings.base_url}")
+    print(f"{'node':8} {'state':6} {'connections':>11}  endpoint  ray node")
+    for node in nodes:
+        state = "up" if node["alive"] else "down"
+        print(f"{node['node_id']:8} {state:6} {node['connections']:>11}  {node['url']}  {node['ray_node_id'][:12]}")
+    return 0
+
+
+def cmd_clients_create(args: argparse.Namespace) -> int:
+    from imray.deployments.auth import PUBLIC_CLIENT
+    from imray.domain.errors import Conflict
+    from imray.domain.tokens import digest
+    from imray.storage import accounts
+    from imray.storage.db import Database
+
+    settings = _settings(args)
+    client_id = args.client_id or f"{args.name.lower().replace(' ', '-')[:40]}-{secrets.token_hex(4)}"
+    if client_id == PUBLIC_CLIENT:
+        print(f"{PUBLIC_CLIENT} is the built-in public client", file=sys.stderr)
+        return 2
+    secret = secrets.token_urlsafe(32)
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    try:
+        db.create_schema()
+        db.transaction(lambda c: accounts.create_client(c, client_id, args.name, digest(secret), args.scope))
+    except Conflict as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+    print(f"client_id:     {client_id}")
+    print(f"client_secret: {secret}")
+    print("the secret is shown once; imray keeps only its hash")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imray", description="Distributed instant messaging on Ray")
+    parser.add_argument("--config", help="YAML settings file (or IMRAY_CONFIG)")
+    parser.add_argument("--data-dir", help="where the embedded database and keys live (IMRAY_DATA_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start a local Ray cluster (or join one) and deploy imray")
+    up.add_argument("--detach", action="store_true", help="return once imray is up")
+    up.add_argument("--socket-nodes", type=int, help="number of socket-node actors (default 2)")
+    up.add_argument("--address", help="join this Ray cluster ('auto' on a cluster node) instead of starting one")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="undeploy imray and stop the local cluster").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="socket nodes, their endpoints and connections").set_defaults(func=cmd_status)
+    clients = sub.add_parser("clients", help="OAuth2 clients").add_subparsers(dest="clients_command", required=True)
+    create = clients.add_parser("create", help="create a confidential client (client-credentials grant)")
+    create.add_argument("name")
+    create.add_argument("--client-id")
+    create.add_argument("--scope", default="chat")
+    create.set_defaults(func=cmd_clients_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

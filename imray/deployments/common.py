@@ -1,0 +1,34 @@
+"""What every Serve deployment shares: options and how domain errors cross a DeploymentHandle."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from ray.exceptions import RayTaskError
+
+from imray.domain.errors import DomainError
+from imray.settings import Settings
+
+T = TypeVar("T")
+
+
+def deployment_options(settings: Settings, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        # Serve's default of 5 collapses under load, and an open Serve WebSocket would hold a slot.
+        "max_ongoing_requests": settings.serve_max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": 0},
+        "logging_config": {"enable_access_log": False, "log_level": "WARNING"},
+    }
+
+
+async def call(response: Awaitable[T]) -> T:
+    """Await a handle call; a DomainError raised by the service comes out as itself."""
+    try:
+        return await response
+    except RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, DomainError):
+            raise cause from None
+        raise

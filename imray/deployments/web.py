@@ -1,0 +1,122 @@
+"""WebService: history, the conversation list and groups: everything but real time, over HTTP."""
+
+from __future__ import annotations
+
+import ray
+from ray import serve
+from sqlalchemy.engine import Connection
+
+from imray.actors import names
+from imray.domain.conversations import ConvId, parse_conv, shard_of
+from imray.domain.errors import Forbidden, Invalid, NotFound
+from imray.settings import Settings
+from imray.storage import accounts
+from imray.storage import groups as group_store
+from imray.storage import messages as msgs
+from imray.storage.db import Database
+
+
+def _check_reader(conn: Connection, user_id: int, conv: ConvId) -> None:
+    """Nobody reads a conversation they are not part of (403); unknown conversations are 404."""
+    if conv.is_group:
+        if group_store.group(conn, conv.group_id) is None:
+            raise NotFound("no such group")
+        if user_id not in group_store.members(conn, conv.group_id):
+            raise Forbidden("you are not a member of this group")
+        return
+    if user_id not in (conv.a, conv.b):
+        raise Forbidden("you are not part of this conversation")
+    if len(accounts.users_by_ids(conn, [conv.a, conv.b])) != 2:
+        raise NotFound("no such conversation")
+
+
+@serve.deployment
+class WebService:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._db = Database(settings.db_url)
+
+    async def history(self, user_id: int, conv_text: str, after_seq: int | None, before_seq: int | None,
+                      limit: int) -> dict:
+        conv = parse_conv(conv_text)
+
+        def read(conn: Connection) -> list[dict]:
+            _check_reader(conn, user_id, conv)
+            return msgs.history(conn, str(conv), after_seq, before_seq, limit)
+
+        return {"messages": await self._db.run(read)}
+
+    async def conversations(self, user_id: int) -> list[dict]:
+        def read(conn: Connection) -> list[dict]:
+            return msgs.conversation_list(conn, user_id, group_store.group_ids_of(conn, user_id))
+
+        return await self._db.run(read)
+
+    async def create_group(self, owner_id: int, name: str, members: list[int]) -> dict:
+        wanted = list(dict.fromkeys([owner_id, *members]))
+        if len(wanted) > self._settings.max_group_members:
+            raise Invalid(f"a group has at most {self._settings.max_group_members} members")
+
+        def create(conn: Connection) -> dict:
+            self._check_users_exist(conn, wanted)
+            return group_store.create_group(conn, name, owner_id, wanted)
+
+        return await self._db.run(create)
+
+    async def get_group(self, user_id: int, group_id: int) -> dict:
+        def read(conn: Connection) -> dict:
+            group = group_store.group(conn, group_id)
+            if group is None:
+                raise NotFound("no such group")
+            if user_id not in group["members"]:
+                raise Forbidden("you are not a member of this group")
+            return group
+
+        return await self._db.run(read)
+
+    async def add_members(self, user_id: int, group_id: int, user_ids: list[int]) -> dict:
+        """Any member may add people (as in most chat apps); outsiders may not."""
+        def add(conn: Connection) -> dict:
+            group = group_store.group(conn, group_id)
+            if group is None:
+                raise NotFound("no such group")
+            if user_id not in group["members"]:
+                raise Forbidden("only members can add people to a group")
+            self._check_users_exist(conn, user_ids)
+            new = [u for u in dict.fromkeys(user_ids) if u not in group["members"]]
+            if len(group["members"]) + len(new) > self._settings.max_group_members:
+                raise Invalid(f"a group has at most {self._settings.max_group_members} members")
+            group_store.add_members(conn, group_id, new)
+            return group_store.group(conn, group_id)
+
+        group = await self._db.run(add)
+        await self._membership_changed(group["conv"])
+        return group
+
+    async def remove_member(self, user_id: int, group_id: int, member_id: int) -> None:
+        """The owner removes anyone; a member removes itself."""
+        def remove(conn: Connection) -> None:
+            group = group_store.group(conn, group_id)
+            if group is None:
+                raise NotFound("no such group")
+            if user_id != group["owner_id"] and user_id != member_id:
+                raise Forbidden("only the owner can remove other members")
+            if user_id not in group["members"]:
+                raise Forbidden("you are not a member of this group")
+            if not group_store.remove_member(conn, group_id, member_id):
+                raise NotFound("that user is not a member")
+
+        await self._db.run(remove)
+        await self._membership_changed(f"g:{group_id}")
+
+    @staticmethod
+    def _check_users_exist(conn: Connection, user_ids: list[int]) -> None:
+        found = accounts.users_by_ids(conn, list(set(user_ids)))
+        missing = sorted(set(user_ids) - set(found))
+        if missing:
+            raise Invalid(f"no such users: {missing}")
+
+    async def _membership_changed(self, conv: str) -> None:
+        """The owning shard caches membership: it must see the change before the next message."""
+        shard = ray.get_actor(names.shard(shard_of(conv, self._settings.shards)), namespace=self._settings.namespace)
+        await shard.forget.remote([conv])

@@ -1,0 +1,221 @@
+"""The owner of a set of conversations: membership, idempotency, seq assignment, batch planning.
+
+Plain Python: the ConversationShard actor feeds it batches in arrival order and does the I/O
+through a `MessageStore`. Per-conversation order comes from there being one owner; durability
+from the actor committing a batch before anyone is told about it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+
+from imray.domain.conversations import ConvId, parse_conv
+from imray.domain.errors import BadRequest, DomainError, Forbidden, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class SendItem:
+    sender: int
+    session: str
+    client_id: str
+    conv: str
+    kind: str
+    body: str
+    file_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadItem:
+    user: int
+    session: str
+    conv: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class TypingItem:
+    user: int
+    session: str
+    conv: str
+
+
+Item = SendItem | ReadItem | TypingItem
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one item came to: an ack for a send, or an error; reads and typing just succeed."""
+
+    ack: dict | None = None
+    error: tuple[str, str] | None = None  # (code, message)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One frame (already JSON) for every session of `users`, except the session `skip`."""
+
+    frame: str
+    users: tuple[int, ...]
+    skip: str | None = None
+
+
+@dataclass(slots=True)
+class ConvState:
+    members: frozenset[int]
+    last_seq: int
+
+
+@dataclass
+class Batch:
+    """A planned batch: rows to commit and what to deliver once they are durable."""
+
+    outcomes: list[Outcome]
+    rows: list[dict] = field(default_factory=list)
+    heads: dict[str, int] = field(default_factory=dict)
+    new_directs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    cursor_moves: list[tuple[int, str, int]] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    previous_heads: dict[str, int] = field(default_factory=dict)
+
+
+class MessageStore(Protocol):
+    async def members(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int] | None]: ...
+    async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]: ...
+    async def find_by_client_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], dict]: ...
+    async def commit(self, batch: Batch) -> None: ...
+
+
+def ack_of(msg: dict, client_id: str) -> dict:
+    return {"type": "ack", "id": client_id, "msg_id": msg["msg_id"], "conv": msg["conv"], "seq": msg["seq"],
+            "ts": msg["ts"]}
+
+
+class ConversationLog:
+    def __init__(self, store: MessageStore, dedupe_capacity: int = 100_000) -> None:
+        self._store = store
+        self._convs: dict[str, ConvState] = {}
+        self._recent: OrderedDict[tuple[int, str], dict] = OrderedDict()  # (sender, client id) -> msg
+        self._dedupe_capacity = dedupe_capacity
+
+    def forget(self, conv: str) -> None:
+        """Membership changed: reload it (and the head, which is cheap) on next use."""
+        self._convs.pop(conv, None)
+
+    async def _load(self, convs: dict[str, ConvId]) -> None:
+        missing = [cid for key, cid in convs.items() if key not in self._convs]
+        if not missing:
+            return
+        members = await self._store.members(missing)
+        heads = await self._store.last_seqs([str(c) for c in missing])
+        for cid in missing:
+            key = str(cid)
+            if members.get(key) is not None:
+                self._convs[key] = ConvState(members[key], heads.get(key, 0))
+
+    async def plan(self, items: Sequence[Item]) -> Batch:
+        batch = Batch(outcomes=[Outcome() for _ in items])
+        parsed: dict[str, ConvId] = {}
+        for i, item in enumerate(items):
+            try:
+                parsed[item.conv] = parse_conv(item.conv)
+            except DomainError as exc:
+                batch.outcomes[i].error = (exc.code, exc.message)
+        await self._load(parsed)
+
+        sends: list[tuple[int, SendItem]] = []
+        for i, item in enumerate(items):
+            if batch.outcomes[i].error:
+                continue
+            try:
+                state = self._member_state(item)
+            except DomainError as exc:
+                batch.outcomes[i].error = (exc.code, exc.message)
+                continue
+            if isinstance(item, SendItem):
+                sends.append((i, item))
+            elif isinstance(item, ReadItem):
+                seq = min(item.seq, state.last_seq)
+                batch.cursor_moves.append((item.user, item.conv, seq))
+                others = tuple(m for m in state.members if m != item.user)
+                batch.deliveries.append(Delivery(orjson.dumps(
+                    {"type": "receipt", "conv": item.conv, "user_id": item.user, "seq": seq}).decode(), others))
+            else:
+                others = tuple(m for m in state.members if m != item.user)
+                batch.deliveries.append(Delivery(orjson.dumps(
+                    {"type": "typing", "conv": item.conv, "user_id": item.user}).decode(), others))
+        if sends:
+            await self._plan_sends(batch, sends)
+        return batch
+
+    def _member_state(self, item: Item) -> ConvState:
+        state = self._convs.get(item.conv)
+        if state is None:
+            raise NotFound(f"conversation {item.conv} does not exist")
+        user = item.sender if isinstance(item, SendItem) else item.user
+        if user not in state.members:
+            raise Forbidden(f"you are not a member of {item.conv}")
+        return state
+
+    async def _plan_sends(self, batch: Batch, sends: list[tuple[int, SendItem]]) -> None:
+        unknown = [(s.sender, s.client_id) for _, s in sends if (s.sender, s.client_id) not in self._recent]
+        stored = await self._store.find_by_client_ids(list(dict.fromkeys(unknown))) if unknown else {}
+        now = int(time.time() * 1000)
+        in_batch: dict[tuple[int, str], dict] = {}
+        for i, item in sends:
+            key = (item.sender, item.client_id)
+            earlier = in_batch.get(key) or self._recent.get(key) or stored.get(key)
+            if earlier is not None:  # a resend: same ack, nothing stored
+                batch.outcomes[i].ack = ack_of(earlier, item.client_id)
+                continue
+            state = self._convs[item.conv]
+            if item.conv not in batch.previous_heads:
+                batch.previous_heads[item.conv] = state.last_seq
+                if state.last_seq == 0 and not item.conv.startswith("g:"):
+                    batch.new_directs[item.conv] = tuple(sorted(state.members))
+            state.last_seq += 1
+            msg = {"type": "msg", "conv": item.conv, "seq": state.last_seq, "msg_id": os.urandom(12).hex(),
+                   "from": item.sender, "kind": item.kind, "body": item.body, "ts": now}
+            if item.file_id is not None:
+                msg["file_id"] = item.file_id
+            in_batch[key] = msg
+            batch.heads[item.conv] = state.last_seq
+            batch.rows.append({"msg_id": msg["msg_id"], "conv": item.conv, "seq": msg["seq"],
+                               "sender_id": item.sender, "client_id": item.client_id, "kind": item.kind,
+                               "body": item.body, "file_id": item.file_id, "ts": now})
+            batch.outcomes[i].ack = ack_of(msg, item.client_id)
+            batch.deliveries.append(Delivery(orjson.dumps(msg).decode(), tuple(state.members), item.session))
+
+    def committed(self, batch: Batch) -> None:
+        for row in batch.rows:
+            self._recent[(row["sender_id"], row["client_id"])] = {
+                "msg_id": row["msg_id"], "conv": row["conv"], "seq": row["seq"], "ts": row["ts"]}
+        while len(self._recent) > self._dedupe_capacity:
+            self._recent.popitem(last=False)
+
+    def rollback(self, batch: Batch) -> None:
+        """The commit failed: give the seqs back so the conversation keeps no gap."""
+        for conv, head in batch.previous_heads.items():
+            if conv in self._convs:
+                self._convs[conv].last_seq = head
+
+
+def check_send(kind: str, body: str, file_id: str | None, max_text: int) -> None:
+    """Content rules that need no state; the socket node applies them before anything is queued."""
+    from imray.domain.errors import TooLarge
+
+    if len(body) > max_text:
+        raise TooLarge(f"body is longer than {max_text} characters")
+    if kind == "text":
+        if not body.strip():
+            raise BadRequest("a text message needs a non-empty body")
+        if file_id is not None:
+            raise BadRequest("file_id belongs to image or file messages")
+    elif not file_id:
+        raise BadRequest(f"a {kind} message needs a file_id from an upload")

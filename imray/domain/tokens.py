@@ -1,0 +1,144 @@
+"""Access tokens: RS256 JWTs signed by the authorization service, verified locally everywhere else."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jose import jwk, jwt
+from jose.exceptions import JOSEError
+
+from imray.domain.errors import Unauthorized
+
+ALGORITHM = "RS256"
+USER_SCOPE = "chat"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    private_pem: str
+    public_pem: str
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        private_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        return cls.from_private_pem(private_pem)
+
+    @classmethod
+    def from_private_pem(cls, private_pem: str) -> SigningKey:
+        key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+        public_pem = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
+        kid = hashlib.sha256(public_pem.encode()).hexdigest()[:16]
+        return cls(kid=kid, private_pem=private_pem, public_pem=public_pem)
+
+    @classmethod
+    def load_or_create(cls, directory: Path) -> SigningKey:
+        """The key lives in the data dir, readable by its owner only."""
+        path = directory / "jwt-signing-key.pem"
+        if path.exists():
+            return cls.from_private_pem(path.read_text())
+        directory.mkdir(parents=True, exist_ok=True)
+        key = cls.generate()
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(key.private_pem)
+        tmp.replace(path)
+        return key
+
+    def public(self) -> PublicKey:
+        return PublicKey(self.kid, self.public_pem)
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    kid: str
+    public_pem: str
+
+    def jwk(self) -> dict:
+        data = jwk.construct(self.public_pem, ALGORITHM).to_dict()
+        return {**{k: (v.decode() if isinstance(v, bytes) else v) for k, v in data.items()},
+                "kid": self.kid, "use": "sig", "alg": ALGORITHM}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for: a user (user_id set) or a confidential client."""
+
+    sub: str
+    client_id: str
+    scope: str
+    jti: str
+    exp: int
+    user_id: int | None = None
+    node: str | None = None
+
+
+class TokenIssuer:
+    def __init__(self, key: SigningKey, issuer: str, ttl_s: int) -> None:
+        self._key, self._issuer, self.ttl_s = key, issuer, ttl_s
+
+    def issue_user(self, user_id: int, client_id: str, node: str, scope: str = USER_SCOPE) -> str:
+        return self._issue({"sub": str(user_id), "client_id": client_id, "scope": scope, "node": node})
+
+    def issue_client(self, client_id: str, scope: str) -> str:
+        return self._issue({"sub": client_id, "client_id": client_id, "scope": scope})
+
+    def _issue(self, claims: dict) -> str:
+        now = int(time.time())
+        body = {**claims, "iss": self._issuer, "iat": now, "exp": now + self.ttl_s, "jti": uuid.uuid4().hex}
+        return jwt.encode(body, self._key.private_pem, algorithm=ALGORITHM, headers={"kid": self._key.kid})
+
+
+class TokenVerifier:
+    """Checks signature (RS256 only: `none` and HMAC tokens are refused), issuer, expiry and shape."""
+
+    def __init__(self, keys: list[PublicKey], issuer: str) -> None:
+        self._keys = {k.kid: k.public_pem for k in keys}
+        self._issuer = issuer
+
+    def verify(self, token: object) -> Principal:
+        if not isinstance(token, str) or not token or len(token) > 8192:
+            raise Unauthorized("missing or malformed token")
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._keys.get(header.get("kid")) if len(self._keys) > 1 else next(iter(self._keys.values()))
+            if key is None or header.get("alg") != ALGORITHM:
+                raise Unauthorized("token not signed by this issuer")
+            claims = jwt.decode(
+                token, key, algorithms=[ALGORITHM], issuer=self._issuer,
+                options={"require_exp": True, "require_iat": True, "require_sub": True, "require_jti": True,
+                         "verify_aud": False},
+            )
+        except JOSEError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from None
+        sub, client_id = claims.get("sub"), claims.get("client_id")
+        if not isinstance(sub, str) or not isinstance(client_id, str):
+            raise Unauthorized("invalid token claims")
+        node = claims.get("node")
+        user_id = int(sub) if sub.isdigit() and node is not None else None
+        return Principal(sub=sub, client_id=client_id, scope=str(claims.get("scope", "")),
+                         jti=str(claims["jti"]), exp=int(claims["exp"]), user_id=user_id,
+                         node=node if isinstance(node, str) else None)
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def digest(secret: str) -> str:
+    """Refresh tokens and client secrets are random and long: a plain SHA-256 is the right store."""
+    return hashlib.sha256(secret.encode()).hexdigest()

@@ -1,0 +1,95 @@
+"""Client frames of the socket protocol (docs/protocol.md §2), validated at the edge."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
+
+from imray.domain.errors import BadRequest, TooLarge
+
+ERROR_CODES = ("bad_request", "forbidden", "not_found", "too_large", "rate_limited", "internal")
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Auth(_Frame):
+    type: Literal["auth"]
+    token: StrictStr
+
+
+class Send(_Frame):
+    type: Literal["send"]
+    id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    conv: StrictStr
+    kind: Literal["text", "image", "file"] = "text"
+    body: StrictStr = ""
+    file_id: StrictStr | None = None
+
+
+class Read(_Frame):
+    type: Literal["read"]
+    conv: StrictStr
+    seq: Annotated[StrictInt, Field(ge=0, le=2**62)]
+
+
+class Typing(_Frame):
+    type: Literal["typing"]
+    conv: StrictStr
+
+
+class Ping(_Frame):
+    type: Literal["ping"]
+
+
+ClientFrame = Annotated[Auth | Send | Read | Typing | Ping, Field(discriminator="type")]
+_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
+FRAME_TYPES = ("auth", "send", "read", "typing", "ping")
+
+
+def parse_frame(raw: str | bytes, max_bytes: int) -> Auth | Send | Read | Typing | Ping:
+    """Decode one frame or raise BadRequest / TooLarge with a message a client developer can act on."""
+    if len(raw) > max_bytes:
+        raise TooLarge(f"frame is larger than {max_bytes} bytes")
+    if isinstance(raw, bytes):
+        raise BadRequest("frames are JSON text frames, not binary")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("frame must be a JSON object")
+    kind = data.get("type")
+    if kind not in FRAME_TYPES:
+        raise BadRequest(f"unknown frame type {kind!r}" if kind is not None else "frame has no type")
+    try:
+        return _adapter.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "frame"
+        raise BadRequest(f"{where}: {first['msg']}") from None
+
+
+def client_id_of(raw: str | bytes) -> str | None:
+    """Best effort: the `id` of a frame we are refusing, so the error can name it."""
+    try:
+        data = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and len(value) <= 64 else None
+
+
+def error_frame(code: str, message: str, client_id: str | None = None, **extra: object) -> str:
+    frame: dict[str, object] = {"type": "error", "code": code, "message": message}
+    if client_id is not None:
+        frame["id"] = client_id
+    frame.update(extra)
+    return orjson.dumps(frame).decode()
+
+
+def dumps(frame: dict) -> str:
+    return orjson.dumps(frame).decode()

@@ -1,0 +1,129 @@
+"""Bring imray up on a Ray cluster, look at it, take it down. Used by the CLI and the test suite."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import ray
+from ray import serve
+
+from imray.actors import names
+from imray.actors.supervisor import SocketSupervisor
+from imray.deployments.auth import AuthService
+from imray.deployments.common import deployment_options
+from imray.deployments.gateway import Gateway
+from imray.deployments.users import UserService
+from imray.deployments.web import WebService
+from imray.domain.tokens import SigningKey
+from imray.settings import Settings
+from imray.storage.db import Database
+
+log = logging.getLogger("imray")
+APP_NAME = "imray"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    api_url: str
+    docs_url: str
+    dashboard_url: str | None
+    nodes: list[dict]
+
+
+def prepare(settings: Settings) -> SigningKey:
+    """Data dir, schema and signing key: everything that must exist before the first request."""
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    try:
+        db.create_schema()
+    finally:
+        db.close()
+    return SigningKey.load_or_create(settings.data_path / "keys")
+
+
+def deploy(settings: Settings, key: SigningKey, dashboard_url: str | None = None) -> Deployment:
+    """Deploy onto the Ray cluster this process is connected to."""
+    keys = [key.public()]
+    supervisor = SocketSupervisor.options(name=names.SUPERVISOR, namespace=settings.namespace,
+                                          lifetime="detached").remote(settings, keys)
+    nodes = ray.get(supervisor.start.remote(), timeout=120)
+    serve.start(proxy_location="HeadOnly",
+                http_options={"host": settings.http_host, "port": settings.http_port},
+                logging_config={"enable_access_log": False, "log_level": "WARNING"})
+    auth = AuthService.options(**deployment_options(settings, "AuthService")).bind(settings, key)
+    users = UserService.options(**deployment_options(settings, "UserService")).bind(settings)
+    web = WebService.options(**deployment_options(settings, "WebService")).bind(settings)
+    gateway = Gateway.options(**deployment_options(settings, "Gateway")).bind(auth, users, web, settings, keys)
+    serve.run(gateway, name=APP_NAME, route_prefix="/")
+    return Deployment(settings.base_url, f"{settings.base_url}/docs", _dashboard_url(dashboard_url), nodes)
+
+
+def _dashboard_url(found: str | None) -> str | None:
+    if not found:
+        return None
+    return found if found.startswith("http") else f"http://{found}"
+
+
+def undeploy(settings: Settings) -> None:
+    try:
+        serve.delete(APP_NAME)
+    except Exception as exc:  # nothing deployed is fine
+        log.debug("serve.delete: %r", exc)
+    try:
+        supervisor = ray.get_actor(names.SUPERVISOR, namespace=settings.namespace)
+    except ValueError:
+        return
+    try:
+        ray.get(supervisor.stop.remote(), timeout=30)
+    finally:
+        ray.kill(supervisor)  # its presence, shards and socket nodes go with it
+
+
+def status(settings: Settings) -> list[dict]:
+    supervisor = ray.get_actor(names.SUPERVISOR, namespace=settings.namespace)
+    return ray.get(supervisor.nodes.remote(), timeout=30)
+
+
+# -- a local Ray cluster for `imray up` ------------------------------------------------------------
+
+def _state_file(settings: Settings):
+    return settings.data_path / "cluster.json"
+
+
+def _ray_cli() -> str:
+    return shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray") or "ray"
+
+
+def start_local_cluster(settings: Settings) -> str:
+    """`ray start --head` with imray's ports and the socket_node resource; returns its address."""
+    address = f"127.0.0.1:{settings.ray_port}" if not settings.socket_host else \
+        f"{settings.socket_host}:{settings.ray_port}"
+    cmd = [_ray_cli(), "start", "--head", f"--port={settings.ray_port}",
+           f"--resources={json.dumps({'socket_node': settings.socket_nodes})}",
+           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={settings.dashboard_port}",
+           "--object-store-memory=300000000", "--disable-usage-stats"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    _state_file(settings).write_text(json.dumps({"address": address, "started": time.time()}))
+    return address
+
+
+def stop_local_cluster(settings: Settings) -> None:
+    state = _state_file(settings)
+    if state.exists():
+        subprocess.run([_ray_cli(), "stop"], check=False, stdout=subprocess.DEVNULL)
+        state.unlink()
+
+
+def cluster_address(settings: Settings) -> str | None:
+    if settings.ray_address:
+        return settings.ray_address
+    state = _state_file(settings)
+    return json.loads(state.read_text())["address"] if state.exists() else None

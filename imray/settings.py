@@ -1,0 +1,102 @@
+"""One settings object for every process: defaults < YAML file < IMRAY_* environment variables.
+
+The same object is pickled into every deployment and actor, so all of them agree on ports,
+limits and adapters without reading the environment again on another Ray node.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = "~/.imray"
+    # HTTP gateway (Ray Serve proxy).
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    public_url: str = ""  # issuer and link base; defaults to http://{http_host}:{http_port}
+    # Socket nodes.
+    socket_nodes: int = 2
+    socket_base_port: int = 9101
+    socket_host: str = ""  # empty: the Ray node's own IP address
+    socket_auth_timeout_s: float = 10.0
+    socket_max_frame_bytes: int = 65536  # over this: a too_large error frame, session kept
+    socket_hard_frame_bytes: int = 1048576  # over this: the websockets library closes with 1009
+    socket_send_queue: int = 10000  # per-session outbound queue; a client this far behind is dropped
+    # Conversation shards.
+    shards: int = 2
+    # Limits.
+    max_text_length: int = 4000
+    max_client_id_length: int = 64
+    max_group_members: int = 2000
+    max_body_bytes: int = 1048576  # HTTP request bodies (JSON and forms)
+    rate_limit_per_minute: int = 6000  # HTTP requests per user (or per client address before login)
+    # Tokens.
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    # Password hashing (argon2id; OWASP's minimum parameters keep logins fast on small boxes).
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19456
+    argon2_parallelism: int = 1
+    # Adapters: empty means the embedded default.
+    database_url: str = ""  # default: sqlite under data_dir
+    # Ray.
+    ray_address: str = ""  # empty: start a local cluster (imray up) / "auto": join a running one
+    ray_port: int = 6380  # never 6379: that is Redis's port
+    dashboard_port: int = 8265
+    serve_max_ongoing_requests: int = 1000
+    namespace: str = "imray"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(os.path.expanduser(self.data_dir))
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.http_host}:{self.http_port}"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'imray.db'}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return Settings(**{**asdict(self), **changes})
+
+
+def _coerce(value: str, kind: type) -> Any:
+    if kind is bool:
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    if kind is int:
+        return int(value)
+    if kind is float:
+        return float(value)
+    return value
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Defaults, then the YAML file (IMRAY_CONFIG or `path`), then IMRAY_* variables, then overrides."""
+    values: dict[str, Any] = {}
+    known = {f.name: f for f in fields(Settings)}
+    config_file = path or os.environ.get("IMRAY_CONFIG")
+    if config_file:
+        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{config_file}: expected a mapping of settings")
+        unknown = set(loaded) - set(known)
+        if unknown:
+            raise ValueError(f"{config_file}: unknown settings {sorted(unknown)}")
+        values.update(loaded)
+    for name in known:
+        env = os.environ.get(f"IMRAY_{name.upper()}")
+        if env is not None and name != "extra":
+            kind = type(getattr(Settings(), name))
+            values[name] = _coerce(env, kind)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)

@@ -1,0 +1,87 @@
+"""Users, OAuth clients and refresh tokens."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from imray.domain.errors import Conflict
+from imray.storage.schema import clients, refresh_tokens, users
+
+USER_COLUMNS = (users.c.id, users.c.username, users.c.nickname, users.c.avatar_url)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def user_view(row: Any) -> dict:
+    return {"id": row.id, "username": row.username, "nickname": row.nickname, "avatar_url": row.avatar_url}
+
+
+def create_user(conn: Connection, username: str, password_hash: str, nickname: str) -> dict:
+    try:
+        result = conn.execute(insert(users).values(
+            username=username, password_hash=password_hash, nickname=nickname, created_at=now_ms()))
+    except IntegrityError:
+        raise Conflict("username is taken") from None
+    return {"id": result.inserted_primary_key[0], "username": username, "nickname": nickname,
+            "avatar_url": None}
+
+
+def user_by_id(conn: Connection, user_id: int) -> dict | None:
+    row = conn.execute(select(*USER_COLUMNS).where(users.c.id == user_id)).first()
+    return user_view(row) if row else None
+
+
+def users_by_ids(conn: Connection, user_ids: list[int]) -> dict[int, dict]:
+    rows = conn.execute(select(*USER_COLUMNS).where(users.c.id.in_(user_ids))).all()
+    return {row.id: user_view(row) for row in rows}
+
+
+def credentials(conn: Connection, username: str) -> tuple[int, str] | None:
+    row = conn.execute(select(users.c.id, users.c.password_hash).where(users.c.username == username)).first()
+    return (row.id, row.password_hash) if row else None
+
+
+def create_client(conn: Connection, client_id: str, name: str, secret_hash: str | None, scope: str) -> None:
+    try:
+        conn.execute(insert(clients).values(client_id=client_id, name=name, secret_hash=secret_hash,
+                                            scope=scope, created_at=now_ms()))
+    except IntegrityError:
+        raise Conflict(f"client {client_id} exists") from None
+
+
+def client(conn: Connection, client_id: str) -> dict | None:
+    row = conn.execute(select(clients).where(clients.c.client_id == client_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def store_refresh(conn: Connection, token_hash: str, family: str, user_id: int, client_id: str,
+                  scope: str, ttl_s: int) -> None:
+    conn.execute(insert(refresh_tokens).values(
+        token_hash=token_hash, family=family, user_id=user_id, client_id=client_id, scope=scope,
+        expires_at=now_ms() + ttl_s * 1000, used=False))
+
+
+def consume_refresh(conn: Connection, token_hash: str) -> dict | None:
+    """Mark a refresh token used and return it; None if unknown, expired or already used.
+
+    A second use of a used token means it leaked: the whole family (every token rotated from the
+    same login) is revoked, as RFC 9700 recommends for public clients.
+    """
+    row = conn.execute(select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash)).first()
+    if row is None:
+        return None
+    if row.used:
+        conn.execute(update(refresh_tokens).where(refresh_tokens.c.family == row.family).values(used=True))
+        return None
+    claimed = conn.execute(update(refresh_tokens).where(
+        refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used.is_(False)).values(used=True))
+    if claimed.rowcount != 1 or row.expires_at < now_ms():
+        return None
+    return dict(row._mapping)

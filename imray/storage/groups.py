@@ -1,0 +1,68 @@
+"""Groups and their members."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection
+
+from imray.storage.accounts import now_ms
+from imray.storage.messages import add_cursors, last_seq
+from imray.storage.schema import group_members, groups
+
+
+def create_group(conn: Connection, name: str, owner_id: int, members: list[int]) -> dict:
+    now = now_ms()
+    group_id = conn.execute(insert(groups).values(name=name, owner_id=owner_id, created_at=now)
+                            ).inserted_primary_key[0]
+    ordered = [owner_id, *[m for m in dict.fromkeys(members) if m != owner_id]]
+    conn.execute(insert(group_members), [{"group_id": group_id, "user_id": m, "joined_at": now}
+                                         for m in ordered])
+    _start_cursors(conn, f"g:{group_id}", ordered)
+    return {"id": group_id, "conv": f"g:{group_id}", "name": name, "owner_id": owner_id, "members": ordered}
+
+
+def group(conn: Connection, group_id: int) -> dict | None:
+    row = conn.execute(select(groups).where(groups.c.id == group_id)).first()
+    if row is None:
+        return None
+    return {"id": row.id, "conv": f"g:{row.id}", "name": row.name, "owner_id": row.owner_id,
+            "members": members(conn, group_id)}
+
+
+def members(conn: Connection, group_id: int) -> list[int]:
+    rows = conn.execute(select(group_members.c.user_id).where(group_members.c.group_id == group_id)
+                        .order_by(group_members.c.joined_at, group_members.c.user_id))
+    return [r.user_id for r in rows]
+
+
+def add_members(conn: Connection, group_id: int, user_ids: list[int]) -> list[int]:
+    present = set(members(conn, group_id))
+    new = [u for u in dict.fromkeys(user_ids) if u not in present]
+    if new:
+        now = now_ms()
+        conn.execute(insert(group_members), [{"group_id": group_id, "user_id": u, "joined_at": now}
+                                             for u in new])
+        _start_cursors(conn, f"g:{group_id}", new)
+    return new
+
+
+def remove_member(conn: Connection, group_id: int, user_id: int) -> bool:
+    """Remove one member; if the owner leaves, the longest-standing member becomes owner."""
+    gone = conn.execute(delete(group_members).where(group_members.c.group_id == group_id,
+                                                    group_members.c.user_id == user_id)).rowcount
+    owner = conn.execute(select(groups.c.owner_id).where(groups.c.id == group_id)).scalar()
+    if gone and owner == user_id:
+        rest = members(conn, group_id)
+        if rest:
+            conn.execute(update(groups).where(groups.c.id == group_id).values(owner_id=rest[0]))
+    return bool(gone)
+
+
+def group_ids_of(conn: Connection, user_id: int) -> list[int]:
+    rows = conn.execute(select(group_members.c.group_id).where(group_members.c.user_id == user_id))
+    return [r.group_id for r in rows]
+
+
+def _start_cursors(conn: Connection, conv: str, user_ids: list[int]) -> None:
+    """A member's cursor starts at the conversation's current end: joining does not make history unread."""
+    add_cursors(conn, conv, user_ids, last_seq(conn, conv))

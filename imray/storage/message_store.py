@@ -1,0 +1,59 @@
+"""The SQL adapter of the messaging port: what a ConversationShard reads and commits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from imray.domain.conversations import ConvId
+from imray.domain.messaging import Batch
+from imray.storage import messages as msgs
+from imray.storage.db import Database
+from imray.storage.schema import group_members, groups, users
+
+
+class SqlMessageStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def members(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int] | None]:
+        def load(conn: Connection) -> dict[str, frozenset[int] | None]:
+            out: dict[str, frozenset[int] | None] = {}
+            group_ids = [c.group_id for c in convs if c.is_group]
+            if group_ids:
+                existing = set(conn.execute(select(groups.c.id).where(groups.c.id.in_(group_ids))).scalars())
+                rows = conn.execute(select(group_members.c.group_id, group_members.c.user_id)
+                                    .where(group_members.c.group_id.in_(group_ids))).all()
+                by_group: dict[int, set[int]] = {g: set() for g in existing}
+                for row in rows:
+                    by_group.setdefault(row.group_id, set()).add(row.user_id)
+                out.update({f"g:{g}": frozenset(by_group[g]) if g in existing else None for g in group_ids})
+            pairs = [c for c in convs if not c.is_group]
+            if pairs:
+                wanted = {u for c in pairs for u in (c.a, c.b)}
+                found = set(conn.execute(select(users.c.id).where(users.c.id.in_(wanted))).scalars())
+                out.update({str(c): frozenset((c.a, c.b)) if {c.a, c.b} <= found else None for c in pairs})
+            return out
+
+        return await self._db.run(load)
+
+    async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]:
+        return await self._db.run(lambda conn: msgs.last_seqs(conn, convs))
+
+    async def find_by_client_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], dict]:
+        return await self._db.run(lambda conn: msgs.find_by_client_ids(conn, keys))
+
+    async def commit(self, batch: Batch) -> None:
+        now = int(time.time() * 1000)
+
+        def write(conn: Connection) -> None:
+            msgs.commit_batch(conn, batch.rows, batch.heads, now)
+            for conv, members in batch.new_directs.items():
+                msgs.add_cursors(conn, conv, members)
+            if batch.cursor_moves:
+                msgs.advance_cursors(conn, batch.cursor_moves)
+
+        await self._db.run(write)

@@ -1,0 +1,108 @@
+"""Messages, conversation heads and read cursors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, tuple_, update
+from sqlalchemy.engine import Connection
+
+from imray.storage.schema import conversations, messages, read_cursors
+from imray.storage.sql_compat import insert_ignore, upsert
+
+
+def message_view(row: Any) -> dict:
+    view = {"type": "msg", "conv": row.conv, "seq": row.seq, "msg_id": row.msg_id, "from": row.sender_id,
+            "kind": row.kind, "body": row.body, "ts": row.ts}
+    if row.file_id is not None:
+        view["file_id"] = row.file_id
+    return view
+
+
+def last_seq(conn: Connection, conv: str) -> int:
+    value = conn.execute(select(conversations.c.last_seq).where(conversations.c.conv == conv)).scalar()
+    return int(value or 0)
+
+
+def last_seqs(conn: Connection, convs: Sequence[str]) -> dict[str, int]:
+    rows = conn.execute(select(conversations.c.conv, conversations.c.last_seq)
+                        .where(conversations.c.conv.in_(list(convs))))
+    found = {r.conv: int(r.last_seq) for r in rows}
+    return {c: found.get(c, 0) for c in convs}
+
+
+def find_by_client_ids(conn: Connection, keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], dict]:
+    """Messages already stored for (sender, client id) pairs: the idempotency check, one query per batch."""
+    keys = list(keys)
+    found: dict[tuple[int, str], dict] = {}
+    for i in range(0, len(keys), 400):
+        rows = conn.execute(select(messages).where(
+            tuple_(messages.c.sender_id, messages.c.client_id).in_(keys[i:i + 400])))
+        found.update({(r.sender_id, r.client_id): message_view(r) for r in rows})
+    return found
+
+
+def commit_batch(conn: Connection, rows: Sequence[dict], heads: dict[str, int], now: int) -> None:
+    """Messages and the conversations' new last seq, in the caller's one transaction."""
+    if rows:
+        conn.execute(insert(messages), list(rows))
+    upsert(conn, conversations, [{"conv": c, "last_seq": s, "updated_at": now} for c, s in heads.items()],
+           keys=["conv"], update=["last_seq", "updated_at"])
+
+
+def add_cursors(conn: Connection, conv: str, user_ids: Iterable[int], seq: int = 0) -> None:
+    insert_ignore(conn, read_cursors, [{"user_id": u, "conv": conv, "read_seq": seq} for u in user_ids])
+
+
+def advance_cursors(conn: Connection, moves: Sequence[tuple[int, str, int]]) -> None:
+    """Read cursors only move forward."""
+    insert_ignore(conn, read_cursors, [{"user_id": u, "conv": c, "read_seq": 0} for u, c, _ in moves])
+    for user_id, conv, seq in moves:
+        conn.execute(update(read_cursors).where(
+            read_cursors.c.user_id == user_id, read_cursors.c.conv == conv, read_cursors.c.read_seq < seq
+        ).values(read_seq=seq))
+
+
+def history(conn: Connection, conv: str, after_seq: int | None, before_seq: int | None, limit: int) -> list[dict]:
+    query = select(messages).where(messages.c.conv == conv)
+    if before_seq is not None:
+        query = query.where(messages.c.seq < before_seq)
+        if after_seq is not None:
+            query = query.where(messages.c.seq > after_seq)
+        rows = conn.execute(query.order_by(messages.c.seq.desc()).limit(limit)).all()[::-1]
+    else:
+        query = query.where(messages.c.seq > (after_seq or 0))
+        rows = conn.execute(query.order_by(messages.c.seq).limit(limit)).all()
+    return [message_view(r) for r in rows]
+
+
+def conversation_list(conn: Connection, user_id: int, group_ids: Sequence[int]) -> list[dict]:
+    """The user's direct conversations and current groups, newest activity first."""
+    group_convs = [f"g:{g}" for g in group_ids]
+    mine = or_(read_cursors.c.conv.like("d:%"), read_cursors.c.conv.in_(group_convs))
+    rows = conn.execute(
+        select(read_cursors.c.conv, read_cursors.c.read_seq, conversations.c.last_seq,
+               conversations.c.updated_at)
+        .select_from(read_cursors.outerjoin(conversations, conversations.c.conv == read_cursors.c.conv))
+        .where(read_cursors.c.user_id == user_id, mine)
+    ).all()
+    if not rows:
+        return []
+    unread = dict(conn.execute(
+        select(messages.c.conv, func.count())
+        .select_from(messages.join(read_cursors, and_(read_cursors.c.conv == messages.c.conv,
+                                                      read_cursors.c.user_id == user_id)))
+        .where(messages.c.seq > read_cursors.c.read_seq, messages.c.sender_id != user_id, mine)
+        .group_by(messages.c.conv)
+    ).all())
+    heads = [(r.conv, r.last_seq) for r in rows if r.last_seq]
+    last = {}
+    if heads:
+        last = {r.conv: message_view(r) for r in conn.execute(
+            select(messages).where(tuple_(messages.c.conv, messages.c.seq).in_(heads)))}
+    items = [{"conv": r.conv, "last_seq": int(r.last_seq or 0), "read_seq": int(r.read_seq),
+              "unread": int(unread.get(r.conv, 0)), "last_message": last.get(r.conv),
+              "_updated": r.updated_at or 0} for r in rows]
+    items.sort(key=lambda i: i.pop("_updated"), reverse=True)
+    return items

@@ -1,0 +1,100 @@
+"""Tables. Portable SQL: SQLite (embedded) and MySQL/MariaDB (production) run the same schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+# SQLite only autoincrements INTEGER PRIMARY KEY; MySQL gets BIGINT.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+from sqlalchemy import Table  # noqa: E402  (kept next to its uses)
+
+users = Table(
+    "users", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("username", String(32), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("nickname", String(64), nullable=False),
+    Column("avatar_url", String(512)),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+clients = Table(
+    "oauth_clients", metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("secret_hash", String(128)),  # null: a public client
+    Column("scope", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("family", String(32), nullable=False, index=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("scope", String(255), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used", Boolean, nullable=False, default=False),
+)
+
+groups = Table(
+    "chat_groups", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("owner_id", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+group_members = Table(
+    "group_members", metadata,
+    Column("group_id", BigInteger, nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("joined_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("group_id", "user_id"),
+    Index("ix_group_members_user", "user_id"),
+)
+
+conversations = Table(
+    "conversations", metadata,
+    Column("conv", String(40), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+messages = Table(
+    "messages", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("msg_id", String(32), nullable=False, unique=True),
+    Column("conv", String(40), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("sender_id", BigInteger, nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("file_id", String(64)),
+    Column("ts", BigInteger, nullable=False),
+    UniqueConstraint("conv", "seq", name="uq_messages_conv_seq"),
+    UniqueConstraint("sender_id", "client_id", name="uq_messages_sender_client"),
+)
+
+read_cursors = Table(
+    "read_cursors", metadata,
+    Column("user_id", BigInteger, nullable=False),
+    Column("conv", String(40), nullable=False),
+    Column("read_seq", BigInteger, nullable=False, default=0),
+    PrimaryKeyConstraint("user_id", "conv"),
+)

@@ -1,0 +1,84 @@
+"""The integration stack: a real Ray cluster (a head and 2 worker nodes, each worker offering the
+`socket_node` resource) in this process tree, with imray deployed on it as `imray up` does."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from imray.settings import Settings
+
+
+def _loopback_only() -> bool:
+    """Ray must not start where it can reach the network (see scripts/netns-run)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))  # TEST-NET-1: never sent, only routed
+        return False
+    except OSError:
+        return True
+    finally:
+        s.close()
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    nodes: list[dict]
+    worker_node_ids: list[str]
+    data_dir: str
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if not _loopback_only():
+        pytest.fail("run the integration tests inside a loopback-only namespace: scripts/netns-run pytest")
+    tmp = tmp_path_factory.mktemp("imray")
+    ray_tmp = tempfile.mkdtemp(prefix="imray-ray-")  # short: Ray's unix socket paths have a length limit
+    os.makedirs(os.path.join(ray_tmp, "ray"))
+    os.environ["RAY_TMPDIR"] = ray_tmp
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
+
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    from imray import runtime
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "node_ip_address": "127.0.0.1", "num_cpus": 2, "include_dashboard": False,
+        "object_store_memory": 200 * 1024**2, "gcs_server_port": 6380, "temp_dir": ray_tmp,
+    })
+    workers = [cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, resources={"socket_node": 1},
+                                object_store_memory=100 * 1024**2) for _ in range(2)]
+    ray.init(address=cluster.address, namespace="imray", log_to_driver=False)
+    settings = Settings(data_dir=str(tmp / "data"), socket_nodes=2, shards=2, socket_auth_timeout_s=2.0,
+                        max_text_length=4000)
+    key = runtime.prepare(settings)
+    info = runtime.deploy(settings, key)
+    try:
+        yield Stack(settings, info.nodes, [w.node_id for w in workers], settings.data_dir)
+    finally:
+        runtime.undeploy(settings)
+        serve.shutdown()
+        ray.shutdown()
+        cluster.shutdown()
+        if not os.environ.get("IMRAY_KEEP_RAY_LOGS"):
+            shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def run(coro):
+    """Tests are plain functions that run one scenario on a fresh event loop."""
+    return asyncio.run(coro)
