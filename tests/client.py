@@ -152,3 +152,14 @@ class Socket:
 def direct(a: int, b: int) -> str:
     lo, hi = sorted((a, b))
     return f"d:{lo}:{hi}"
+
+
+async def one_per_node(api: Api, nodes: int = 2, attempts: int = 20) -> list[Login]:
+    """Users pinned to `nodes` different socket nodes (login spreads by least connections)."""
+    found: dict[str, Login] = {}
+    for _ in range(attempts):
+        login = await api.user()
+        found.setdefault(login.socket_node, login)
+        if len(found) == nodes:
+            return sorted(found.values(), key=lambda login: login.socket_node)
+    raise AssertionError(f"logins landed on {sorted(found)} only")
