@@ -118,7 +118,9 @@ def start_local_cluster(settings: Settings) -> str:
 def stop_local_cluster(settings: Settings) -> None:
     state = _state_file(settings)
     if state.exists():
-        subprocess.run([_ray_cli(), "stop"], check=False, stdout=subprocess.DEVNULL)
+        done = subprocess.run([_ray_cli(), "stop"], check=False, capture_output=True, text=True)
+        if done.returncode != 0:
+            log.warning("ray stop: %s", done.stderr.strip()[-2000:])
         state.unlink()
 
 

@@ -92,7 +92,16 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         unknown = set(loaded) - set(known)
         if unknown:
             raise ValueError(f"{config_file}: unknown settings {sorted(unknown)}")
-        values.update(loaded)
+        defaults = Settings()
+        for name, value in loaded.items():
+            kind = type(getattr(defaults, name))
+            if isinstance(value, str) and kind is not str:
+                value = _coerce(value, kind)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"{config_file}: {name} must be a {kind.__name__}, not {value!r}")
+            values[name] = value
     for name in known:
         env = os.environ.get(f"IMRAY_{name.upper()}")
         if env is not None and name != "extra":

@@ -17,6 +17,6 @@ class Passwords:
 
     def verify(self, stored: str | None, password: str) -> bool:
         try:
-            return self._hasher.verify(stored or self._dummy, password) and stored is not None
+            return self._hasher.verify(stored or self._dummy, password) and bool(stored)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False

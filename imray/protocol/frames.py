@@ -52,7 +52,9 @@ FRAME_TYPES = ("auth", "send", "read", "typing", "ping")
 
 def parse_frame(raw: str | bytes, max_bytes: int) -> Auth | Send | Read | Typing | Ping:
     """Decode one frame or raise BadRequest / TooLarge with a message a client developer can act on."""
-    if len(raw) > max_bytes:
+    # A str counts characters; UTF-8 takes up to 4 bytes each, so encode only when it could matter.
+    if len(raw) > max_bytes or (isinstance(raw, str) and len(raw) * 4 > max_bytes
+                                and len(raw.encode()) > max_bytes):
         raise TooLarge(f"frame is larger than {max_bytes} bytes")
     if isinstance(raw, bytes):
         raise BadRequest("frames are JSON text frames, not binary")

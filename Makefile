@@ -1,0 +1,52 @@
+# imray: `make run` runs it, `make test` tests it. Both create .venv and install what they need.
+#
+# On a machine where Ray must not touch the network (see scripts/netns-run), everything that starts
+# Ray runs in a loopback-only network namespace: a named one for `run` (so `make status`, `make down`
+# and `make shell` reach the same imray), a private one for `test`. NETNS=off runs bare (a laptop).
+
+PYTHON  ?= python3
+VENV    ?= .venv
+NETNS   ?= imray
+PY      := $(VENV)/bin/python
+IMRAY   := $(VENV)/bin/imray
+STAMP   := $(VENV)/.installed
+NETRUN  := scripts/netns-run --name $(NETNS)
+PYTEST_ARGS ?=
+
+.PHONY: install run up status down shell test unit lint clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+run: install  ## start imray in the foreground (Ctrl-C stops it)
+	$(NETRUN) $(IMRAY) up
+
+up: install  ## start imray and return
+	$(NETRUN) $(IMRAY) up --detach
+
+status: install
+	$(NETRUN) $(IMRAY) status
+
+down: install
+	$(NETRUN) $(IMRAY) down
+
+shell:  ## a shell inside imray's network namespace (curl, a client, `imray status`)
+	$(NETRUN) bash
+
+test: install lint  ## the whole suite on a real 3-node Ray cluster
+	scripts/netns-run $(PY) -m pytest -q $(PYTEST_ARGS)
+
+unit: install  ## the tests that need no Ray cluster
+	$(PY) -m pytest -q tests/test_unit_*.py tests/test_cluster_yaml.py
+
+lint: install
+	$(VENV)/bin/ruff check imray tests
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
