@@ -27,6 +27,14 @@ def _connect(settings: Settings, address: str) -> object:
                     logging_level=logging.WARNING)
 
 
+def _disconnect() -> None:
+    """Leave the cluster before stopping it, so its shutdown noise does not reach this terminal."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from imray import runtime
 
@@ -59,6 +67,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     runtime.undeploy(settings)
+    _disconnect()
     if started_here:
         runtime.stop_local_cluster(settings)
     print("imray is down")
@@ -78,6 +87,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         runtime.undeploy(settings)
     except ConnectionError as exc:
         print(f"cluster unreachable ({exc}); stopping what is left")
+    _disconnect()
     runtime.stop_local_cluster(settings)
     print("imray is down")
     return 0

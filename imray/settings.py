@@ -33,7 +33,6 @@ class Settings:
     shards: int = 2
     # Limits.
     max_text_length: int = 4000
-    max_client_id_length: int = 64
     max_group_members: int = 2000
     max_body_bytes: int = 1048576  # HTTP request bodies (JSON and forms)
     rate_limit_per_minute: int = 6000  # HTTP requests per user (or per client address before login)

@@ -181,10 +181,12 @@ def test_read_cursor_receipts_and_typing(stack):
         # Own messages are never unread for their sender.
         assert next(c for c in (await api.get("/api/conversations", a.access_token)).json()
                     if c["conv"] == conv)["unread"] == 0
-        await sb.send_json({"type": "read", "conv": conv, "seq": 1})  # cursors never move back
+        await sb.send_json({"type": "read", "conv": conv, "seq": 1})  # cursors never move back...
+        await sb.send_json({"type": "read", "conv": conv, "seq": 3})
         await sa.wait(lambda fs: len([f for f in fs if f["type"] == "receipt"]) == 2)
+        assert [f["seq"] for f in sa.of_type("receipt")] == [2, 3]  # ...and a no-move tells nobody
         convs = (await api.get("/api/conversations", b.access_token)).json()
-        assert next(c for c in convs if c["conv"] == conv)["read_seq"] == 2
+        assert next(c for c in convs if c["conv"] == conv)["read_seq"] == 3
         await sa.send_json({"type": "typing", "conv": conv})
         typing = await sb.wait(lambda fs: any(f["type"] == "typing" for f in fs))
         assert next(f for f in typing if f["type"] == "typing") == {"type": "typing", "conv": conv,

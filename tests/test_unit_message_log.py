@@ -288,6 +288,10 @@ def test_read_cursor_only_moves_forward(world: World) -> None:
     run_batch(log, world.store, [send(world.alice, world.direct, f"m{i}") for i in range(4)])
     run_batch(log, world.store, [ReadItem(world.bob, "s", world.direct, 3)])
     batch = run_batch(log, world.store, [ReadItem(world.bob, "s", world.direct, 1)])
+    assert batch.cursor_moves == [] and batch.deliveries == []  # no move: nothing stored, no receipt
+    assert world.convs(world.bob)[world.direct]["read_seq"] == 3
+    # A fresh owner (a restarted shard) does not know the cursor; the store still never moves it back.
+    batch = run_batch(ConversationLog(world.store), world.store, [ReadItem(world.bob, "s", world.direct, 1)])
     assert batch.cursor_moves == [(world.bob, world.direct, 1)]
     assert world.convs(world.bob)[world.direct]["read_seq"] == 3
 

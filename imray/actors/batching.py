@@ -1,12 +1,16 @@
-"""Group many small calls into one call per destination per event-loop turn.
+"""Group many small calls into one call per destination, one call in flight per destination.
 
 One Ray call per message caps near 2.5k msgs/s; one call per destination per flush scales with
-the batch. Items queued during the same loop turn go out together, in the order they came.
+the batch. Items for a destination whose previous call is still in flight wait and go out
+together when it returns (group commit's natural batching). Keeping a single call in flight per
+destination is also what keeps order: Ray does not promise that an async actor runs calls in
+the order they were submitted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
@@ -14,48 +18,61 @@ K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 
+log = logging.getLogger("imray.batching")
+
 
 class Batcher(Generic[K, I, R]):
-    def __init__(self, send: Callable[[K, list[I]], Awaitable[Sequence[R]]], max_batch: int = 2000) -> None:
+    def __init__(self, send: Callable[[K, list[I]], Awaitable[Sequence[R] | None]]) -> None:
         self._send = send
-        self._max_batch = max_batch
-        self._pending: dict[K, tuple[list[I], list[asyncio.Future[R]]]] = {}
+        self._pending: dict[K, tuple[list[I], list[asyncio.Future[R] | None]]] = {}
+        self._busy: set[K] = set()
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, key: K, item: I) -> asyncio.Future[R]:
         """Queue `item` for `key`; the future resolves with this item's result."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue(key, item, future)
+        return future
+
+    def post(self, key: K, item: I) -> None:
+        """Queue `item` for `key` with nobody waiting for its result (failures are logged)."""
+        self._queue(key, item, None)
+
+    def _queue(self, key: K, item: I, future: asyncio.Future[R] | None) -> None:
         items, futures = self._pending.setdefault(key, ([], []))
         items.append(item)
         futures.append(future)
-        if len(items) >= self._max_batch:
-            self._flush_key(key)
-        elif not self._scheduled:
+        if not self._scheduled and key not in self._busy:
             self._scheduled = True
-            loop.call_soon(self._flush)
-        return future
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
-        for key in list(self._pending):
-            self._flush_key(key)
+        for key in [k for k in self._pending if k not in self._busy]:
+            self._start(key)
 
-    def _flush_key(self, key: K) -> None:
+    def _start(self, key: K) -> None:
         items, futures = self._pending.pop(key)
+        self._busy.add(key)
         task = asyncio.get_running_loop().create_task(self._call(key, items, futures))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _call(self, key: K, items: list[I], futures: list[asyncio.Future[R]]) -> None:
+    async def _call(self, key: K, items: list[I], futures: list[asyncio.Future[R] | None]) -> None:
         try:
             results = await self._send(key, items)
         except Exception as exc:  # the destination failed: every item of the batch learns it
+            if all(f is None for f in futures):
+                log.warning("call to %r with %d items failed: %r", key, len(items), exc)
             for future in futures:
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_exception(exc)
-            return
-        for future, result in zip(futures, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+        else:
+            for future, result in zip(futures, results or [None] * len(futures), strict=True):
+                if future is not None and not future.done():
+                    future.set_result(result)
+        finally:
+            self._busy.discard(key)
+            if key in self._pending:
+                self._start(key)

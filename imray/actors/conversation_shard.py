@@ -16,6 +16,7 @@ import ray
 from sqlalchemy.exc import IntegrityError
 
 from imray.actors import names
+from imray.actors.batching import Batcher
 from imray.domain.messaging import Batch, ConversationLog, Delivery, Item, Outcome
 from imray.settings import Settings
 from imray.storage.db import Database
@@ -42,7 +43,9 @@ class ConversationShard:
         self._wakeup: asyncio.Event | None = None
         self._fanout: asyncio.Queue[list[Delivery]] | None = None
         self._loops: list[asyncio.Task[None]] = []
-        self._pending: set[asyncio.Task[None]] = set()
+        self._nodes: dict[str, ray.actor.ActorHandle] = {}
+        # One deliver() in flight per socket node: batches merge while it runs, and order holds.
+        self._to_nodes: Batcher[str, tuple[str, list[int], str | None], None] = Batcher(self._deliver)
 
     def _ensure_loops(self) -> None:
         if self._wakeup is None:
@@ -129,42 +132,36 @@ class ConversationShard:
 
     async def _fanout_loop(self) -> None:
         presence = ray.get_actor(names.PRESENCE, namespace=self._settings.namespace)
-        nodes: dict[str, ray.actor.ActorHandle] = {}
         while True:
             deliveries = await self._fanout.get()
             while not self._fanout.empty():  # everything committed meanwhile goes in one lookup
                 deliveries.extend(self._fanout.get_nowait())
             try:
-                await self._fan_out(presence, nodes, deliveries)
+                await self._fan_out(presence, deliveries)
             except Exception:
                 log.exception("shard %s: fan-out of %d deliveries failed", self._index, len(deliveries))
 
-    async def _fan_out(self, presence, nodes: dict, deliveries: list[Delivery]) -> None:
+    async def _fan_out(self, presence, deliveries: list[Delivery]) -> None:
         users = sorted({u for d in deliveries for u in d.users})
         where: dict[str, list[int]] = await presence.lookup.remote(users)
         for node_id, node_users in where.items():
             here = set(node_users)
-            part = [(d.frame, [u for u in d.users if u in here], d.skip) for d in deliveries
-                    if not here.isdisjoint(d.users)]
-            if not part:
-                continue
-            handle = nodes.get(node_id)
-            if handle is None:
-                try:
-                    handle = nodes[node_id] = ray.get_actor(names.socket_node(node_id),
-                                                            namespace=self._settings.namespace)
-                except ValueError:
-                    continue  # gone since presence saw it; its clients catch up from history
-            # Not awaited here: calls to one node keep their order; a dead node must not stall the loop.
-            task = asyncio.create_task(self._await_delivery(handle.deliver.remote(part), node_id, nodes))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            for d in deliveries:
+                if not here.isdisjoint(d.users):
+                    self._to_nodes.post(node_id, (d.frame, [u for u in d.users if u in here], d.skip))
 
-    async def _await_delivery(self, ref, node_id: str, nodes: dict) -> None:
+    async def _deliver(self, node_id: str, part: list[tuple[str, list[int], str | None]]) -> None:
+        handle = self._nodes.get(node_id)
+        if handle is None:
+            try:
+                handle = self._nodes[node_id] = ray.get_actor(names.socket_node(node_id),
+                                                              namespace=self._settings.namespace)
+            except ValueError:
+                return  # gone since presence saw it; its clients catch up from history
         try:
-            await ref
-        except Exception:
-            nodes.pop(node_id, None)  # look it up again next time: it may have been replaced
+            await handle.deliver.remote(part)
+        except ray.exceptions.RayActorError:
+            self._nodes.pop(node_id, None)  # look it up again next time: it may have been replaced
 
     def ping(self) -> int:
         return self._index

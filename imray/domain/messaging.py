@@ -103,6 +103,7 @@ class ConversationLog:
         self._convs: dict[str, ConvState] = {}
         self._recent: OrderedDict[tuple[int, str], dict] = OrderedDict()  # (sender, client id) -> msg
         self._dedupe_capacity = dedupe_capacity
+        self._cursors: OrderedDict[tuple[int, str], int] = OrderedDict()  # read cursors seen lately
 
     def forget(self, conv: str) -> None:
         """Membership changed: reload it (and the head, which is cheap) on next use."""
@@ -142,6 +143,9 @@ class ConversationLog:
                 sends.append((i, item))
             elif isinstance(item, ReadItem):
                 seq = min(item.seq, state.last_seq)
+                if self._cursors.get((item.user, item.conv), -1) >= seq:
+                    continue  # the cursor would not move: nothing to store, nobody to tell
+                self._cursors[(item.user, item.conv)] = seq
                 batch.cursor_moves.append((item.user, item.conv, seq))
                 others = tuple(m for m in state.members if m != item.user)
                 batch.deliveries.append(Delivery(orjson.dumps(
@@ -198,12 +202,16 @@ class ConversationLog:
                 "msg_id": row["msg_id"], "conv": row["conv"], "seq": row["seq"], "ts": row["ts"]}
         while len(self._recent) > self._dedupe_capacity:
             self._recent.popitem(last=False)
+        while len(self._cursors) > self._dedupe_capacity:
+            self._cursors.popitem(last=False)
 
     def rollback(self, batch: Batch) -> None:
         """The commit failed: give the seqs back so the conversation keeps no gap."""
         for conv, head in batch.previous_heads.items():
             if conv in self._convs:
                 self._convs[conv].last_seq = head
+        for user, conv, _ in batch.cursor_moves:
+            self._cursors.pop((user, conv), None)
 
 
 def check_send(kind: str, body: str, file_id: str | None, max_text: int) -> None:
