@@ -198,3 +198,34 @@ def test_read_cursor_receipts_and_typing(stack):
         await api.close()
 
     run(scenario())
+
+
+def test_a_blocked_user_cannot_write(stack):
+    async def scenario():
+        api = Api(stack.base_url)
+        a, b = await one_per_node(api)
+        sa = await Socket.open(a.socket_url, a.access_token)
+        sb = await Socket.open(b.socket_url, b.access_token)
+        conv = direct(a.user_id, b.user_id)
+        assert (await sa.send_text(conv, "hi"))["type"] == "ack"
+        as_b = {"Authorization": f"Bearer {b.access_token}"}
+        r = await api.http.put(f"/api/users/me/blocks/{a.user_id}", headers=as_b)
+        assert r.status_code == 204
+        assert (await api.get("/api/users/me/blocks", b.access_token)).json() == {"user_ids": [a.user_id]}
+        err = await sa.send_text(conv, "are you there?")
+        assert err["type"] == "error" and err["code"] == "forbidden"
+        # B can still write to A, and both still read their history.
+        assert (await sb.send_text(conv, "not now"))["type"] == "ack"
+        assert [m["body"] for m in await api.history(a.access_token, conv, after_seq=0)] == ["hi", "not now"]
+        r = await api.http.delete(f"/api/users/me/blocks/{a.user_id}", headers=as_b)
+        assert r.status_code == 204
+        assert (await sa.send_text(conv, "friends again"))["type"] == "ack"
+        r = await api.http.put(f"/api/users/me/blocks/{b.user_id}", headers=as_b)
+        assert r.status_code == 400  # not oneself
+        r = await api.http.put("/api/users/me/blocks/999999999", headers=as_b)
+        assert r.status_code == 404
+        await sa.close()
+        await sb.close()
+        await api.close()
+
+    run(scenario())

@@ -190,6 +190,20 @@ class Gateway:
     async def me(self, request: Request) -> dict:
         return await call(self._users.get.remote(self._user(request).user_id))
 
+    @app.get("/api/users/me/blocks", tags=["users"])
+    async def blocks(self, request: Request) -> dict:
+        return {"user_ids": await call(self._users.blocks.remote(self._user(request).user_id))}
+
+    @app.put("/api/users/me/blocks/{other_id}", status_code=204, tags=["users"])
+    async def block(self, other_id: int, request: Request) -> Response:
+        await call(self._users.block.remote(self._user(request).user_id, other_id, True))
+        return Response(status_code=204)
+
+    @app.delete("/api/users/me/blocks/{other_id}", status_code=204, tags=["users"])
+    async def unblock(self, other_id: int, request: Request) -> Response:
+        await call(self._users.block.remote(self._user(request).user_id, other_id, False))
+        return Response(status_code=204)
+
     @app.get("/api/users/{user_id}", tags=["users"])
     async def user(self, user_id: int, request: Request) -> dict:
         self._user(request)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import ray
 from ray import serve
 
+from imray.actors import names
 from imray.domain.accounts import check_registration
+from imray.domain.conversations import direct_conv, shard_of
 from imray.domain.errors import NotFound
 from imray.domain.passwords import Passwords
 from imray.settings import Settings
@@ -17,6 +20,7 @@ from imray.storage.db import Database
 @serve.deployment
 class UserService:
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._db = Database(settings.db_url)
         self._passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib,
                                     settings.argon2_parallelism)
@@ -25,6 +29,25 @@ class UserService:
         username, password, nickname = check_registration(username, password, nickname)
         hashed = await asyncio.to_thread(self._passwords.hash, password)
         return await self._db.run(lambda c: accounts.create_user(c, username, hashed, nickname))
+
+    async def blocks(self, user_id: int) -> list[int]:
+        return await self._db.run(lambda c: accounts.blocked_by(c, user_id))
+
+    async def block(self, user_id: int, other: int, blocked: bool) -> None:
+        """Block (or unblock) `other`: they can no longer write to `user_id` in their direct conversation."""
+        conv = str(direct_conv(user_id, other))  # refuses blocking oneself
+
+        def change(conn) -> None:
+            if accounts.user_by_id(conn, other) is None:
+                raise NotFound("no such user")
+            if blocked:
+                accounts.block(conn, user_id, other)
+            elif not accounts.unblock(conn, user_id, other):
+                raise NotFound("that user is not blocked")
+
+        await self._db.run(change)
+        shard = ray.get_actor(names.shard(shard_of(conv, self._settings.shards)), namespace=self._settings.namespace)
+        await shard.forget.remote([conv])  # the owning shard caches who may write
 
     async def get(self, user_id: int) -> dict:
         user = await self._db.run(lambda c: accounts.user_by_id(c, user_id))

@@ -70,6 +70,7 @@ class Delivery:
 class ConvState:
     members: frozenset[int]
     last_seq: int
+    muted: frozenset[int] = frozenset()  # members who may not write here (blocked by the other side)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Batch:
 class MessageStore(Protocol):
     async def members(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int] | None]: ...
     async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]: ...
+    async def muted(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int]]: ...
     async def find_by_client_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], dict]: ...
     async def commit(self, batch: Batch) -> None: ...
 
@@ -115,10 +117,11 @@ class ConversationLog:
             return
         members = await self._store.members(missing)
         heads = await self._store.last_seqs([str(c) for c in missing])
+        muted = await self._store.muted([c for c in missing if not c.is_group])
         for cid in missing:
             key = str(cid)
             if members.get(key) is not None:
-                self._convs[key] = ConvState(members[key], heads.get(key, 0))
+                self._convs[key] = ConvState(members[key], heads.get(key, 0), muted.get(key, frozenset()))
 
     async def plan(self, items: Sequence[Item]) -> Batch:
         batch = Batch(outcomes=[Outcome() for _ in items])
@@ -165,6 +168,8 @@ class ConversationLog:
         user = item.sender if isinstance(item, SendItem) else item.user
         if user not in state.members:
             raise Forbidden(f"you are not a member of {item.conv}")
+        if user in state.muted and not isinstance(item, ReadItem):
+            raise Forbidden("you cannot write to this user")
         return state
 
     async def _plan_sends(self, batch: Batch, sends: list[tuple[int, SendItem]]) -> None:

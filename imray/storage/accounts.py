@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from imray.domain.errors import Conflict
-from imray.storage.schema import clients, refresh_tokens, users
+from imray.storage.schema import blocks, clients, refresh_tokens, users
+from imray.storage.sql_compat import insert_ignore
 
 USER_COLUMNS = (users.c.id, users.c.username, users.c.nickname, users.c.avatar_url)
 
@@ -85,3 +86,28 @@ def consume_refresh(conn: Connection, token_hash: str) -> dict | None:
     if claimed.rowcount != 1 or row.expires_at < now_ms():
         return None
     return dict(row._mapping)
+
+
+def block(conn: Connection, user_id: int, blocked_id: int) -> None:
+    insert_ignore(conn, blocks, [{"user_id": user_id, "blocked_id": blocked_id, "created_at": now_ms()}])
+
+
+def unblock(conn: Connection, user_id: int, blocked_id: int) -> bool:
+    return bool(conn.execute(delete(blocks).where(blocks.c.user_id == user_id,
+                                                  blocks.c.blocked_id == blocked_id)).rowcount)
+
+
+def blocked_by(conn: Connection, user_id: int) -> list[int]:
+    rows = conn.execute(select(blocks.c.blocked_id).where(blocks.c.user_id == user_id)
+                        .order_by(blocks.c.created_at))
+    return [r.blocked_id for r in rows]
+
+
+def blocks_between(conn: Connection, pairs: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    """(blocker, blocked) rows among the given user pairs, either direction."""
+    if not pairs:
+        return set()
+    cond = or_(*[((blocks.c.user_id == a) & (blocks.c.blocked_id == b)) | ((blocks.c.user_id == b)
+                 & (blocks.c.blocked_id == a)) for a, b in pairs])
+    return {(r.user_id, r.blocked_id) for r in conn.execute(select(blocks.c.user_id, blocks.c.blocked_id)
+                                                            .where(cond))}

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from imray.domain.conversations import ConvId
 from imray.domain.messaging import Batch
+from imray.storage import accounts
 from imray.storage import messages as msgs
 from imray.storage.db import Database
 from imray.storage.schema import group_members, groups, users
@@ -39,6 +40,14 @@ class SqlMessageStore:
             return out
 
         return await self._db.run(load)
+
+    async def muted(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int]]:
+        """Per direct conversation, the side that the other side has blocked."""
+        if not convs:
+            return {}
+        found = await self._db.run(lambda conn: accounts.blocks_between(conn, [(c.a, c.b) for c in convs]))
+        return {str(c): frozenset(blocked for blocker, blocked in found if {blocker, blocked} == {c.a, c.b})
+                for c in convs}
 
     async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]:
         return await self._db.run(lambda conn: msgs.last_seqs(conn, convs))

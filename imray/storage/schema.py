@@ -98,3 +98,11 @@ read_cursors = Table(
     Column("read_seq", BigInteger, nullable=False, default=0),
     PrimaryKeyConstraint("user_id", "conv"),
 )
+
+blocks = Table(
+    "blocks", metadata,
+    Column("user_id", BigInteger, nullable=False),  # who blocks
+    Column("blocked_id", BigInteger, nullable=False),  # who may no longer write to them
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "blocked_id"),
+)
