@@ -119,7 +119,7 @@ def cmd_clients_create(args: argparse.Namespace) -> int:
     from imray.deployments.auth import PUBLIC_CLIENT
     from imray.domain.errors import Conflict
     from imray.domain.tokens import digest
-    from imray.storage import accounts
+    from imray.storage import accounts, migrate
     from imray.storage.db import Database
 
     settings = _settings(args)
@@ -129,9 +129,9 @@ def cmd_clients_create(args: argparse.Namespace) -> int:
         return 2
     secret = secrets.token_urlsafe(32)
     settings.data_path.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.db_url)
     db = Database(settings.db_url)
     try:
-        db.create_schema()
         db.transaction(lambda c: accounts.create_client(c, client_id, args.name, digest(secret), args.scope))
     except Conflict as exc:
         print(exc.message, file=sys.stderr)
@@ -141,6 +141,16 @@ def cmd_clients_create(args: argparse.Namespace) -> int:
     print(f"client_id:     {client_id}")
     print(f"client_secret: {secret}")
     print("the secret is shown once; imray keeps only its hash")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from imray.storage import migrate
+
+    settings = _settings(args)
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.db_url, args.revision)
+    print(f"database at revision {migrate.current(settings.db_url)}")
     return 0
 
 
@@ -162,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--client-id")
     create.add_argument("--scope", default="chat")
     create.set_defaults(func=cmd_clients_create)
+    db = sub.add_parser("db", help="the database schema").add_subparsers(dest="db_command", required=True)
+    upgrade = db.add_parser("upgrade", help="apply schema migrations (imray up does this too)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(func=cmd_db_upgrade)
     return parser
 
 

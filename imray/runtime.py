@@ -23,7 +23,7 @@ from imray.deployments.users import UserService
 from imray.deployments.web import WebService
 from imray.domain.tokens import SigningKey
 from imray.settings import Settings
-from imray.storage.db import Database
+from imray.storage import migrate
 
 log = logging.getLogger("imray")
 APP_NAME = "imray"
@@ -40,11 +40,7 @@ class Deployment:
 def prepare(settings: Settings) -> SigningKey:
     """Data dir, schema and signing key: everything that must exist before the first request."""
     settings.data_path.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_url)
-    try:
-        db.create_schema()
-    finally:
-        db.close()
+    migrate.upgrade(settings.db_url)
     return SigningKey.load_or_create(settings.data_path / "keys")
 
 

@@ -13,7 +13,30 @@ from dataclasses import dataclass
 
 import pytest
 
-from imray.settings import Settings
+from imray.settings import Settings, load_settings
+
+# Which adapters the suite runs on: "embedded" (SQLite, in-cluster presence...) or "real" (the
+# middleware named by IMRAY_* variables; `make test` starts it and runs the suite on both).
+STACK = os.environ.get("IMRAY_TEST_STACK", "embedded")
+
+
+def fresh_database(url: str) -> None:
+    """An empty database for this run; the real stack must be there (never a skip)."""
+    import sqlalchemy
+
+    if not url.startswith("mysql"):
+        pytest.fail(f"IMRAY_TEST_STACK=real needs IMRAY_DATABASE_URL=mysql+pymysql://..., not {url!r}")
+    parsed = sqlalchemy.engine.make_url(url)
+    name = parsed.database
+    engine = sqlalchemy.create_engine(parsed.set(database=""))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+            conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    except sqlalchemy.exc.OperationalError as exc:
+        pytest.fail(f"the real stack's database is unreachable: {exc}")
+    finally:
+        engine.dispose()
 
 
 def _loopback_only() -> bool:
@@ -64,8 +87,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workers = [cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, resources={"socket_node": 1},
                                 object_store_memory=100 * 1024**2) for _ in range(2)]
     ray.init(address=cluster.address, namespace="imray", log_to_driver=False)
-    settings = Settings(data_dir=str(tmp / "data"), socket_nodes=2, shards=2, socket_auth_timeout_s=2.0,
-                        max_text_length=4000)
+    settings = load_settings(data_dir=str(tmp / "data"), socket_nodes=2, shards=2, socket_auth_timeout_s=2.0,
+                             max_text_length=4000)
+    if STACK == "real":
+        fresh_database(settings.db_url)
     key = runtime.prepare(settings)
     info = runtime.deploy(settings, key)
     try:

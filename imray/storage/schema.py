@@ -89,6 +89,7 @@ messages = Table(
     Column("ts", BigInteger, nullable=False),
     UniqueConstraint("conv", "seq", name="uq_messages_conv_seq"),
     UniqueConstraint("sender_id", "client_id", name="uq_messages_sender_client"),
+    Index("ix_messages_file", "file_id"),
 )
 
 read_cursors = Table(
@@ -105,4 +106,16 @@ blocks = Table(
     Column("blocked_id", BigInteger, nullable=False),  # who may no longer write to them
     Column("created_at", BigInteger, nullable=False),
     PrimaryKeyConstraint("user_id", "blocked_id"),
+)
+
+files = Table(
+    "files", metadata,
+    Column("file_id", String(64), primary_key=True),
+    Column("owner_id", BigInteger, nullable=False, index=True),
+    Column("purpose", String(16), nullable=False),  # "file" (chat upload) or "avatar"
+    Column("object_key", String(255), nullable=False),
+    Column("content_type", String(128), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("filename", String(255)),
+    Column("created_at", BigInteger, nullable=False),
 )

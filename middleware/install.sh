@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install the middleware the real-stack tests need, outside any network namespace (it downloads).
+# Idempotent and cached: a second run on the same machine downloads nothing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+need=()
+command -v mariadbd >/dev/null || need+=(mariadb-server)
+command -v redis-server >/dev/null || need+=(redis-server)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} (Debian packages)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian starts the services it installs; imray's tests run their own on loopback in a namespace.
+for svc in mariadb redis-server; do
+  command -v systemctl >/dev/null && systemctl stop "$svc" 2>/dev/null || true
+  service "$svc" stop >/dev/null 2>&1 || true
+done
+for part in s3 nacos; do
+  [ -x "$here/$part/install.sh" ] && "$here/$part/install.sh"
+done
+exit 0
