@@ -39,8 +39,9 @@ down: install
 shell:  ## a shell inside imray's network namespace (curl, a client, `imray status`)
 	$(NETRUN) bash
 
-test: install lint  ## the whole suite on a real 3-node Ray cluster
-	scripts/netns-run $(PY) -m pytest -q $(PYTEST_ARGS)
+test: install lint  ## the whole suite on a real 3-node Ray cluster, on the embedded and the real stack
+	middleware/install.sh
+	scripts/netns-run scripts/test-stacks $(PYTEST_ARGS)
 
 unit: install  ## the tests that need no Ray cluster
 	$(PY) -m pytest -q tests/test_unit_*.py tests/test_cluster_yaml.py

@@ -45,6 +45,7 @@ class Settings:
     argon2_parallelism: int = 1
     # Adapters: empty means the embedded default.
     database_url: str = ""  # default: sqlite under data_dir
+    redis_url: str = ""  # default: presence in an actor, caches and rate limits in process
     # Ray.
     ray_address: str = ""  # empty: start a local cluster (imray up) / "auto": join a running one
     ray_port: int = 6380  # never 6379: that is Redis's port

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from imray.actors import names
 from imray.actors.batching import Batcher
+from imray.adapters.presence import make_presence
 from imray.domain.messaging import Batch, ConversationLog, Delivery, Item, Outcome
 from imray.settings import Settings
 from imray.storage.db import Database
@@ -131,7 +132,7 @@ class ConversationShard:
         raise AssertionError("unreachable")
 
     async def _fanout_loop(self) -> None:
-        presence = ray.get_actor(names.PRESENCE, namespace=self._settings.namespace)
+        presence = make_presence(self._settings)
         while True:
             deliveries = await self._fanout.get()
             while not self._fanout.empty():  # everything committed meanwhile goes in one lookup
@@ -143,12 +144,21 @@ class ConversationShard:
 
     async def _fan_out(self, presence, deliveries: list[Delivery]) -> None:
         users = sorted({u for d in deliveries for u in d.users})
-        where: dict[str, list[int]] = await presence.lookup.remote(users)
+        try:
+            where: dict[str, list[int]] = await presence.lookup(users)
+        except Exception as exc:
+            # Presence is down: every socket node gets the batch and keeps what its sessions need.
+            log.warning("shard %s: presence lookup failed (%r); delivering to every node", self._index, exc)
+            where = {node_id: users for node_id in await self._live_nodes()}
         for node_id, node_users in where.items():
             here = set(node_users)
             for d in deliveries:
                 if not here.isdisjoint(d.users):
                     self._to_nodes.post(node_id, (d.frame, [u for u in d.users if u in here], d.skip))
+
+    async def _live_nodes(self) -> list[str]:
+        supervisor = ray.get_actor(names.SUPERVISOR, namespace=self._settings.namespace)
+        return [n["node_id"] for n in await supervisor.nodes.remote() if n["alive"]]
 
     async def _deliver(self, node_id: str, part: list[tuple[str, list[int], str | None]]) -> None:
         handle = self._nodes.get(node_id)

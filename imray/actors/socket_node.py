@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from imray.actors import names
 from imray.actors.batching import Batcher
+from imray.adapters.presence import REFRESH_S, make_presence
 from imray.domain.conversations import parse_conv, shard_of
 from imray.domain.errors import BadRequest, DomainError, NotFound, Unauthorized
 from imray.domain.messaging import Item, Outcome, ReadItem, SendItem, TypingItem, check_send
@@ -90,7 +91,7 @@ class SocketNode:
     async def start(self) -> dict:
         ns = self._settings.namespace
         self._shards = [ray.get_actor(names.shard(i), namespace=ns) for i in range(self._settings.shards)]
-        self._presence = ray.get_actor(names.PRESENCE, namespace=ns)
+        self._presence = make_presence(self._settings)
         self._supervisor = ray.get_actor(names.SUPERVISOR, namespace=ns)
         self._to_shards: Batcher[int, Item, Outcome] = Batcher(self._call_shard)
         self._to_presence: Batcher[str, tuple[int, int], None] = Batcher(self._call_presence)
@@ -100,6 +101,7 @@ class SocketNode:
             max_size=self._settings.socket_hard_frame_bytes, process_request=self._only_ws_path,
             ping_interval=20, ping_timeout=20,
         )
+        self._refresher = asyncio.create_task(self._refresh_presence())
         return self.endpoint()
 
     def endpoint(self) -> dict:
@@ -123,8 +125,17 @@ class SocketNode:
                         session.push(frame)
 
     async def resync_presence(self) -> None:
-        """Presence restarted empty: tell it everything this node holds."""
-        await self._presence.replace_node.remote(self.node_id, {u: len(s) for u, s in self._sessions.items()})
+        """Tell presence everything this node holds (it may have restarted empty)."""
+        await self._presence.replace_node(self.node_id, {u: len(s) for u, s in self._sessions.items()})
+
+    async def _refresh_presence(self) -> None:
+        """Entries expire unless refreshed; a lost presence store is whole again within one round."""
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await self.resync_presence()
+            except Exception as exc:  # presence down: sessions still work, fan-out falls back
+                log.warning("presence refresh failed: %r", exc)
 
     # -- Ray calls, batched -------------------------------------------------------------------
 
@@ -132,7 +143,10 @@ class SocketNode:
         return await self._shards[index].submit.remote(items)
 
     async def _call_presence(self, node: str, changes: list[tuple[int, int]]) -> list[None]:
-        await self._presence.apply.remote([(node, changes)])
+        try:
+            await self._presence.apply(node, changes)
+        except Exception as exc:  # degrade, never refuse a session: the next refresh repairs presence
+            log.warning("presence update failed: %r", exc)
         return [None] * len(changes)
 
     # -- one connection -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from imray.actors import names
 from imray.actors.conversation_shard import ConversationShard
 from imray.actors.presence import Presence
 from imray.actors.socket_node import SocketNode
+from imray.adapters.presence import make_presence
 from imray.domain.placement import least_connections
 from imray.domain.tokens import PublicKey
 from imray.settings import Settings
@@ -52,13 +53,16 @@ class SocketSupervisor:
         self._nodes: dict[str, NodeRecord] = {}
         self._monitor: asyncio.Task[None] | None = None
         self._presence_epoch = ""
+        self._presence_actor: ray.actor.ActorHandle | None = None
 
     async def start(self) -> list[dict]:
         s = self._settings
-        self._presence = Presence.options(name=names.PRESENCE, namespace=s.namespace).remote()
+        if not s.redis_url:  # embedded presence lives in an actor; with Redis there is nothing to host
+            self._presence_actor = Presence.options(name=names.PRESENCE, namespace=s.namespace).remote()
+            self._presence_epoch = await self._presence_actor.epoch.remote()
+        self._presence = make_presence(s)
         self._shards = [ConversationShard.options(name=names.shard(i), namespace=s.namespace).remote(i, s)
                         for i in range(s.shards)]
-        self._presence_epoch = await self._presence.epoch.remote()
         await asyncio.gather(*(shard.ping.remote() for shard in self._shards))
         capable = sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("socket_node", 0) >= 1)
         strategy = "STRICT_SPREAD" if capable >= s.socket_nodes else "SPREAD"
@@ -115,14 +119,20 @@ class SocketSupervisor:
         except ray.exceptions.RayActorError:
             log.warning("socket node %s died; starting a replacement", node_id)
             record.alive = False
-            await self._presence.drop_node.remote(node_id)
+            try:
+                await self._presence.drop_node(node_id)
+            except Exception as exc:  # entries expire by themselves anyway
+                log.warning("presence: dropping %s failed: %r", node_id, exc)
             await self._launch(record.slot)
             return
         record.connections, record.alive = stats["connections"], True
 
     async def _check_presence(self) -> None:
+        """The embedded presence actor restarts empty: have every node resync at once."""
+        if self._presence_actor is None:
+            return
         try:
-            epoch = await self._presence.epoch.remote()
+            epoch = await self._presence_actor.epoch.remote()
         except ray.exceptions.RayActorError:
             return  # restarting; look again next round
         if epoch != self._presence_epoch:

@@ -19,7 +19,7 @@ from ray.serve.handle import DeploymentHandle
 
 from imray.deployments.auth import OAuthError
 from imray.deployments.common import call
-from imray.deployments.limits import BodyLimit, RateLimiter
+from imray.deployments.limits import BodyLimit, RateLimiter, SharedRateLimiter
 from imray.domain.errors import DomainError, Forbidden, Unauthorized
 from imray.domain.tokens import Principal, PublicKey, TokenVerifier
 from imray.settings import Settings
@@ -105,12 +105,13 @@ class Gateway:
         self._settings = settings
         self._keys = keys
         self._verifier = TokenVerifier(keys, settings.base_url)
-        self._limiter = RateLimiter(settings.rate_limit_per_minute)
+        self._limiter = (SharedRateLimiter(settings.redis_url, settings.rate_limit_per_minute) if settings.redis_url
+                         else RateLimiter(settings.rate_limit_per_minute))
         BODY_LIMIT["bytes"] = settings.max_body_bytes
 
     # -- edge checks --------------------------------------------------------------------------
 
-    def _user(self, request: Request) -> Principal:
+    async def _user(self, request: Request) -> Principal:
         """The verified user behind the bearer token (401 without one, 403 for a client token)."""
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -119,15 +120,18 @@ class Gateway:
         principal = self._verifier.verify(token.strip())
         if principal.user_id is None:
             raise Forbidden("this route needs a user's token, not a client's")
-        self._rate(f"u:{principal.user_id}")
+        await self._rate(f"u:{principal.user_id}")
         return principal
 
-    def _rate(self, caller: str) -> None:
-        if not self._limiter.allow(caller):
+    async def _uid(self, request: Request) -> int:
+        return (await self._user(request)).user_id
+
+    async def _rate(self, caller: str) -> None:
+        if not await self._limiter.check(caller):
             raise RateLimited("too many requests, slow down")
 
-    def _anonymous(self, request: Request) -> None:
-        self._rate(f"ip:{request.client.host if request.client else '-'}")
+    async def _anonymous(self, request: Request) -> None:
+        await self._rate(f"ip:{request.client.host if request.client else '-'}")
 
     # -- discovery ----------------------------------------------------------------------------
 
@@ -159,7 +163,7 @@ class Gateway:
 
     @app.post("/oauth2/token", tags=["oauth2"])
     async def token(self, request: Request) -> JSONResponse:
-        self._anonymous(request)
+        await self._anonymous(request)
         if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             raise OAuthError("invalid_request", "the token endpoint takes application/x-www-form-urlencoded")
         form = await request.form()
@@ -177,69 +181,69 @@ class Gateway:
 
     @app.post("/api/socket/assign", tags=["socket"])
     async def assign(self, request: Request) -> dict:
-        return await call(self._auth.assign.remote(self._user(request)))
+        return await call(self._auth.assign.remote(await self._user(request)))
 
     # -- users --------------------------------------------------------------------------------
 
     @app.post("/api/users", status_code=201, tags=["users"])
     async def register(self, body: Registration, request: Request) -> dict:
-        self._anonymous(request)
+        await self._anonymous(request)
         return await call(self._users.register.remote(body.username, body.password, body.nickname))
 
     @app.get("/api/users/me", tags=["users"])
     async def me(self, request: Request) -> dict:
-        return await call(self._users.get.remote(self._user(request).user_id))
+        return await call(self._users.get.remote(await self._uid(request)))
 
     @app.get("/api/users/me/blocks", tags=["users"])
     async def blocks(self, request: Request) -> dict:
-        return {"user_ids": await call(self._users.blocks.remote(self._user(request).user_id))}
+        return {"user_ids": await call(self._users.blocks.remote(await self._uid(request)))}
 
     @app.put("/api/users/me/blocks/{other_id}", status_code=204, tags=["users"])
     async def block(self, other_id: int, request: Request) -> Response:
-        await call(self._users.block.remote(self._user(request).user_id, other_id, True))
+        await call(self._users.block.remote(await self._uid(request), other_id, True))
         return Response(status_code=204)
 
     @app.delete("/api/users/me/blocks/{other_id}", status_code=204, tags=["users"])
     async def unblock(self, other_id: int, request: Request) -> Response:
-        await call(self._users.block.remote(self._user(request).user_id, other_id, False))
+        await call(self._users.block.remote(await self._uid(request), other_id, False))
         return Response(status_code=204)
 
     @app.get("/api/users/{user_id}", tags=["users"])
     async def user(self, user_id: int, request: Request) -> dict:
-        self._user(request)
+        await self._user(request)
         return await call(self._users.get.remote(user_id))
 
     # -- conversations and groups -------------------------------------------------------------
 
     @app.get("/api/conversations", tags=["conversations"])
     async def conversations(self, request: Request) -> list[dict]:
-        return await call(self._web.conversations.remote(self._user(request).user_id))
+        return await call(self._web.conversations.remote(await self._uid(request)))
 
     @app.get("/api/conversations/{conv}/messages", tags=["conversations"])
     async def history(self, conv: str, request: Request,
                       after_seq: Annotated[int | None, Query(ge=0)] = None,
                       before_seq: Annotated[int | None, Query(ge=1)] = None,
                       limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict:
-        user = self._user(request)
+        user = await self._user(request)
         return await call(self._web.history.remote(user.user_id, conv, after_seq, before_seq, limit))
 
     @app.post("/api/groups", status_code=201, tags=["groups"])
     async def create_group(self, body: NewGroup, request: Request) -> dict:
-        user = self._user(request)
+        user = await self._user(request)
         return await call(self._web.create_group.remote(user.user_id, body.name, body.members))
 
     @app.get("/api/groups/{group_id}", tags=["groups"])
     async def get_group(self, group_id: int, request: Request) -> dict:
-        return await call(self._web.get_group.remote(self._user(request).user_id, group_id))
+        return await call(self._web.get_group.remote(await self._uid(request), group_id))
 
     @app.post("/api/groups/{group_id}/members", tags=["groups"])
     async def add_members(self, group_id: int, body: NewMembers, request: Request) -> dict:
-        user = self._user(request)
+        user = await self._user(request)
         return await call(self._web.add_members.remote(user.user_id, group_id, body.user_ids))
 
     @app.delete("/api/groups/{group_id}/members/{member_id}", status_code=204, tags=["groups"])
     async def remove_member(self, group_id: int, member_id: int, request: Request) -> Response:
-        user = self._user(request)
+        user = await self._user(request)
         await call(self._web.remove_member.remote(user.user_id, group_id, member_id))
         return Response(status_code=204)
 

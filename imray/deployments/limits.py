@@ -72,6 +72,9 @@ class RateLimiter:
         self._counts: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._max = max_callers
 
+    async def check(self, caller: str) -> bool:
+        return self.allow(caller)
+
     def allow(self, caller: str) -> bool:
         window = int(time.time() // 60)
         start, count = self._counts.get(caller, (window, 0))
@@ -82,3 +85,29 @@ class RateLimiter:
         if len(self._counts) > self._max:
             self._counts.popitem(last=False)
         return count < self.per_minute
+
+
+class SharedRateLimiter:
+    """The same fixed windows in Redis, shared by every gateway replica.
+
+    If Redis does not answer, each replica falls back to its own counters: limits get looser for
+    a while, requests are never refused because the counter store is down.
+    """
+
+    def __init__(self, url: str, per_minute: int) -> None:
+        import redis.asyncio as aioredis
+
+        self.per_minute = per_minute
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        self._local = RateLimiter(per_minute)
+
+    async def check(self, caller: str) -> bool:
+        key = f"imray:rate:{caller}:{int(time.time() // 60)}"
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, 120)
+                count, _ = await pipe.execute()
+        except Exception:
+            return self._local.allow(caller)
+        return count <= self.per_minute

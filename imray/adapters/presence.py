@@ -1,0 +1,119 @@
+"""Presence: which socket nodes hold live sessions of which users.
+
+Two adapters behind one small interface: the in-cluster `Presence` actor (embedded default) and
+Redis (production). Socket nodes report sessions opening and closing and rewrite their whole
+share every `REFRESH_S`; entries expire unless refreshed, so a node that vanishes without
+saying so is forgotten, and a Redis that restarted empty is full again within one refresh.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import ray
+
+from imray.actors import names
+from imray.settings import Settings
+
+REFRESH_S = 15.0
+TTL_S = 45
+
+
+class PresencePort(Protocol):
+    async def apply(self, node: str, changes: list[tuple[int, int]]) -> None: ...
+    async def replace_node(self, node: str, sessions: dict[int, int]) -> None: ...
+    async def drop_node(self, node: str) -> None: ...
+    async def lookup(self, users: list[int]) -> dict[str, list[int]]: ...
+
+
+class ActorPresence:
+    """The embedded adapter: one named actor holds the table."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._actor = ray.get_actor(names.PRESENCE, namespace=settings.namespace)
+
+    async def apply(self, node: str, changes: list[tuple[int, int]]) -> None:
+        await self._actor.apply.remote([(node, changes)])
+
+    async def replace_node(self, node: str, sessions: dict[int, int]) -> None:
+        await self._actor.replace_node.remote(node, sessions)
+
+    async def drop_node(self, node: str) -> None:
+        await self._actor.drop_node.remote(node)
+
+    async def lookup(self, users: list[int]) -> dict[str, list[int]]:
+        return await self._actor.lookup.remote(users)
+
+
+# KEYS[1] = the user's hash (node -> sessions), KEYS[2] = the node's set of users.
+# ARGV = node, delta, ttl. Counts never go below zero; empty entries disappear.
+_APPLY = """
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if n <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[2], ARGV[4])
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('SADD', KEYS[2], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+return n
+"""
+
+
+class RedisPresence:
+    """The production adapter: `imray:presence:u:{user}` hashes, `imray:presence:n:{node}` sets."""
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
+                                              retry_on_timeout=False, health_check_interval=10)
+        self._apply = self._redis.register_script(_APPLY)
+
+    @staticmethod
+    def _user_key(user: int) -> str:
+        return f"imray:presence:u:{user}"
+
+    @staticmethod
+    def _node_key(node: str) -> str:
+        return f"imray:presence:n:{node}"
+
+    async def apply(self, node: str, changes: list[tuple[int, int]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user, delta in changes:
+                await self._apply(keys=[self._user_key(user), self._node_key(node)],
+                                  args=[node, delta, TTL_S, user], client=pipe)
+            await pipe.execute()
+
+    async def replace_node(self, node: str, sessions: dict[int, int]) -> None:
+        old = {int(u) for u in await self._redis.smembers(self._node_key(node))}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user in old - set(sessions):
+                pipe.hdel(self._user_key(user), node)
+            for user, count in sessions.items():
+                pipe.hset(self._user_key(user), node, count)
+                pipe.expire(self._user_key(user), TTL_S)
+            pipe.delete(self._node_key(node))
+            if sessions:
+                pipe.sadd(self._node_key(node), *sessions)
+                pipe.expire(self._node_key(node), TTL_S)
+            await pipe.execute()
+
+    async def drop_node(self, node: str) -> None:
+        await self.replace_node(node, {})
+
+    async def lookup(self, users: list[int]) -> dict[str, list[int]]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user in users:
+                pipe.hkeys(self._user_key(user))
+            found = await pipe.execute()
+        out: dict[str, list[int]] = {}
+        for user, nodes in zip(users, found, strict=True):
+            for node in nodes:
+                out.setdefault(node.decode() if isinstance(node, bytes) else node, []).append(user)
+        return out
+
+
+def make_presence(settings: Settings) -> PresencePort:
+    return RedisPresence(settings.redis_url) if settings.redis_url else ActorPresence(settings)
