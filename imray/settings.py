@@ -36,6 +36,9 @@ class Settings:
     max_group_members: int = 2000
     max_body_bytes: int = 1048576  # HTTP request bodies (JSON and forms)
     rate_limit_per_minute: int = 6000  # HTTP requests per user (or per client address before login)
+    max_upload_bytes: int = 20 * 1024 * 1024  # chat files
+    max_avatar_bytes: int = 2 * 1024 * 1024
+    file_url_ttl_s: int = 300  # presigned download URLs
     # Tokens.
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
@@ -46,6 +49,12 @@ class Settings:
     # Adapters: empty means the embedded default.
     database_url: str = ""  # default: sqlite under data_dir
     redis_url: str = ""  # default: presence in an actor, caches and rate limits in process
+    s3_endpoint: str = ""  # host:port of an S3 API; default: files under data_dir/objects
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_bucket: str = "imray"
+    s3_region: str = "us-east-1"
+    s3_secure: bool = False
     # Ray.
     ray_address: str = ""  # empty: start a local cluster (imray up) / "auto": join a running one
     ray_port: int = 6380  # never 6379: that is Redis's port

@@ -16,7 +16,7 @@ for svc in mariadb redis-server; do
   command -v systemctl >/dev/null && systemctl stop "$svc" 2>/dev/null || true
   service "$svc" stop >/dev/null 2>&1 || true
 done
-for part in s3 nacos; do
-  [ -x "$here/$part/install.sh" ] && "$here/$part/install.sh"
-done
-exit 0
+"$here/s3/start.sh" --install-only          # s3s-fs from crates.io, built once into ~/.cache/imray
+if [ -x "$here/nacos/start.sh" ]; then
+  "$here/nacos/start.sh" --install-only     # Nacos server jars from Maven Central, cached
+fi

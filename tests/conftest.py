@@ -88,7 +88,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                                 object_store_memory=100 * 1024**2) for _ in range(2)]
     ray.init(address=cluster.address, namespace="imray", log_to_driver=False)
     settings = load_settings(data_dir=str(tmp / "data"), socket_nodes=2, shards=2, socket_auth_timeout_s=2.0,
-                             max_text_length=4000)
+                             max_text_length=4000, max_upload_bytes=256 * 1024, max_avatar_bytes=64 * 1024)
     if STACK == "real":
         fresh_database(settings.db_url)
     key = runtime.prepare(settings)

@@ -23,7 +23,7 @@ from imray.actors import names
 from imray.actors.batching import Batcher
 from imray.adapters.presence import REFRESH_S, make_presence
 from imray.domain.conversations import parse_conv, shard_of
-from imray.domain.errors import BadRequest, DomainError, NotFound, Unauthorized
+from imray.domain.errors import BadRequest, DomainError, Unauthorized
 from imray.domain.messaging import Item, Outcome, ReadItem, SendItem, TypingItem, check_send
 from imray.domain.tokens import Principal, PublicKey, TokenVerifier
 from imray.protocol.frames import (
@@ -230,8 +230,6 @@ class SocketNode:
         try:
             parse_conv(frame.conv)
             check_send(frame.kind, frame.body, frame.file_id, self._settings.max_text_length)
-            if frame.kind != "text":
-                raise NotFound("file messages need the file service, which this node does not know yet")
             if session.in_flight >= MAX_IN_FLIGHT:
                 session.push(error_frame("rate_limited", "too many messages awaiting their ack", frame.id))
                 return

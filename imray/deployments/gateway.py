@@ -11,24 +11,34 @@ import logging
 from typing import Annotated
 
 from fastapi import FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from ray import serve
 from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from imray.deployments.auth import OAuthError
 from imray.deployments.common import call
 from imray.deployments.limits import BodyLimit, RateLimiter, SharedRateLimiter
-from imray.domain.errors import DomainError, Forbidden, Unauthorized
+from imray.domain.errors import DomainError, Forbidden, Invalid, TooLarge, Unauthorized
 from imray.domain.tokens import Principal, PublicKey, TokenVerifier
 from imray.settings import Settings
 
 log = logging.getLogger("imray.gateway")
 app = FastAPI(title="imray", version="0.1.0",
               description="Distributed instant messaging on Ray. Real time goes over the socket nodes.")
-BODY_LIMIT = {"bytes": 1048576}  # set from settings when the Gateway replica starts
-app.add_middleware(BodyLimit, limit=lambda: BODY_LIMIT["bytes"])
+BODY_LIMIT = {"bytes": 1048576, "upload": 20 * 1048576}  # set from settings when the Gateway starts
+UPLOAD_PATHS = ("/api/files", "/api/users/me/avatar")
+
+
+def _body_limit(path: str) -> int:
+    # Uploads may be larger than JSON bodies (multipart framing adds a little).
+    return BODY_LIMIT["upload"] + 65536 if path.startswith(UPLOAD_PATHS) else BODY_LIMIT["bytes"]
+
+
+app.add_middleware(BodyLimit, limit=_body_limit)
 
 
 class RateLimited(DomainError):
@@ -96,6 +106,29 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return client_id, secret
 
 
+async def _multipart_file(request: Request, limit: int) -> tuple[bytes, str | None]:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise Invalid("send multipart/form-data with the file in a field named 'file'")
+    try:
+        form = await request.form(max_files=1, max_fields=4, max_part_size=limit + 1)
+    except HTTPException as exc:  # Starlette's own limits on the multipart parser
+        raise (TooLarge if "size" in str(exc.detail).lower() else Invalid)(str(exc.detail)) from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise Invalid("the multipart field 'file' is missing")
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"uploads are limited to {limit} bytes")
+    return data, upload.filename
+
+
+def _file_response(result: dict) -> Response:
+    if "url" in result:
+        return RedirectResponse(result["url"], status_code=307, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
+    return Response(result["data"], media_type=result["content_type"], headers=headers)
+
+
 @serve.deployment
 @serve.ingress(app)
 class Gateway:
@@ -108,6 +141,7 @@ class Gateway:
         self._limiter = (SharedRateLimiter(settings.redis_url, settings.rate_limit_per_minute) if settings.redis_url
                          else RateLimiter(settings.rate_limit_per_minute))
         BODY_LIMIT["bytes"] = settings.max_body_bytes
+        BODY_LIMIT["upload"] = max(settings.max_upload_bytes, settings.max_avatar_bytes)
 
     # -- edge checks --------------------------------------------------------------------------
 
@@ -208,6 +242,21 @@ class Gateway:
         await call(self._users.block.remote(await self._uid(request), other_id, False))
         return Response(status_code=204)
 
+    @app.put("/api/users/me/avatar", tags=["users"])
+    async def set_avatar(self, request: Request) -> dict:
+        """The image as the raw body (image/*) or as multipart field `file`; its type is sniffed."""
+        uid = await self._uid(request)
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            data, _ = await _multipart_file(request, self._settings.max_avatar_bytes)
+        else:
+            data = await request.body()
+        return await call(self._users.set_avatar.remote(uid, data))
+
+    @app.get("/api/users/{user_id}/avatar", tags=["users"])
+    async def avatar(self, user_id: int, request: Request) -> Response:
+        await self._user(request)
+        return _file_response(await call(self._users.avatar.remote(user_id)))
+
     @app.get("/api/users/{user_id}", tags=["users"])
     async def user(self, user_id: int, request: Request) -> dict:
         await self._user(request)
@@ -226,6 +275,18 @@ class Gateway:
                       limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict:
         user = await self._user(request)
         return await call(self._web.history.remote(user.user_id, conv, after_seq, before_seq, limit))
+
+    @app.post("/api/files", status_code=201, tags=["files"])
+    async def upload(self, request: Request) -> dict:
+        """multipart/form-data with one field `file`; 413 over the limit, 415 for refused types."""
+        uid = await self._uid(request)
+        data, filename = await _multipart_file(request, self._settings.max_upload_bytes)
+        return await call(self._web.upload.remote(uid, data, filename))
+
+    @app.get("/api/files/{file_id}", tags=["files"])
+    async def download(self, file_id: str, request: Request) -> Response:
+        """A redirect to a short-lived object-store URL, or the bytes (embedded store)."""
+        return _file_response(await call(self._web.download.remote(await self._uid(request), file_id)))
 
     @app.post("/api/groups", status_code=201, tags=["groups"])
     async def create_group(self, body: NewGroup, request: Request) -> dict:

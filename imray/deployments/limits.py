@@ -21,14 +21,14 @@ class BodyTooLarge(HTTPException):
 class BodyLimit:
     """Refuse bodies over `limit` bytes with 413, by Content-Length or while streaming."""
 
-    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+    def __init__(self, app: ASGIApp, limit: Callable[[str], int]) -> None:
         self.app, self._limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self._limit()
+        limit = self._limit(scope["path"])
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             await _reply(send, 413, f"request body is larger than {limit} bytes")

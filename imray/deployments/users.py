@@ -8,6 +8,8 @@ import ray
 from ray import serve
 
 from imray.actors import names
+from imray.adapters.objects import make_objects
+from imray.deployments.files import FileKeeper
 from imray.domain.accounts import check_registration
 from imray.domain.conversations import direct_conv, shard_of
 from imray.domain.errors import NotFound
@@ -22,6 +24,7 @@ class UserService:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._db = Database(settings.db_url)
+        self._files = FileKeeper(settings, self._db, make_objects(settings))
         self._passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib,
                                     settings.argon2_parallelism)
 
@@ -48,6 +51,19 @@ class UserService:
         await self._db.run(change)
         shard = ray.get_actor(names.shard(shard_of(conv, self._settings.shards)), namespace=self._settings.namespace)
         await shard.forget.remote([conv])  # the owning shard caches who may write
+
+    async def set_avatar(self, user_id: int, data: bytes) -> dict:
+        row = await self._files.store(user_id, data, "avatar", None)
+        url = f"{self._settings.base_url}/api/users/{user_id}/avatar?v={row['file_id']}"
+        await self._db.run(lambda c: accounts.set_avatar(c, user_id, url))
+        return await self.get(user_id)
+
+    async def avatar(self, user_id: int) -> dict:
+        user = await self.get(user_id)
+        if not user["avatar_url"]:
+            raise NotFound("this user has no avatar")
+        file_id = user["avatar_url"].rsplit("?v=", 1)[1]
+        return await self._files.fetch(user_id, file_id, check=False)
 
     async def get(self, user_id: int) -> dict:
         user = await self._db.run(lambda c: accounts.user_by_id(c, user_id))

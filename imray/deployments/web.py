@@ -7,6 +7,8 @@ from ray import serve
 from sqlalchemy.engine import Connection
 
 from imray.actors import names
+from imray.adapters.objects import make_objects
+from imray.deployments.files import FileKeeper
 from imray.domain.conversations import ConvId, parse_conv, shard_of
 from imray.domain.errors import Forbidden, Invalid, NotFound
 from imray.settings import Settings
@@ -35,6 +37,15 @@ class WebService:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._db = Database(settings.db_url)
+        self._files = FileKeeper(settings, self._db, make_objects(settings))
+
+    async def upload(self, user_id: int, data: bytes, filename: str | None) -> dict:
+        row = await self._files.store(user_id, data, "file", filename)
+        return {"file_id": row["file_id"], "url": f"{self._settings.base_url}/api/files/{row['file_id']}",
+                "content_type": row["content_type"], "size": row["size"]}
+
+    async def download(self, user_id: int, file_id: str) -> dict:
+        return await self._files.fetch(user_id, file_id)
 
     async def history(self, user_id: int, conv_text: str, after_seq: int | None, before_seq: int | None,
                       limit: int) -> dict:

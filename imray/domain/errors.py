@@ -45,5 +45,9 @@ class TooLarge(DomainError):
     code, status = "too_large", 413
 
 
+class Unsupported(DomainError):
+    code, status = "bad_request", 415
+
+
 class Unavailable(DomainError):
     code, status = "unavailable", 503

@@ -91,6 +91,7 @@ class MessageStore(Protocol):
     async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]: ...
     async def muted(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int]]: ...
     async def find_by_client_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], dict]: ...
+    async def files(self, file_ids: Sequence[str]) -> dict[str, dict]: ...
     async def commit(self, batch: Batch) -> None: ...
 
 
@@ -158,8 +159,28 @@ class ConversationLog:
                 batch.deliveries.append(Delivery(orjson.dumps(
                     {"type": "typing", "conv": item.conv, "user_id": item.user}).decode(), others))
         if sends:
+            sends = await self._check_files(batch, sends)
             await self._plan_sends(batch, sends)
         return batch
+
+    async def _check_files(self, batch: Batch, sends: list[tuple[int, SendItem]]) -> list[tuple[int, SendItem]]:
+        """An image or file message carries an upload of its sender's (and an image, an image)."""
+        wanted = sorted({s.file_id for _, s in sends if s.file_id})
+        if not wanted:
+            return sends
+        found = await self._store.files(wanted)
+        kept = []
+        for i, item in sends:
+            if item.file_id:
+                upload = found.get(item.file_id)
+                if upload is None or upload["owner_id"] != item.sender or upload["purpose"] != "file":
+                    batch.outcomes[i].error = ("not_found", "no such file among your uploads")
+                    continue
+                if item.kind == "image" and not upload["content_type"].startswith("image/"):
+                    batch.outcomes[i].error = ("bad_request", "an image message needs an image file")
+                    continue
+            kept.append((i, item))
+        return kept
 
     def _member_state(self, item: Item) -> ConvState:
         state = self._convs.get(item.conv)

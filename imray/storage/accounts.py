@@ -111,3 +111,7 @@ def blocks_between(conn: Connection, pairs: list[tuple[int, int]]) -> set[tuple[
                  & (blocks.c.blocked_id == a)) for a, b in pairs])
     return {(r.user_id, r.blocked_id) for r in conn.execute(select(blocks.c.user_id, blocks.c.blocked_id)
                                                             .where(cond))}
+
+
+def set_avatar(conn: Connection, user_id: int, url: str) -> None:
+    conn.execute(update(users).where(users.c.id == user_id).values(avatar_url=url))

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from imray.domain.conversations import ConvId
 from imray.domain.messaging import Batch
 from imray.storage import accounts
+from imray.storage import files as file_store
 from imray.storage import messages as msgs
 from imray.storage.db import Database
 from imray.storage.schema import group_members, groups, users
@@ -51,6 +52,9 @@ class SqlMessageStore:
 
     async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]:
         return await self._db.run(lambda conn: msgs.last_seqs(conn, convs))
+
+    async def files(self, file_ids: Sequence[str]) -> dict[str, dict]:
+        return await self._db.run(lambda conn: file_store.files_by_ids(conn, list(file_ids)))
 
     async def find_by_client_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], dict]:
         return await self._db.run(lambda conn: msgs.find_by_client_ids(conn, keys))

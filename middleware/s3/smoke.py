@@ -192,12 +192,22 @@ def main():
     keys = sorted([key, "presigned-put.bin", "big.bin", "copy.txt"])
 
     def list_flat():
-        top = sorted(o.object_name for o in client.list_objects(bucket))
-        sub = sorted(o.object_name for o in client.list_objects(bucket, prefix="media/2024/"))
+        # s3s-fs echoes EncodingType=url but returns the keys unencoded; minio-py then
+        # url-decodes them ('+' -> ' ', '%xx' decoded). use_url_encoding_type=False avoids that.
+        top = sorted(o.object_name for o in client.list_objects(bucket, use_url_encoding_type=False))
+        sub = sorted(o.object_name for o in client.list_objects(
+            bucket, prefix="media/2024/", use_url_encoding_type=False))
         assert top == ["big.bin", "copy.txt", "media/", "presigned-put.bin"], top
         assert sub == [key], sub
-        return f"delimiter '/': {top} + {sub}"
-    step("extra: list_objects (delimiter '/', with prefix)", required=False)(list_flat)
+        return f"{top} + {sub}"
+    step("extra: list_objects delimiter '/' + prefix, use_url_encoding_type=False",
+         required=False)(list_flat)
+
+    def list_encoded():
+        sub = [o.object_name for o in client.list_objects(bucket, prefix="media/2024/")]
+        assert sub == [key], f"got {sub}"
+        return "keys intact"
+    step("extra: list_objects default encoding-type=url, key with '+'", required=False)(list_encoded)
 
     def list_recursive():
         # minio-py sends `delimiter=` (empty) for recursive=True; s3s-fs 0.14.1 treats "" as a

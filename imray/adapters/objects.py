@@ -1,0 +1,90 @@
+"""Object storage: a local directory (embedded default) or any S3 API through the minio SDK."""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Protocol
+
+from imray.settings import Settings
+
+
+class ObjectStore(Protocol):
+    def ensure_bucket(self) -> None: ...
+    def put(self, key: str, data: bytes, content_type: str) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def presigned_url(self, key: str, ttl_s: int) -> str | None: ...
+    def describe(self) -> str: ...
+
+
+class LocalObjects:
+    """Files under data_dir/objects; downloads are served by the gateway itself (no URL to hand out)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def ensure_bucket(self) -> None:
+        self._root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self._root / key).resolve()
+        if self._root.resolve() not in path.parents:
+            raise ValueError("object key escapes the store")
+        return path
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # never a half-written object under the real name
+
+    def get(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def presigned_url(self, key: str, ttl_s: int) -> str | None:
+        return None
+
+    def describe(self) -> str:
+        return f"local directory {self._root}"
+
+
+class S3Objects:
+    def __init__(self, settings: Settings) -> None:
+        from minio import Minio
+
+        # An explicit region spares a GetBucketLocation call, which some S3 servers lack.
+        self._client = Minio(settings.s3_endpoint, access_key=settings.s3_access_key,
+                             secret_key=settings.s3_secret_key, secure=settings.s3_secure,
+                             region=settings.s3_region)
+        self._bucket = settings.s3_bucket
+        self._endpoint = settings.s3_endpoint
+
+    def ensure_bucket(self) -> None:
+        if not self._client.bucket_exists(self._bucket):
+            self._client.make_bucket(self._bucket)
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        self._client.put_object(self._bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+
+    def get(self, key: str) -> bytes:
+        response = self._client.get_object(self._bucket, key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def presigned_url(self, key: str, ttl_s: int) -> str | None:
+        return self._client.presigned_get_object(self._bucket, key, expires=timedelta(seconds=ttl_s))
+
+    def describe(self) -> str:
+        return f"S3 bucket {self._bucket} at {self._endpoint}"
+
+
+def make_objects(settings: Settings) -> ObjectStore:
+    if settings.s3_endpoint:
+        return S3Objects(settings)
+    return LocalObjects(settings.data_path / "objects")

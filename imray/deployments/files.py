@@ -1,0 +1,57 @@
+"""File handling shared by UserService (avatars) and WebService (chat files): store, then record."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from sqlalchemy.engine import Connection
+
+from imray.adapters.objects import ObjectStore
+from imray.domain.errors import Forbidden, NotFound
+from imray.domain.files import check_upload
+from imray.settings import Settings
+from imray.storage import files as file_store
+from imray.storage.db import Database
+
+
+class FileKeeper:
+    def __init__(self, settings: Settings, db: Database, objects: ObjectStore) -> None:
+        self._settings, self._db, self._objects = settings, db, objects
+        self._ready = False
+
+    async def _ensure_bucket(self) -> None:
+        if not self._ready:
+            await asyncio.to_thread(self._objects.ensure_bucket)
+            self._ready = True
+
+    async def store(self, owner_id: int, data: bytes, purpose: str, filename: str | None) -> dict:
+        limit = self._settings.max_avatar_bytes if purpose == "avatar" else self._settings.max_upload_bytes
+        content_type = check_upload(data, purpose, limit)
+        await self._ensure_bucket()
+        file_id = secrets.token_urlsafe(18)
+        key = f"{purpose}s/{owner_id}/{file_id}"
+        # The object first, then the row: a failure leaves at worst an unreferenced object.
+        await asyncio.to_thread(self._objects.put, key, data, content_type)
+        row = {"file_id": file_id, "owner_id": owner_id, "purpose": purpose, "object_key": key,
+               "content_type": content_type, "size": len(data), "filename": (filename or "")[:255] or None}
+        await self._db.run(lambda conn: file_store.add_file(conn, row))
+        return row
+
+    async def fetch(self, user_id: int, file_id: str, check: bool = True) -> dict:
+        """{"url": presigned} when the store can hand one out, else {"data", "content_type"}."""
+        def find(conn: Connection) -> dict:
+            found = file_store.file(conn, file_id) if len(file_id) <= 64 else None
+            if found is None:
+                raise NotFound("no such file")
+            if check and not file_store.may_read(conn, user_id, found):
+                raise Forbidden("this file was not shared with you")
+            return found
+
+        found = await self._db.run(find)
+        url = await asyncio.to_thread(self._objects.presigned_url, found["object_key"],
+                                      self._settings.file_url_ttl_s)
+        if url is not None:
+            return {"url": url}
+        data = await asyncio.to_thread(self._objects.get, found["object_key"])
+        return {"data": data, "content_type": found["content_type"], "filename": found["filename"]}

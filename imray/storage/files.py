@@ -1,0 +1,39 @@
+"""Uploaded files and who may read them."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
+
+from imray.domain.conversations import parse_conv
+from imray.storage.accounts import now_ms
+from imray.storage.schema import files, group_members, messages
+
+
+def add_file(conn: Connection, row: dict) -> None:
+    conn.execute(insert(files).values(**row, created_at=now_ms()))
+
+
+def file(conn: Connection, file_id: str) -> dict | None:
+    row = conn.execute(select(files).where(files.c.file_id == file_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def files_by_ids(conn: Connection, file_ids: list[str]) -> dict[str, dict]:
+    rows = conn.execute(select(files).where(files.c.file_id.in_(file_ids)))
+    return {r.file_id: dict(r._mapping) for r in rows}
+
+
+def may_read(conn: Connection, user_id: int, found: dict) -> bool:
+    """The owner, and the members of any conversation where the file was sent."""
+    if found["owner_id"] == user_id or found["purpose"] == "avatar":
+        return True
+    convs = conn.execute(select(messages.c.conv).where(messages.c.file_id == found["file_id"]).distinct())
+    for (text,) in convs:
+        conv = parse_conv(text)
+        if not conv.is_group and user_id in (conv.a, conv.b):
+            return True
+        if conv.is_group and conn.execute(select(group_members.c.user_id).where(
+                group_members.c.group_id == conv.group_id, group_members.c.user_id == user_id)).first():
+            return True
+    return False
