@@ -22,7 +22,7 @@ from imray.deployments.gateway import Gateway
 from imray.deployments.users import UserService
 from imray.deployments.web import WebService
 from imray.domain.tokens import SigningKey
-from imray.settings import Settings
+from imray.settings import Settings, checked
 from imray.storage import migrate
 
 log = logging.getLogger("imray")
@@ -44,8 +44,24 @@ def prepare(settings: Settings) -> SigningKey:
     return SigningKey.load_or_create(settings.data_path / "keys")
 
 
+def with_nacos_overlay(settings: Settings) -> Settings:
+    """Nacos's imray.yaml overlays the settings at start (a few of them stay live afterwards)."""
+    if not settings.nacos_server:
+        return settings
+    import asyncio
+
+    import yaml
+
+    from imray.adapters.nacos import NacosConfig
+
+    content = asyncio.run(NacosConfig(settings, "imray-up").get())
+    overlay = checked(yaml.safe_load(content) if content.strip() else {}, "nacos imray.yaml")
+    return settings.replace(**overlay) if overlay else settings
+
+
 def deploy(settings: Settings, key: SigningKey, dashboard_url: str | None = None) -> Deployment:
     """Deploy onto the Ray cluster this process is connected to."""
+    settings = with_nacos_overlay(settings)
     keys = [key.public()]
     supervisor = SocketSupervisor.options(name=names.SUPERVISOR, namespace=settings.namespace,
                                           lifetime="detached").remote(settings, keys)

@@ -55,6 +55,14 @@ class Settings:
     s3_bucket: str = "imray"
     s3_region: str = "us-east-1"
     s3_secure: bool = False
+    nacos_server: str = ""  # host:port; default: the supervisor's registry and no live config
+    nacos_namespace: str = ""
+    nacos_group: str = "DEFAULT_GROUP"
+    nacos_username: str = ""
+    nacos_password: str = ""
+    # Who may start a direct conversation: "open" (anyone), "existing" (only conversations that
+    # already have messages go on), "off" (no direct messages). Live with Nacos config.
+    direct_messages: str = "open"
     # Ray.
     ray_address: str = ""  # empty: start a local cluster (imray up) / "auto": join a running one
     ray_port: int = 6380  # never 6379: that is Redis's port
@@ -89,28 +97,37 @@ def _coerce(value: str, kind: type) -> Any:
     return value
 
 
+def checked(loaded: object, source: str) -> dict[str, Any]:
+    """Settings from a YAML mapping (a file, or Nacos's imray.yaml), names and types checked."""
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{source}: expected a mapping of settings")
+    defaults = Settings()
+    known = {f.name for f in fields(Settings)} - {"extra"}
+    unknown = set(loaded) - known
+    if unknown:
+        raise ValueError(f"{source}: unknown settings {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for name, value in loaded.items():
+        kind = type(getattr(defaults, name))
+        if isinstance(value, str) and kind is not str:
+            value = _coerce(value, kind)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"{source}: {name} must be a {kind.__name__}, not {value!r}")
+        values[name] = value
+    return values
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Defaults, then the YAML file (IMRAY_CONFIG or `path`), then IMRAY_* variables, then overrides."""
     values: dict[str, Any] = {}
     known = {f.name: f for f in fields(Settings)}
     config_file = path or os.environ.get("IMRAY_CONFIG")
     if config_file:
-        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{config_file}: expected a mapping of settings")
-        unknown = set(loaded) - set(known)
-        if unknown:
-            raise ValueError(f"{config_file}: unknown settings {sorted(unknown)}")
-        defaults = Settings()
-        for name, value in loaded.items():
-            kind = type(getattr(defaults, name))
-            if isinstance(value, str) and kind is not str:
-                value = _coerce(value, kind)
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise ValueError(f"{config_file}: {name} must be a {kind.__name__}, not {value!r}")
-            values[name] = value
+        values.update(checked(yaml.safe_load(Path(config_file).read_text()), str(config_file)))
     for name in known:
         env = os.environ.get(f"IMRAY_{name.upper()}")
         if env is not None and name != "extra":

@@ -17,6 +17,4 @@ for svc in mariadb redis-server; do
   service "$svc" stop >/dev/null 2>&1 || true
 done
 "$here/s3/start.sh" --install-only          # s3s-fs from crates.io, built once into ~/.cache/imray
-if [ -x "$here/nacos/start.sh" ]; then
-  "$here/nacos/start.sh" --install-only     # Nacos server jars from Maven Central, cached
-fi
+"$here/nacos/start.sh" --fetch-only         # Nacos server jars from Maven Central, cached

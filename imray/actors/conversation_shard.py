@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from imray.actors import names
 from imray.actors.batching import Batcher
+from imray.adapters.live_config import LiveSettings
 from imray.adapters.presence import make_presence
 from imray.domain.messaging import Batch, ConversationLog, Delivery, Item, Outcome
 from imray.settings import Settings
@@ -53,7 +54,8 @@ class ConversationShard:
             self._wakeup = asyncio.Event()
             self._fanout = asyncio.Queue()
             self._loops = [asyncio.create_task(self._commit_loop()),
-                           asyncio.create_task(self._fanout_loop())]
+                           asyncio.create_task(self._fanout_loop()),
+                           asyncio.create_task(self._follow_settings())]
 
     async def submit(self, items: list[Item]) -> list[Outcome]:
         self._ensure_loops()
@@ -69,6 +71,14 @@ class ConversationShard:
         self._queue.append((Forget(tuple(convs)), done))  # in line with the batches, so order holds
         self._wakeup.set()
         await done
+
+    async def _follow_settings(self) -> None:
+        live = LiveSettings(self._settings)
+        live.on_change(lambda values: setattr(self._log, "direct_messages", values["direct_messages"]))
+        try:
+            await live.start(f"shard-{self._index}")
+        except Exception as exc:
+            log.warning("shard %s: live settings unavailable: %r", self._index, exc)
 
     async def _commit_loop(self) -> None:
         while True:

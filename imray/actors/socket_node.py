@@ -21,6 +21,8 @@ from websockets.exceptions import ConnectionClosed
 
 from imray.actors import names
 from imray.actors.batching import Batcher
+from imray.adapters.live_config import LiveSettings
+from imray.adapters.nacos import SOCKET_SERVICE, NacosInstance
 from imray.adapters.presence import REFRESH_S, make_presence
 from imray.domain.conversations import parse_conv, shard_of
 from imray.domain.errors import BadRequest, DomainError, Unauthorized
@@ -87,6 +89,8 @@ class SocketNode:
         self._sessions: dict[int, dict[str, Session]] = {}
         self._server: Server | None = None
         self._host = ""
+        self._live = LiveSettings(settings)
+        self._nacos: NacosInstance | None = None
 
     async def start(self) -> dict:
         ns = self._settings.namespace
@@ -102,17 +106,42 @@ class SocketNode:
             ping_interval=20, ping_timeout=20,
         )
         self._refresher = asyncio.create_task(self._refresh_presence())
+        await self._live.start(f"socket-{self.node_id}")
+        if self._settings.nacos_server:
+            self._nacos = NacosInstance(self._settings, SOCKET_SERVICE, self._host, self._port, f"sn-{self.node_id}")
+            await self._nacos.register(self._nacos_metadata())
+            self._nacos_updater = asyncio.create_task(self._keep_nacos_current())
         return self.endpoint()
 
+    def _nacos_metadata(self) -> dict[str, str]:
+        context = ray.get_runtime_context()
+        return {"node_id": self.node_id, "ray_node_id": context.get_node_id(), "actor_id": context.get_actor_id(),
+                "connections": str(self.stats()["connections"]), "url": self.endpoint()["url"]}
+
+    async def _keep_nacos_current(self) -> None:
+        """The connection count in Nacos follows the node's, re-registered at most once a second."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self._nacos.update(self._nacos_metadata())
+            except Exception as exc:  # Nacos away: the instance comes back with the next success
+                log.warning("nacos update failed: %r", exc)
+
     def endpoint(self) -> dict:
+        context = ray.get_runtime_context()
         return {"node_id": self.node_id, "url": f"ws://{self._host}:{self._port}/ws", "host": self._host,
-                "port": self._port, "ray_node_id": ray.get_runtime_context().get_node_id()}
+                "port": self._port, "ray_node_id": context.get_node_id(), "actor_id": context.get_actor_id()}
 
     def stats(self) -> dict:
         return {"node_id": self.node_id, "connections": sum(len(s) for s in self._sessions.values()),
                 "users": len(self._sessions)}
 
     async def stop(self) -> None:
+        """Drain: leave Nacos first, so nobody is sent here, then close every session (1001)."""
+        if self._nacos is not None:
+            self._nacos_updater.cancel()
+            await self._nacos.deregister()
+            self._nacos = None
         if self._server is not None:
             self._server.close()  # closes every session with 1001 (going away)
             await self._server.wait_closed()
@@ -229,7 +258,7 @@ class SocketNode:
     def _on_send(self, session: Session, frame: Send) -> None:
         try:
             parse_conv(frame.conv)
-            check_send(frame.kind, frame.body, frame.file_id, self._settings.max_text_length)
+            check_send(frame.kind, frame.body, frame.file_id, self._live.max_text_length)
             if session.in_flight >= MAX_IN_FLIGHT:
                 session.push(error_frame("rate_limited", "too many messages awaiting their ack", frame.id))
                 return

@@ -21,6 +21,7 @@ from imray.actors import names
 from imray.actors.conversation_shard import ConversationShard
 from imray.actors.presence import Presence
 from imray.actors.socket_node import SocketNode
+from imray.adapters.nacos import SOCKET_SERVICE, NacosDirectory
 from imray.adapters.presence import make_presence
 from imray.domain.placement import least_connections
 from imray.domain.tokens import PublicKey
@@ -54,6 +55,7 @@ class SocketSupervisor:
         self._monitor: asyncio.Task[None] | None = None
         self._presence_epoch = ""
         self._presence_actor: ray.actor.ActorHandle | None = None
+        self._directory = NacosDirectory(settings, SOCKET_SERVICE, "supervisor") if settings.nacos_server else None
 
     async def start(self) -> list[dict]:
         s = self._settings
@@ -92,15 +94,35 @@ class SocketSupervisor:
         record = self._nodes.get(node_id) if isinstance(node_id, str) else None
         return record.endpoint["url"] if record and record.alive else None
 
-    def pick(self, user_id: int) -> dict | None:
-        """The node a login of `user_id` is pinned to, or None when no node is alive."""
+    async def pick(self, user_id: int) -> dict | None:
+        """The node a login of `user_id` is pinned to, or None when no node is alive.
+
+        With Nacos configured, the candidates and their connection counts are what Nacos shows
+        (the same view an outside load balancer has); otherwise this supervisor's own registry.
+        """
         now = time.monotonic()
-        alive = {node_id: r.load(now) for node_id, r in self._nodes.items() if r.alive}
+        alive = await self._nacos_loads(now) if self._directory else None
+        if alive is None:
+            alive = {node_id: r.load(now) for node_id, r in self._nodes.items() if r.alive}
         chosen = least_connections(alive, user_id)
         if chosen is None:
             return None
         self._nodes[chosen].pending.append(now)
         return self._nodes[chosen].endpoint
+
+    async def _nacos_loads(self, now: float) -> dict[str, int] | None:
+        try:
+            instances = await self._directory.instances()
+        except Exception as exc:  # Nacos away: fall back to the supervisor's own view
+            log.warning("nacos: listing %s failed: %r", SOCKET_SERVICE, exc)
+            return None
+        loads = {}
+        for instance in instances:
+            record = self._nodes.get(instance["metadata"].get("node_id", ""))
+            if record is not None and record.alive:
+                connections = int(instance["metadata"].get("connections", "0") or 0)
+                loads[record.endpoint["node_id"]] = connections + record.load(now) - record.connections
+        return loads
 
     async def _watch(self) -> None:
         while True:

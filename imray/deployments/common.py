@@ -20,6 +20,7 @@ def deployment_options(settings: Settings, name: str) -> dict[str, Any]:
         "max_ongoing_requests": settings.serve_max_ongoing_requests,
         "ray_actor_options": {"num_cpus": 0},
         "logging_config": {"enable_access_log": False, "log_level": "WARNING"},
+        "health_check_period_s": 2,
     }
 
 

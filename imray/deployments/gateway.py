@@ -5,9 +5,11 @@ helpers stand above the deployment class: Serve serializes the class when it is 
 """
 
 
+import asyncio
 import base64
 import binascii
 import logging
+import os
 from typing import Annotated
 
 from fastapi import FastAPI, Query, Request, Response
@@ -19,6 +21,8 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from imray.adapters.live_config import LiveSettings
+from imray.adapters.nacos import GATEWAY_SERVICE, NacosInstance
 from imray.deployments.auth import OAuthError
 from imray.deployments.common import call
 from imray.deployments.limits import BodyLimit, RateLimiter, SharedRateLimiter
@@ -140,6 +144,9 @@ class Gateway:
         self._verifier = TokenVerifier(keys, settings.base_url)
         self._limiter = (SharedRateLimiter(settings.redis_url, settings.rate_limit_per_minute) if settings.redis_url
                          else RateLimiter(settings.rate_limit_per_minute))
+        self._live = LiveSettings(settings)
+        self._started: asyncio.Task[None] | None = None
+        self._nacos: NacosInstance | None = None
         BODY_LIMIT["bytes"] = settings.max_body_bytes
         BODY_LIMIT["upload"] = max(settings.max_upload_bytes, settings.max_avatar_bytes)
 
@@ -160,7 +167,33 @@ class Gateway:
     async def _uid(self, request: Request) -> int:
         return (await self._user(request)).user_id
 
+    async def _start(self) -> None:
+        """Live settings (rate limits follow Nacos's imray.yaml) and this replica's Nacos instance."""
+        def follow(values: dict) -> None:
+            self._limiter.per_minute = int(values["rate_limit_per_minute"])
+
+        self._live.on_change(follow)
+        try:
+            await self._live.start(f"gateway-{os.getpid()}")
+            if self._settings.nacos_server:
+                import ray
+
+                self._nacos = NacosInstance(self._settings, GATEWAY_SERVICE, ray.util.get_node_ip_address(),
+                                            self._settings.http_port, f"gateway-{os.getpid()}")
+                await self._nacos.register({"pid": str(os.getpid()), "url": self._settings.base_url})
+        except Exception as exc:  # serve anyway: static settings, and the registry can wait
+            log.warning("gateway: Nacos unavailable: %r", exc)
+
+    async def check_health(self) -> None:
+        """Serve calls this every few seconds on the replica's loop: a sure place to start following Nacos."""
+        self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_task(self._start())
+
     async def _rate(self, caller: str) -> None:
+        self._ensure_started()
         if not await self._limiter.check(caller):
             raise RateLimited("too many requests, slow down")
 

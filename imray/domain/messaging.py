@@ -107,6 +107,7 @@ class ConversationLog:
         self._recent: OrderedDict[tuple[int, str], dict] = OrderedDict()  # (sender, client id) -> msg
         self._dedupe_capacity = dedupe_capacity
         self._cursors: OrderedDict[tuple[int, str], int] = OrderedDict()  # read cursors seen lately
+        self.direct_messages = "open"  # the live policy: "open", "existing" or "off"
 
     def forget(self, conv: str) -> None:
         """Membership changed: reload it (and the head, which is cheap) on next use."""
@@ -191,6 +192,11 @@ class ConversationLog:
             raise Forbidden(f"you are not a member of {item.conv}")
         if user in state.muted and not isinstance(item, ReadItem):
             raise Forbidden("you cannot write to this user")
+        if isinstance(item, SendItem) and item.conv.startswith("d:") and self.direct_messages != "open":
+            if self.direct_messages == "off":
+                raise Forbidden("direct messages are turned off")
+            if state.last_seq == 0:
+                raise Forbidden("new direct conversations are turned off")
         return state
 
     async def _plan_sends(self, batch: Batch, sends: list[tuple[int, SendItem]]) -> None:

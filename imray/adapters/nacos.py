@@ -1,0 +1,144 @@
+"""Nacos (nacos-sdk-python 3.x, gRPC): naming for socket nodes and gateways, live config.
+
+Socket nodes and gateway replicas register themselves as ephemeral instances: an instance lives
+as long as its process's gRPC connection, so a dead actor disappears from Nacos by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from imray.settings import Settings
+
+log = logging.getLogger("imray.nacos")
+SOCKET_SERVICE = "imray-socket"
+GATEWAY_SERVICE = "imray-gateway"
+CONFIG_DATA_ID = "imray.yaml"
+_patched = False
+
+
+def _allow_loopback_only_hosts() -> None:
+    """The SDK insists on a non-loopback IPv4 interface for its client IP; fall back to 127.0.0.1."""
+    global _patched
+    if _patched:
+        return
+    from v2.nacos.common.nacos_exception import NacosException
+    from v2.nacos.utils.net_util import NetUtils
+
+    original = NetUtils.get_local_ip
+
+    def local_ip() -> str:
+        try:
+            return original()
+        except NacosException:
+            return "127.0.0.1"
+
+    NetUtils.get_local_ip = staticmethod(local_ip)
+    _patched = True
+
+
+def client_config(settings: Settings, name: str):
+    from v2.nacos import ClientConfigBuilder
+
+    _allow_loopback_only_hosts()
+    work = Path(settings.data_path) / "nacos" / name
+    builder = (ClientConfigBuilder().server_address(settings.nacos_server)
+               .namespace_id(settings.nacos_namespace).log_dir(str(work / "logs"))
+               .cache_dir(str(work / "cache")).load_cache_at_start(False).log_level("WARNING"))
+    if settings.nacos_username:
+        builder = builder.username(settings.nacos_username).password(settings.nacos_password)
+    config = builder.build()
+    config.set_update_cache_when_empty(True)  # else the last instance never leaves a subscriber's view
+    return config
+
+
+class NacosInstance:
+    """One ephemeral instance, kept current (re-registered when its metadata changes)."""
+
+    def __init__(self, settings: Settings, service: str, ip: str, port: int, name: str) -> None:
+        self._settings, self._service, self._ip, self._port, self._name = settings, service, ip, port, name
+        self._naming = None
+        self._metadata: dict[str, str] = {}
+
+    async def register(self, metadata: dict[str, str]) -> None:
+        from v2.nacos import NacosNamingService, RegisterInstanceParam
+
+        if self._naming is None:
+            self._naming = await NacosNamingService.create_naming_service(client_config(self._settings, self._name))
+        await self._naming.register_instance(RegisterInstanceParam(
+            service_name=self._service, group_name=self._settings.nacos_group, ip=self._ip, port=self._port,
+            weight=1.0, metadata=metadata, ephemeral=True))
+        self._metadata = metadata
+
+    async def update(self, metadata: dict[str, str]) -> None:
+        if metadata != self._metadata:
+            await self.register(metadata)
+
+    async def deregister(self) -> None:
+        from v2.nacos import DeregisterInstanceParam
+
+        if self._naming is None:
+            return
+        await self._naming.deregister_instance(DeregisterInstanceParam(
+            service_name=self._service, group_name=self._settings.nacos_group, ip=self._ip, port=self._port,
+            ephemeral=True))
+        await self._naming.shutdown()
+        self._naming = None
+
+
+class NacosDirectory:
+    """What Nacos shows of a service: healthy instances, kept current by subscription."""
+
+    def __init__(self, settings: Settings, service: str, name: str) -> None:
+        self._settings, self._service, self._name = settings, service, name
+        self._naming = None
+
+    async def instances(self) -> list[dict]:
+        from v2.nacos import ListInstanceParam, NacosNamingService
+
+        if self._naming is None:
+            self._naming = await NacosNamingService.create_naming_service(client_config(self._settings, self._name))
+        hosts = await self._naming.list_instances(ListInstanceParam(
+            service_name=self._service, group_name=self._settings.nacos_group, subscribe=True, healthy_only=True))
+        return [{"ip": h.ip, "port": h.port, "metadata": dict(h.metadata or {})} for h in hosts]
+
+
+class NacosConfig:
+    """The `imray.yaml` data id: read once, then every change is handed to `on_change`."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self._settings, self._name = settings, name
+        self._service = None
+
+    async def _client(self):
+        from v2.nacos import NacosConfigService
+
+        if self._service is None:
+            self._service = await NacosConfigService.create_config_service(client_config(self._settings, self._name))
+        return self._service
+
+    async def get(self) -> str:
+        from v2.nacos import ConfigParam
+
+        service = await self._client()
+        return await service.get_config(ConfigParam(data_id=CONFIG_DATA_ID, group=self._settings.nacos_group)) or ""
+
+    async def publish(self, content: str) -> bool:
+        from v2.nacos import ConfigParam
+
+        service = await self._client()
+        return await service.publish_config(ConfigParam(data_id=CONFIG_DATA_ID, group=self._settings.nacos_group,
+                                                        content=content))
+
+    async def watch(self, on_change: Callable[[str], Awaitable[None] | None]) -> None:
+        service = await self._client()
+
+        async def listener(tenant: str, group: str, data_id: str, content: str) -> None:
+            result = on_change(content or "")
+            if asyncio.iscoroutine(result):
+                await result
+
+        await service.add_listener(CONFIG_DATA_ID, self._settings.nacos_group, listener)

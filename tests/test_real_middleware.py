@@ -1,0 +1,204 @@
+"""The production adapters themselves: Nacos naming and live config, Redis presence and restarts.
+
+Collected only on the real stack (IMRAY_TEST_STACK=real), where `make test` has started MariaDB,
+Redis, the S3 server and Nacos on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+
+import httpx
+import ray
+import redis
+from client import Api, Socket, bearer, direct, one_per_node
+from conftest import run
+
+from imray.actors import names
+
+NACOS = "http://" + os.environ.get("IMRAY_NACOS_SERVER", "127.0.0.1:8848") + "/nacos"
+
+
+def nacos_instances(service: str) -> list[dict]:
+    r = httpx.get(f"{NACOS}/v1/ns/instance/list", params={"serviceName": service, "groupName": "DEFAULT_GROUP",
+                                                         "healthyOnly": "true"}, timeout=10)
+    r.raise_for_status()
+    return r.json()["hosts"]
+
+
+def publish_config(content: str | None) -> None:
+    """Publish imray.yaml to Nacos (None deletes it), as an operator would in the console."""
+    params = {"dataId": "imray.yaml", "group": "DEFAULT_GROUP"}
+    if content is None:
+        httpx.delete(f"{NACOS}/v1/cs/configs", params=params, timeout=10).raise_for_status()
+    else:
+        httpx.post(f"{NACOS}/v1/cs/configs", data={**params, "content": content, "type": "yaml"},
+                   timeout=10).raise_for_status()
+
+
+async def eventually(check, timeout: float, what: str):  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.3)
+
+
+def test_nacos_mirrors_socket_nodes_and_gateway(stack):
+    hosts = nacos_instances("imray-socket")
+    by_node = {h["metadata"]["node_id"]: h for h in hosts}
+    assert set(by_node) == {n["node_id"] for n in stack.nodes}
+    for node in stack.nodes:
+        host = by_node[node["node_id"]]
+        assert (host["ip"], host["port"]) == (node["host"], node["port"])
+        assert host["metadata"]["ray_node_id"] == node["ray_node_id"] and host["ephemeral"]
+
+    async def scenario():
+        async def gateway_listed():
+            return nacos_instances("imray-gateway")
+        gateways = await eventually(gateway_listed, 15, "the gateway registering as imray-gateway")
+        assert gateways[0]["port"] == stack.settings.http_port
+
+        api = Api(stack.base_url)
+        login = await api.user()
+        socks = [await Socket.open(login.socket_url, login.access_token) for _ in range(3)]
+
+        async def counted():
+            meta = {h["metadata"]["node_id"]: h["metadata"] for h in nacos_instances("imray-socket")}
+            return int(meta[login.socket_node]["connections"]) >= 3
+        await eventually(counted, 10, "Nacos metadata showing the live connection count")
+        for s in socks:
+            await s.close()
+        await api.close()
+
+    run(scenario())
+
+
+def test_killed_node_leaves_nacos_and_its_replacement_appears(stack):
+    node_id = stack.nodes[0]["node_id"]
+    before = {h["metadata"]["node_id"]: h["metadata"]["actor_id"] for h in nacos_instances("imray-socket")}
+    ray.kill(ray.get_actor(names.socket_node(node_id), namespace=stack.settings.namespace), no_restart=True)
+    killed_at = time.monotonic()
+
+    async def replaced():
+        now = {h["metadata"]["node_id"]: h["metadata"]["actor_id"] for h in nacos_instances("imray-socket")}
+        return now.get(node_id) not in (None, before[node_id]) and now
+
+    async def old_gone():
+        actors = {h["metadata"]["actor_id"] for h in nacos_instances("imray-socket")}
+        return before[node_id] not in actors
+
+    run(eventually(old_gone, 15, "the dead node's instance leaving Nacos"))
+    gone_after = time.monotonic() - killed_at
+    run(eventually(replaced, 30, "the replacement registering in Nacos"))
+    assert gone_after <= 15
+
+    async def login_works():  # logins pick from what Nacos shows, and the new node serves them
+        api = Api(stack.base_url)
+        for _ in range(4):
+            login = await api.user()
+            sock = await Socket.open(login.socket_url, login.access_token)
+            assert sock.auth["type"] == "auth_ok"
+            await sock.close()
+        await api.close()
+
+    run(login_works())
+
+
+def test_live_config_from_nacos_without_restart(stack):
+    async def scenario():
+        api = Api(stack.base_url)
+        a, b = await one_per_node(api)
+        sa = await Socket.open(a.socket_url, a.access_token)
+        conv = direct(a.user_id, b.user_id)
+        assert (await sa.send_text(conv, "x" * 80))["type"] == "ack"
+        strangers = [await api.user() for _ in range(6)]  # new direct conversations, on both shards
+        try:
+            publish_config("max_text_length: 50\n")
+
+            async def refused():
+                reply = await sa.send_text(conv, "y" * 80)
+                return reply["type"] == "error" and reply["code"] == "too_large" and reply
+            await eventually(refused, 20, "the lower max_text_length to apply")
+            assert (await sa.send_text(conv, "short enough"))["type"] == "ack"
+
+            # Direct-message policy, live: "existing" lets this conversation go on, refuses new ones.
+            publish_config("max_text_length: 50\ndirect_messages: existing\n")
+
+            async def new_dm_refused():  # a new stranger each try: an accepted first DM makes it "existing"
+                c = await api.user()
+                reply = await sa.send_text(direct(a.user_id, c.user_id), "hello stranger")
+                return reply["type"] == "error" and reply["code"] == "forbidden"
+            await eventually(new_dm_refused, 20, "direct_messages: existing to apply")
+            assert (await sa.send_text(conv, "still talking"))["type"] == "ack"
+
+            # Rate limits, live: a low limit refuses the next requests with 429.
+            publish_config("rate_limit_per_minute: 3\n")
+
+            async def limited():
+                codes = [(await api.get("/api/users/me", b.access_token)).status_code for _ in range(5)]
+                return 429 in codes
+            await eventually(limited, 20, "rate_limit_per_minute: 3 to apply")
+        finally:
+            publish_config(None)
+
+        async def restored():  # every process follows the removal: socket nodes, shards, gateway
+            reply = await sa.send_text(conv, "z" * 80)
+            http = await api.get("/api/users/me", b.access_token)
+            if reply["type"] != "ack" or http.status_code != 200:
+                return False
+            dms = [await sa.send_text(direct(a.user_id, s.user_id), "hi") for s in strangers]
+            return all(d["type"] == "ack" for d in dms)
+        await eventually(restored, 30, "every live setting to come back to its default")
+        await sa.close()
+        await api.close()
+
+    run(scenario())
+
+
+def test_presence_in_redis_and_a_redis_restart_loses_nothing(stack):
+    state = os.environ["IMRAY_TEST_REDIS_STATE"]
+    r = redis.Redis.from_url(stack.settings.redis_url)
+
+    async def scenario():
+        api = Api(stack.base_url)
+        a, b = await one_per_node(api)
+        sa = await Socket.open(a.socket_url, a.access_token)
+        sb = await Socket.open(b.socket_url, b.access_token)
+        conv = direct(a.user_id, b.user_id)
+        # Each user is found on their own node through Redis.
+        assert set(r.hgetall(f"imray:presence:u:{a.user_id}")) == {a.socket_node.encode()}
+        assert set(r.hgetall(f"imray:presence:u:{b.user_id}")) == {b.socket_node.encode()}
+        acked = [await sa.send_text(conv, f"before {i}") for i in range(5)]
+
+        await asyncio.to_thread(subprocess.run, ["middleware/redis.sh", "stop", state], check=True)
+        try:
+            during = [await sa.send_text(conv, f"during {i}") for i in range(5)]  # Redis is down
+            assert all(x["type"] == "ack" for x in during), during
+            got = await sb.wait(lambda fs: sum(1 for f in fs if f["type"] == "msg") >= 10, timeout=30)
+            assert [f["body"] for f in got if f["type"] == "msg"][-5:] == [f"during {i}" for i in range(5)]
+        finally:
+            await asyncio.to_thread(subprocess.run, ["middleware/redis.sh", "start", state], check=True)
+        acked += during
+
+        async def presence_back():  # the nodes' refresh fills the empty Redis again
+            return set(r.hgetall(f"imray:presence:u:{b.user_id}")) == {b.socket_node.encode()}
+        await eventually(presence_back, 40, "presence to be rebuilt in the restarted Redis")
+        acked += [await sa.send_text(conv, f"after {i}") for i in range(5)]
+        await sb.wait(lambda fs: sum(1 for f in fs if f["type"] == "msg") >= 15, timeout=30)
+        history = await api.history(b.access_token, conv, after_seq=0)
+        assert [m["msg_id"] for m in history] == [x["msg_id"] for x in acked]
+        assert [m["seq"] for m in history] == list(range(1, 16))
+        # HTTP keeps working through it too (rate limits fell back to local counters meanwhile).
+        assert (await api.http.get("/api/users/me", headers=bearer(b.access_token))).status_code == 200
+        await sa.close()
+        await sb.close()
+        await api.close()
+
+    run(scenario())

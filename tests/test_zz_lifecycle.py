@@ -1,0 +1,93 @@
+"""Failure and restart, on both stacks. Runs last: it kills and redeploys parts of the stack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import ray
+from client import Api, Socket, bearer, direct, one_per_node
+from conftest import run
+
+from imray import runtime
+from imray.actors import names
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_a_killed_socket_node_is_replaced_and_clients_repin(stack):
+    async def scenario():
+        api = Api(stack.base_url)
+        a, b = await one_per_node(api)
+        sa = await Socket.open(a.socket_url, a.access_token)
+        sb = await Socket.open(b.socket_url, b.access_token)
+        conv = direct(a.user_id, b.user_id)
+        acked = [await sa.send_text(conv, f"before {i}") for i in range(5)]
+        victim = ray.get_actor(names.socket_node(b.socket_node), namespace=stack.settings.namespace)
+        old_actor = (await victim.endpoint.remote())["actor_id"]
+        ray.kill(victim, no_restart=True)
+        await asyncio.wait_for(sb.ws.wait_closed(), 15)  # B's session died with its node
+        # While B is away, A keeps talking: acked means stored.
+        acked += [await sa.send_text(conv, f"during {i}") for i in range(5)]
+
+        def replaced():
+            nodes = runtime.status(stack.settings)
+            node = next(n for n in nodes if n["node_id"] == b.socket_node)
+            return node["alive"] and node["actor_id"] != old_actor and node
+        await asyncio.to_thread(_wait, replaced, 30, "the supervisor's replacement")
+        r = await api.http.post("/api/socket/assign", headers=bearer(b.access_token))
+        assert r.status_code == 200, r.text
+        pin = r.json()
+        sb2 = await Socket.open(pin["socket_url"], pin["access_token"])
+        assert sb2.auth["type"] == "auth_ok"
+        history = await api.history(pin["access_token"], conv, after_seq=0)  # B catches up
+        assert [m["msg_id"] for m in history] == [x["msg_id"] for x in acked]
+        ack = await sb2.send_text(conv, "back")
+        assert ack["seq"] == len(acked) + 1
+        got = await sa.wait(lambda fs: any(f["type"] == "msg" and f["body"] == "back" for f in fs))
+        assert got
+        for s in (sa, sb2):
+            await s.close()
+        await api.close()
+
+    run(scenario())
+
+
+def test_down_and_up_keeps_history_and_continues_seq(stack):
+    async def before():
+        api = Api(stack.base_url)
+        a, b = await one_per_node(api)
+        sa = await Socket.open(a.socket_url, a.access_token)
+        conv = direct(a.user_id, b.user_id)
+        acks = [await sa.send_text(conv, f"m{i}") for i in range(10)]
+        await sa.close()
+        await api.close()
+        return a, b, conv, acks
+
+    a, _, conv, acks = run(before())
+    runtime.undeploy(stack.settings)  # `imray down` of imray itself: every actor and replica goes
+    info = runtime.deploy(stack.settings, stack.key)  # `imray up` again against the same database
+    stack.nodes = info.nodes
+
+    async def after():
+        api = Api(stack.base_url)
+        la = await api.login(a.username)
+        history = await api.history(la.access_token, conv, after_seq=0)
+        assert [(m["seq"], m["msg_id"]) for m in history] == [(x["seq"], x["msg_id"]) for x in acks]
+        sa = await Socket.open(la.socket_url, la.access_token)
+        ack = await sa.send_text(conv, "after restart")
+        assert ack["seq"] == 11  # no gap, no reuse
+        resend = await sa.send_text(conv, "m0", acks[0]["id"])  # idempotency survives the restart
+        assert resend == acks[0]
+        await sa.close()
+        await api.close()
+
+    run(after())
