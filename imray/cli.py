@@ -154,6 +154,15 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from imray.doctor import run_checks
+
+    checks = run_checks(_settings(args))
+    for check in checks:
+        print(check.line())
+    return 0 if all(c.ok for c in checks) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imray", description="Distributed instant messaging on Ray")
     parser.add_argument("--config", help="YAML settings file (or IMRAY_CONFIG)")
@@ -172,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--client-id")
     create.add_argument("--scope", default="chat")
     create.set_defaults(func=cmd_clients_create)
+    sub.add_parser("doctor", help="check every configured backend").set_defaults(func=cmd_doctor)
     db = sub.add_parser("db", help="the database schema").add_subparsers(dest="db_command", required=True)
     upgrade = db.add_parser("upgrade", help="apply schema migrations (imray up does this too)")
     upgrade.add_argument("revision", nargs="?", default="head")

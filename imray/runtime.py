@@ -16,6 +16,7 @@ from ray import serve
 
 from imray.actors import names
 from imray.actors.supervisor import SocketSupervisor
+from imray.adapters.objects import make_objects
 from imray.deployments.auth import AuthService
 from imray.deployments.common import deployment_options
 from imray.deployments.gateway import Gateway
@@ -62,6 +63,7 @@ def with_nacos_overlay(settings: Settings) -> Settings:
 def deploy(settings: Settings, key: SigningKey, dashboard_url: str | None = None) -> Deployment:
     """Deploy onto the Ray cluster this process is connected to."""
     settings = with_nacos_overlay(settings)
+    make_objects(settings).ensure_bucket()  # the bucket exists before the first upload
     keys = [key.public()]
     supervisor = SocketSupervisor.options(name=names.SUPERVISOR, namespace=settings.namespace,
                                           lifetime="detached").remote(settings, keys)

@@ -9,7 +9,7 @@ import sys
 
 import forge
 from client import PASSWORD, PUBLIC_CLIENT, Api, unique
-from conftest import run
+from conftest import STACK, run
 from jose import jwk, jwt
 
 from imray.domain.tokens import SigningKey
@@ -177,3 +177,41 @@ def test_bearer_required_and_verified_on_http(stack):
         await api.close()
 
     run(scenario())
+
+
+def test_revocation_logs_a_login_out(stack):
+    async def scenario():
+        api = Api(stack.base_url)
+        user = await api.register()
+        login = await api.login(user["username"])
+        other = await api.login(user["username"])  # a second login (another device) is not touched
+        r = await api.http.post("/oauth2/revoke", data={"token": login.refresh_token, "client_id": PUBLIC_CLIENT})
+        assert r.status_code == 200
+        r = await api.http.post("/oauth2/token", data={"grant_type": "refresh_token",
+                                                       "refresh_token": login.refresh_token,
+                                                       "client_id": PUBLIC_CLIENT})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+        # Unknown tokens are fine (RFC 7009 §2.2); a missing one is not.
+        r = await api.http.post("/oauth2/revoke", data={"token": "nope", "client_id": PUBLIC_CLIENT})
+        assert r.status_code == 200
+        r = await api.http.post("/oauth2/revoke", data={"client_id": PUBLIC_CLIENT})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+        if STACK == "real":  # the denylist is shared through Redis: the access token dies at once
+            assert (await api.get("/api/users/me", login.access_token)).status_code == 401
+            frame, code = await refused_socket(login.socket_url, login.access_token)
+            assert code == 4001 and "revoked" in frame["message"]
+        assert (await api.get("/api/users/me", other.access_token)).status_code == 200
+        await api.close()
+
+    run(scenario())
+
+
+async def refused_socket(url: str, token: str):
+    import orjson
+    from websockets.asyncio.client import connect
+
+    async with connect(url) as ws:
+        await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+        frame = orjson.loads(await ws.recv())
+        await ws.wait_closed()
+        return frame, ws.close_code

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import time
 
 import httpx
@@ -202,3 +203,23 @@ def test_presence_in_redis_and_a_redis_restart_loses_nothing(stack):
         await api.close()
 
     run(scenario())
+
+
+def test_doctor_reports_each_backend(stack):
+    env = {**os.environ, "IMRAY_DATA_DIR": stack.data_dir}
+    done = subprocess.run([sys.executable, "-m", "imray.cli", "doctor"], env=env, capture_output=True, text=True)
+    lines = dict(line.split(None, 1) for line in done.stdout.splitlines())
+    assert done.returncode == 0, done.stdout
+    assert set(lines) == {"database", "redis", "objects", "nacos"}
+    assert lines["database"].startswith("ok") and "MariaDB" in lines["database"] and "(head)" in lines["database"]
+    assert "imray-test" not in lines["database"] and "***" in lines["database"]  # the password is masked
+    assert lines["redis"].startswith("ok    Redis ")
+    assert lines["objects"].startswith("ok") and "credentials accepted" in lines["objects"]
+    assert lines["nacos"].startswith("ok    Nacos 2.")
+    bad = {**env, "IMRAY_S3_SECRET_KEY": "not-the-secret", "IMRAY_REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run([sys.executable, "-m", "imray.cli", "doctor"], env=bad, capture_output=True, text=True)
+    lines = dict(line.split(None, 1) for line in done.stdout.splitlines())
+    assert done.returncode == 1
+    assert lines["objects"].startswith("FAIL") and "AccessDenied" in lines["objects"]  # signatures are checked
+    assert lines["redis"].startswith("FAIL") and "Connection refused" in lines["redis"]
+    assert lines["database"].startswith("ok")

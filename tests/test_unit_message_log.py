@@ -318,13 +318,31 @@ def test_deliveries_skip_only_the_sending_session(world: World) -> None:
                      "kind": "text", "body": "yo", "ts": ack["ts"]}
 
 
+def _upload(world: World, file_id: str, owner: int, content_type: str) -> None:
+    from imray.storage import files
+
+    world.db.transaction(lambda c: files.add_file(c, {
+        "file_id": file_id, "owner_id": owner, "purpose": "file", "object_key": f"files/{owner}/{file_id}",
+        "content_type": content_type, "size": 10, "filename": None}))
+
+
 def test_file_message(world: World) -> None:
+    _upload(world, "F1", world.alice, "image/png")
+    _upload(world, "T1", world.alice, "text/plain")
+    _upload(world, "B1", world.bob, "image/png")
     log = ConversationLog(world.store)
-    batch = run_batch(log, world.store, [send(world.alice, world.direct, "f1", body="", kind="image", file_id="F1")])
+    batch = run_batch(log, world.store, [
+        send(world.alice, world.direct, "f1", body="", kind="image", file_id="F1"),
+        send(world.alice, world.direct, "f2", body="", kind="image", file_id="NOPE"),  # no such upload
+        send(world.alice, world.direct, "f3", body="", kind="file", file_id="B1"),  # bob's, not alice's
+        send(world.alice, world.direct, "f4", body="", kind="image", file_id="T1"),  # not an image
+        send(world.alice, world.direct, "f5", body="", kind="file", file_id="T1"),
+    ])
+    assert errors(batch) == [None, "not_found", "not_found", "bad_request", None]
     frame = json.loads(batch.deliveries[0].frame)
     assert frame["kind"] == "image" and frame["file_id"] == "F1"
-    [row] = world.history(world.direct)
-    assert row == frame
+    rows = world.history(world.direct)
+    assert rows[0] == frame and [r["seq"] for r in rows] == [1, 2]  # refused ones took no seq
 
 
 # --- storage views ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from imray.actors import names
 from imray.actors.batching import Batcher
+from imray.adapters.cache import MISSING, make_cache, revoked_family_key
 from imray.adapters.live_config import LiveSettings
 from imray.adapters.nacos import SOCKET_SERVICE, NacosInstance
 from imray.adapters.presence import REFRESH_S, make_presence
@@ -90,6 +91,7 @@ class SocketNode:
         self._server: Server | None = None
         self._host = ""
         self._live = LiveSettings(settings)
+        self._cache = make_cache(settings)
         self._nacos: NacosInstance | None = None
 
     async def start(self) -> dict:
@@ -217,6 +219,8 @@ class SocketNode:
             principal = self._verifier.verify(frame.token)
             if principal.user_id is None:
                 raise Unauthorized("a user token is required")
+            if principal.family and await self._cache.get(revoked_family_key(principal.family)) is not MISSING:
+                raise Unauthorized("this login was revoked")
         except (TimeoutError, DomainError) as exc:
             message = "no auth frame in time" if isinstance(exc, TimeoutError) else str(exc)
             await self._refuse(ws, error_frame("unauthorized", message), CLOSE_UNAUTHORIZED, "unauthorized")

@@ -10,6 +10,7 @@ import ray
 from ray import serve
 
 from imray.actors import names
+from imray.adapters.cache import make_cache, revoked_family_key
 from imray.domain.errors import DomainError, Unavailable
 from imray.domain.passwords import Passwords
 from imray.domain.tokens import USER_SCOPE, Principal, SigningKey, TokenIssuer, digest, new_refresh_token
@@ -40,6 +41,7 @@ class AuthService:
                                     settings.argon2_parallelism)
         self._issuer = TokenIssuer(key, settings.base_url, settings.access_token_ttl_s)
         self._supervisor = None
+        self._cache = make_cache(settings)
 
     async def _pick_node(self, user_id: int) -> dict:
         if self._supervisor is None:
@@ -94,6 +96,9 @@ class AuthService:
         if not token:
             raise OAuthError("invalid_request", "refresh_token is required")
         row = await self._db.run(lambda c: accounts.consume_refresh(c, digest(token[:512])))
+        if row is not None and row.get("reused"):  # a leaked token: its whole login goes, access tokens too
+            await self._cache.set(revoked_family_key(row["family"]), True, self._settings.access_token_ttl_s)
+            row = None
         if row is None or row["client_id"] != client["client_id"]:
             raise OAuthError("invalid_grant", "refresh token is invalid, expired or already used")
         return await self._user_tokens(row["user_id"], row["client_id"], row["family"])
@@ -113,14 +118,25 @@ class AuthService:
         refresh = new_refresh_token()
         await self._db.run(lambda c: accounts.store_refresh(
             c, digest(refresh), family, user_id, client_id, USER_SCOPE, self._settings.refresh_token_ttl_s))
-        return {"access_token": self._issuer.issue_user(user_id, client_id, node["node_id"]),
+        return {"access_token": self._issuer.issue_user(user_id, client_id, node["node_id"], family),
                 "token_type": "Bearer", "expires_in": self._issuer.ttl_s, "refresh_token": refresh,
                 "scope": USER_SCOPE, "user_id": user_id, "socket_url": node["url"],
                 "socket_node": node["node_id"]}
+
+    async def revoke(self, form: dict[str, str], basic: tuple[str, str] | None) -> None:
+        """RFC 7009: revoke the login of a refresh token; unknown tokens are not an error."""
+        await self._client(form, basic, confidential=False)
+        token = form.get("token")
+        if not token:
+            raise OAuthError("invalid_request", "token is required")
+        family = await self._db.run(lambda c: accounts.revoke_family(c, digest(token[:512])))
+        if family is not None:
+            await self._cache.set(revoked_family_key(family), True, self._settings.access_token_ttl_s)
 
     async def assign(self, principal: Principal) -> dict:
         """A fresh pin (the old node is gone, or the client wants another): a new access token."""
         node = await self._pick_node(principal.user_id)
         return {"socket_url": node["url"], "socket_node": node["node_id"],
-                "access_token": self._issuer.issue_user(principal.user_id, principal.client_id, node["node_id"]),
+                "access_token": self._issuer.issue_user(principal.user_id, principal.client_id, node["node_id"],
+                                                        principal.family or secrets.token_hex(16)),
                 "expires_in": self._issuer.ttl_s}

@@ -21,6 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from imray.adapters.cache import MISSING, make_cache, revoked_family_key
 from imray.adapters.live_config import LiveSettings
 from imray.adapters.nacos import GATEWAY_SERVICE, NacosInstance
 from imray.deployments.auth import OAuthError
@@ -144,6 +145,7 @@ class Gateway:
         self._verifier = TokenVerifier(keys, settings.base_url)
         self._limiter = (SharedRateLimiter(settings.redis_url, settings.rate_limit_per_minute) if settings.redis_url
                          else RateLimiter(settings.rate_limit_per_minute))
+        self._cache = make_cache(settings)
         self._live = LiveSettings(settings)
         self._started: asyncio.Task[None] | None = None
         self._nacos: NacosInstance | None = None
@@ -161,6 +163,8 @@ class Gateway:
         principal = self._verifier.verify(token.strip())
         if principal.user_id is None:
             raise Forbidden("this route needs a user's token, not a client's")
+        if principal.family and await self._cache.get(revoked_family_key(principal.family)) is not MISSING:
+            raise Unauthorized("this login was revoked")
         await self._rate(f"u:{principal.user_id}")
         return principal
 
@@ -216,6 +220,7 @@ class Gateway:
         return {
             "issuer": base,
             "token_endpoint": f"{base}/oauth2/token",
+            "revocation_endpoint": f"{base}/oauth2/revoke",
             "authorization_endpoint": f"{base}/oauth2/authorize",
             "jwks_uri": f"{base}/.well-known/jwks.json",
             "grant_types_supported": ["password", "refresh_token", "client_credentials"],
@@ -238,6 +243,17 @@ class Gateway:
         basic = _basic_credentials(request.headers.get("authorization", ""))
         result = await call(self._auth.token.remote(fields, basic))
         return JSONResponse(result, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    @app.post("/oauth2/revoke", tags=["oauth2"])
+    async def revoke(self, request: Request) -> Response:
+        """RFC 7009: revoke a refresh token, and with it its login's access tokens (log out)."""
+        await self._anonymous(request)
+        if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            raise OAuthError("invalid_request", "the revocation endpoint takes application/x-www-form-urlencoded")
+        form = await request.form()
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        await call(self._auth.revoke.remote(fields, _basic_credentials(request.headers.get("authorization", ""))))
+        return Response(status_code=200, headers={"Cache-Control": "no-store"})
 
     @app.get("/oauth2/authorize", tags=["oauth2"])
     async def authorize(self, request: Request) -> JSONResponse:

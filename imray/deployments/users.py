@@ -8,6 +8,7 @@ import ray
 from ray import serve
 
 from imray.actors import names
+from imray.adapters.cache import MISSING, make_cache, user_key
 from imray.adapters.objects import make_objects
 from imray.deployments.files import FileKeeper
 from imray.domain.accounts import check_registration
@@ -18,6 +19,8 @@ from imray.settings import Settings
 from imray.storage import accounts
 from imray.storage.db import Database
 
+USER_TTL_S = 300
+
 
 @serve.deployment
 class UserService:
@@ -25,6 +28,7 @@ class UserService:
         self._settings = settings
         self._db = Database(settings.db_url)
         self._files = FileKeeper(settings, self._db, make_objects(settings))
+        self._cache = make_cache(settings)
         self._passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib,
                                     settings.argon2_parallelism)
 
@@ -56,6 +60,7 @@ class UserService:
         row = await self._files.store(user_id, data, "avatar", None)
         url = f"{self._settings.base_url}/api/users/{user_id}/avatar?v={row['file_id']}"
         await self._db.run(lambda c: accounts.set_avatar(c, user_id, url))
+        await self._cache.delete(user_key(user_id))
         return await self.get(user_id)
 
     async def avatar(self, user_id: int) -> dict:
@@ -66,7 +71,10 @@ class UserService:
         return await self._files.fetch(user_id, file_id, check=False)
 
     async def get(self, user_id: int) -> dict:
-        user = await self._db.run(lambda c: accounts.user_by_id(c, user_id))
-        if user is None:
-            raise NotFound("no such user")
+        user = await self._cache.get(user_key(user_id))
+        if user is MISSING:
+            user = await self._db.run(lambda c: accounts.user_by_id(c, user_id))
+            if user is None:
+                raise NotFound("no such user")
+            await self._cache.set(user_key(user_id), user, USER_TTL_S)
         return user

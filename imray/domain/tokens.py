@@ -85,14 +85,18 @@ class Principal:
     exp: int
     user_id: int | None = None
     node: str | None = None
+    family: str | None = None
 
 
 class TokenIssuer:
     def __init__(self, key: SigningKey, issuer: str, ttl_s: int) -> None:
         self._key, self._issuer, self.ttl_s = key, issuer, ttl_s
 
-    def issue_user(self, user_id: int, client_id: str, node: str, scope: str = USER_SCOPE) -> str:
-        return self._issue({"sub": str(user_id), "client_id": client_id, "scope": scope, "node": node})
+    def issue_user(self, user_id: int, client_id: str, node: str, family: str | None = None,
+                   scope: str = USER_SCOPE) -> str:
+        """`fam` names the login (the refresh-token family): revoking it revokes these tokens too."""
+        claims = {"sub": str(user_id), "client_id": client_id, "scope": scope, "node": node}
+        return self._issue({**claims, "fam": family} if family else claims)
 
     def issue_client(self, client_id: str, scope: str) -> str:
         return self._issue({"sub": client_id, "client_id": client_id, "scope": scope})
@@ -132,7 +136,8 @@ class TokenVerifier:
         user_id = int(sub) if sub.isdigit() and node is not None else None
         return Principal(sub=sub, client_id=client_id, scope=str(claims.get("scope", "")),
                          jti=str(claims["jti"]), exp=int(claims["exp"]), user_id=user_id,
-                         node=node if isinstance(node, str) else None)
+                         node=node if isinstance(node, str) else None,
+                         family=claims["fam"] if isinstance(claims.get("fam"), str) else None)
 
 
 def new_refresh_token() -> str:

@@ -69,8 +69,16 @@ def store_refresh(conn: Connection, token_hash: str, family: str, user_id: int, 
         expires_at=now_ms() + ttl_s * 1000, used=False))
 
 
+def revoke_family(conn: Connection, token_hash: str) -> str | None:
+    """Revoke the login a refresh token belongs to (RFC 7009); returns its family, if known."""
+    family = conn.execute(select(refresh_tokens.c.family).where(refresh_tokens.c.token_hash == token_hash)).scalar()
+    if family is not None:
+        conn.execute(update(refresh_tokens).where(refresh_tokens.c.family == family).values(used=True))
+    return family
+
+
 def consume_refresh(conn: Connection, token_hash: str) -> dict | None:
-    """Mark a refresh token used and return it; None if unknown, expired or already used.
+    """Mark a refresh token used and return it; None if unknown or expired, {"reused"...} if used before.
 
     A second use of a used token means it leaked: the whole family (every token rotated from the
     same login) is revoked, as RFC 9700 recommends for public clients.
@@ -80,7 +88,7 @@ def consume_refresh(conn: Connection, token_hash: str) -> dict | None:
         return None
     if row.used:
         conn.execute(update(refresh_tokens).where(refresh_tokens.c.family == row.family).values(used=True))
-        return None
+        return {"reused": True, "family": row.family}
     claimed = conn.execute(update(refresh_tokens).where(
         refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used.is_(False)).values(used=True))
     if claimed.rowcount != 1 or row.expires_at < now_ms():
