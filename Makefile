@@ -47,7 +47,7 @@ unit: install  ## the tests that need no Ray cluster
 	$(PY) -m pytest -q tests/test_unit_*.py tests/test_cluster_yaml.py
 
 lint: install
-	$(VENV)/bin/ruff check imray tests
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

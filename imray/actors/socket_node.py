@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from imray.actors import names
 from imray.actors.batching import Batcher
-from imray.adapters.cache import MISSING, make_cache, revoked_family_key
+from imray.adapters.cache import make_cache, revoked_family_key
 from imray.adapters.live_config import LiveSettings
 from imray.adapters.nacos import SOCKET_SERVICE, NacosInstance
 from imray.adapters.presence import REFRESH_S, make_presence
@@ -219,7 +219,7 @@ class SocketNode:
             principal = self._verifier.verify(frame.token)
             if principal.user_id is None:
                 raise Unauthorized("a user token is required")
-            if principal.family and await self._cache.get(revoked_family_key(principal.family)) is not MISSING:
+            if principal.family and await self._cache.get(revoked_family_key(principal.family)):
                 raise Unauthorized("this login was revoked")
         except (TimeoutError, DomainError) as exc:
             message = "no auth frame in time" if isinstance(exc, TimeoutError) else str(exc)

@@ -16,11 +16,12 @@ import orjson
 from imray.settings import Settings
 
 log = logging.getLogger("imray.cache")
-MISSING = object()
+# No sentinel object here: Serve pickles deployment classes by value, which would copy a sentinel.
+# Absent is None, so cached values are never None themselves.
 
 
 class Cache(Protocol):
-    async def get(self, key: str) -> Any: ...  # MISSING when absent
+    async def get(self, key: str) -> Any: ...  # None when absent
     async def set(self, key: str, value: Any, ttl_s: int) -> None: ...
     async def delete(self, *keys: str) -> None: ...
 
@@ -34,7 +35,7 @@ class LocalCache:
         found = self._data.get(key)
         if found is None or found[0] < time.monotonic():
             self._data.pop(key, None)
-            return MISSING
+            return None
         return found[1]
 
     async def set(self, key: str, value: Any, ttl_s: int) -> None:
@@ -59,8 +60,8 @@ class RedisCache:
             raw = await self._redis.get(key)
         except Exception as exc:
             log.debug("cache get %s: %r", key, exc)
-            return MISSING
-        return MISSING if raw is None else orjson.loads(raw)
+            return None
+        return None if raw is None else orjson.loads(raw)
 
     async def set(self, key: str, value: Any, ttl_s: int) -> None:
         try:

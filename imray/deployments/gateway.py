@@ -21,7 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from imray.adapters.cache import MISSING, make_cache, revoked_family_key
+from imray.adapters.cache import make_cache, revoked_family_key
 from imray.adapters.live_config import LiveSettings
 from imray.adapters.nacos import GATEWAY_SERVICE, NacosInstance
 from imray.deployments.auth import OAuthError
@@ -163,7 +163,7 @@ class Gateway:
         principal = self._verifier.verify(token.strip())
         if principal.user_id is None:
             raise Forbidden("this route needs a user's token, not a client's")
-        if principal.family and await self._cache.get(revoked_family_key(principal.family)) is not MISSING:
+        if principal.family and await self._cache.get(revoked_family_key(principal.family)):
             raise Unauthorized("this login was revoked")
         await self._rate(f"u:{principal.user_id}")
         return principal

@@ -8,7 +8,7 @@ import ray
 from ray import serve
 
 from imray.actors import names
-from imray.adapters.cache import MISSING, make_cache, user_key
+from imray.adapters.cache import make_cache, user_key
 from imray.adapters.objects import make_objects
 from imray.deployments.files import FileKeeper
 from imray.domain.accounts import check_registration
@@ -72,7 +72,7 @@ class UserService:
 
     async def get(self, user_id: int) -> dict:
         user = await self._cache.get(user_key(user_id))
-        if user is MISSING:
+        if user is None:
             user = await self._db.run(lambda c: accounts.user_by_id(c, user_id))
             if user is None:
                 raise NotFound("no such user")

@@ -7,7 +7,7 @@ from ray import serve
 from sqlalchemy.engine import Connection
 
 from imray.actors import names
-from imray.adapters.cache import MISSING, make_cache, members_key, user_key
+from imray.adapters.cache import make_cache, members_key, user_key
 from imray.adapters.objects import make_objects
 from imray.deployments.files import FileKeeper
 from imray.domain.conversations import ConvId, parse_conv, shard_of
@@ -41,15 +41,15 @@ class WebService:
         """A group's members (None: no such group), through the cache."""
         key = members_key(group_id)
         found = await self._cache.get(key)
-        if found is MISSING:
-            found = await self._db.run(lambda c: group_store.members(c, group_id)
-                                       if group_store.group(c, group_id) else None)
+        if found is None:
+            found = {"members": await self._db.run(lambda c: group_store.members(c, group_id)
+                                                   if group_store.group(c, group_id) else None)}
             await self._cache.set(key, found, MEMBERS_TTL_S)
-        return found
+        return found["members"]
 
     async def _user_exists(self, user_id: int) -> bool:
         key = user_key(user_id)
-        if await self._cache.get(key) is not MISSING:
+        if await self._cache.get(key) is not None:
             return True
         user = await self._db.run(lambda c: accounts.user_by_id(c, user_id))
         if user is not None:

@@ -14,9 +14,16 @@ import sys
 import tempfile
 import time
 
-from v2.nacos import (ClientConfigBuilder, ConfigParam, DeregisterInstanceParam, ListInstanceParam,
-                      NacosConfigService, NacosNamingService, RegisterInstanceParam,
-                      SubscribeServiceParam)
+from v2.nacos import (
+    ClientConfigBuilder,
+    ConfigParam,
+    DeregisterInstanceParam,
+    ListInstanceParam,
+    NacosConfigService,
+    NacosNamingService,
+    RegisterInstanceParam,
+    SubscribeServiceParam,
+)
 from v2.nacos.common.nacos_exception import NacosException
 from v2.nacos.utils.net_util import NetUtils
 
@@ -63,7 +70,7 @@ def step(msg, since):
     print(f"[{time.monotonic() - T0:6.2f}s] {msg} ({(time.monotonic() - since) * 1000:.0f} ms)", flush=True)
 
 
-async def wait_for(pred, timeout, interval=0.1):
+async def wait_for(pred, timeout, interval=0.1):  # noqa: ASYNC109
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if await pred():
@@ -190,7 +197,7 @@ async def main():
 
     # --- an ephemeral instance goes away with its (killed) client ---
     t = time.monotonic()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", "9102", "sn-2"],
+    proc = subprocess.Popen([sys.executable, __file__, "--child", "9102", "sn-2"],  # noqa: ASYNC220
                             stdout=subprocess.PIPE, text=True, env={**os.environ, "NACOS_SMOKE_DIR": WORK})
     try:
         line = proc.stdout.readline().strip()

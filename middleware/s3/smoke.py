@@ -34,7 +34,7 @@ def step(name, required=True):
         try:
             detail = fn()
             ok = True
-        except Exception as exc:  # noqa: BLE001 - report any failure
+        except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}"
             ok = False
         ms = (time.perf_counter() - t0) * 1000
@@ -161,7 +161,9 @@ def main():
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 200, f"HTTP {resp.status}"
         r = client.get_object(bucket, k2)
-        body = r.read(); r.close(); r.release_conn()
+        body = r.read()
+        r.close()
+        r.release_conn()
         assert body == b"via presigned put"
         return "PUT 200, read back"
     step("extra: presigned_put_object via urllib", required=False)(presigned_put)
@@ -172,14 +174,18 @@ def main():
                           content_type="video/mp4")
         st = client.stat_object(bucket, "big.bin")
         r = client.get_object(bucket, "big.bin")
-        body = r.read(); r.close(); r.release_conn()
+        body = r.read()
+        r.close()
+        r.release_conn()
         assert body == big and st.size == len(big), "multipart object differs"
         return f"11 MiB in 3 parts, content_type={st.content_type}"
     step("extra: multipart upload (11 MiB)", required=False)(multipart)
 
     def range_get():
         r = client.get_object(bucket, key, offset=10, length=20)
-        body = r.read(); r.close(); r.release_conn()
+        body = r.read()
+        r.close()
+        r.release_conn()
         assert body == data[10:30], "range bytes differ"
         return "20 bytes"
     step("extra: ranged get_object", required=False)(range_get)
