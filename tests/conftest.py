@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import socket
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -41,18 +38,6 @@ def fresh_database(url: str) -> None:
         engine.dispose()
 
 
-def _loopback_only() -> bool:
-    """Ray must not start where it can reach the network (see scripts/netns-run)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("192.0.2.1", 9))  # TEST-NET-1: never sent, only routed
-        return False
-    except OSError:
-        return True
-    finally:
-        s.close()
-
-
 @dataclass
 class Stack:
     settings: Settings
@@ -68,43 +53,25 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not _loopback_only():
+    from imray.localcluster import loopback_only
+
+    if not loopback_only():
         pytest.fail("run the integration tests inside a loopback-only namespace: scripts/netns-run pytest")
     tmp = tmp_path_factory.mktemp("imray")
-    ray_tmp = tempfile.mkdtemp(prefix="imray-ray-")  # short: Ray's unix socket paths have a length limit
-    os.makedirs(os.path.join(ray_tmp, "ray"))
-    os.environ["RAY_TMPDIR"] = ray_tmp
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
-
-    import ray
-    from ray import serve
-    from ray.cluster_utils import Cluster
-
     from imray import runtime
+    from imray.localcluster import local_cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "node_ip_address": "127.0.0.1", "num_cpus": 2, "include_dashboard": False,
-        "object_store_memory": 200 * 1024**2, "gcs_server_port": 6380, "temp_dir": ray_tmp,
-    })
-    workers = [cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, resources={"socket_node": 1},
-                                object_store_memory=100 * 1024**2) for _ in range(2)]
-    ray.init(address=cluster.address, namespace="imray", log_to_driver=False)
-    settings = load_settings(data_dir=str(tmp / "data"), socket_nodes=2, shards=2, socket_auth_timeout_s=2.0,
-                             max_text_length=4000, max_upload_bytes=256 * 1024, max_avatar_bytes=64 * 1024)
-    if STACK == "real":
-        fresh_database(settings.db_url)
-    key = runtime.prepare(settings)
-    info = runtime.deploy(settings, key)
-    try:
-        yield Stack(settings, info.nodes, [w.node_id for w in workers], settings.data_dir, key)
-    finally:
-        runtime.undeploy(settings)
-        serve.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
-        if not os.environ.get("IMRAY_KEEP_RAY_LOGS"):
-            shutil.rmtree(ray_tmp, ignore_errors=True)
+    with local_cluster(workers=2) as (_, workers):
+        settings = load_settings(data_dir=str(tmp / "data"), socket_nodes=2, shards=2, socket_auth_timeout_s=2.0,
+                                 max_text_length=4000, max_upload_bytes=256 * 1024, max_avatar_bytes=64 * 1024)
+        if STACK == "real":
+            fresh_database(settings.db_url)
+        key = runtime.prepare(settings)
+        info = runtime.deploy(settings, key)
+        try:
+            yield Stack(settings, info.nodes, workers, settings.data_dir, key)
+        finally:
+            runtime.undeploy(settings)
 
 
 def run(coro):

@@ -1,0 +1,184 @@
+"""Load generators: simulated clients that speak the wire contract, several to a process.
+
+A worker process owns whole sender/receiver pairs, so send, ack and delivery times are read on
+one clock. It returns counts, latency samples and what was acked, for the audit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    user_id: int
+    url: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Pair:
+    sender: Endpoint
+    receiver: Endpoint
+    conv: str
+
+
+@dataclass
+class PairState:
+    sent: dict[str, float] = field(default_factory=dict)
+    acked: dict[str, tuple[int, str]] = field(default_factory=dict)  # client id -> (seq, msg_id)
+    ack_ms: list[float] = field(default_factory=list)
+    delivery_ms: list[float] = field(default_factory=list)
+    received: dict[str, int] = field(default_factory=dict)  # client id -> times received
+    last_seq: int = 0
+    order_violations: int = 0
+    errors: int = 0
+    in_flight: asyncio.Semaphore | None = None
+
+
+async def _open(endpoint: Endpoint) -> ClientConnection:
+    ws = await connect(endpoint.url, compression=None, max_size=2**22, open_timeout=30, ping_interval=None)
+    await ws.send(orjson.dumps({"type": "auth", "token": endpoint.token}).decode())
+    reply = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
+    if reply.get("type") != "auth_ok":
+        raise RuntimeError(f"auth refused: {reply}")
+    return ws
+
+
+async def _read_sender(ws: ClientConnection, state: PairState) -> None:
+    try:
+        async for raw in ws:
+            frame = orjson.loads(raw)
+            kind, cid = frame.get("type"), frame.get("id")
+            if kind == "ack" and cid in state.sent and cid not in state.acked:
+                state.acked[cid] = (frame["seq"], frame["msg_id"])
+                state.ack_ms.append((time.perf_counter() - state.sent[cid]) * 1000)
+                if state.in_flight:
+                    state.in_flight.release()
+            elif kind == "error":
+                state.errors += 1
+                if state.in_flight and cid in state.sent:
+                    state.in_flight.release()
+    except ConnectionClosed:
+        pass
+
+
+async def _read_receiver(ws: ClientConnection, state: PairState) -> None:
+    try:
+        async for raw in ws:
+            frame = orjson.loads(raw)
+            if frame.get("type") != "msg":
+                continue
+            cid = frame["body"]
+            now = time.perf_counter()
+            state.received[cid] = state.received.get(cid, 0) + 1
+            if frame["seq"] <= state.last_seq:
+                state.order_violations += 1
+            state.last_seq = max(state.last_seq, frame["seq"])
+            if cid in state.sent and state.received[cid] == 1:
+                state.delivery_ms.append((now - state.sent[cid]) * 1000)
+    except ConnectionClosed:
+        pass
+
+
+async def _one2one(pairs: list[Pair], rate: float | None, duration: float, window: int, tag: str) -> dict:
+    states = [PairState() for _ in pairs]
+    senders = [await _open(p.sender) for p in pairs]
+    receivers = [await _open(p.receiver) for p in pairs]
+    readers = [asyncio.create_task(_read_sender(ws, st)) for ws, st in zip(senders, states, strict=True)]
+    readers += [asyncio.create_task(_read_receiver(ws, st)) for ws, st in zip(receivers, states, strict=True)]
+    start = time.perf_counter()
+    stop_at = start + duration
+
+    async def send_loop(i: int) -> None:
+        pair, ws, state = pairs[i], senders[i], states[i]
+        n = 0
+        if rate is None:  # closed loop: `window` messages in flight, the next goes when one is acked
+            state.in_flight = asyncio.Semaphore(window)
+        per_pair = (rate / len(pairs)) if rate else 0.0
+        while time.perf_counter() < stop_at:
+            if rate is None:
+                await state.in_flight.acquire()
+            else:
+                due = start + n / per_pair + (i / len(pairs)) / per_pair
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            cid = f"{tag}{i}-{n}"
+            state.sent[cid] = time.perf_counter()
+            await ws.send(orjson.dumps({"type": "send", "id": cid, "conv": pair.conv, "kind": "text",
+                                        "body": cid}).decode())
+            n += 1
+
+    await asyncio.gather(*(send_loop(i) for i in range(len(pairs))))
+    elapsed = time.perf_counter() - start
+    deadline = time.perf_counter() + 15  # let outstanding acks and deliveries land
+    while time.perf_counter() < deadline:
+        if all(len(s.acked) + s.errors >= len(s.sent) and len(s.received) >= len(s.acked) for s in states):
+            break
+        await asyncio.sleep(0.05)
+    for ws in senders + receivers:
+        await ws.close()
+    for task in readers:
+        task.cancel()
+    return {
+        "sent": sum(len(s.sent) for s in states),
+        "acked": sum(len(s.acked) for s in states),
+        "errors": sum(s.errors for s in states),
+        "received": sum(len(s.received) for s in states),
+        "duplicates": sum(sum(c - 1 for c in s.received.values() if c > 1) for s in states),
+        "order_violations": sum(s.order_violations for s in states),
+        "not_delivered": sum(sum(1 for cid in s.acked if cid not in s.received) for s in states),
+        "elapsed_s": elapsed,
+        "ack_ms": [x for s in states for x in s.ack_ms],
+        "delivery_ms": [x for s in states for x in s.delivery_ms],
+        "acked_ids": {p.conv: sorted(s.acked.values()) for p, s in zip(pairs, states, strict=True)},
+    }
+
+
+def one2one_worker(job: tuple[list[Pair], float | None, float, int, str]) -> dict:
+    """Entry point of a load-generator process."""
+    return asyncio.run(_one2one(*job))
+
+
+async def _http(base_url: str, logins: list[tuple[str, str]], history: tuple[str, str] | None,
+                duration: float, concurrency: int) -> dict:
+    done = {"logins": 0, "history": 0, "errors": 0}
+    async with httpx.AsyncClient(base_url=base_url, timeout=30,
+                                 limits=httpx.Limits(max_connections=concurrency)) as http:
+        stop_at = time.perf_counter() + duration
+
+        async def login_loop(k: int) -> None:
+            i = k
+            while time.perf_counter() < stop_at:
+                username, password = logins[i % len(logins)]
+                r = await http.post("/oauth2/token", data={"grant_type": "password", "username": username,
+                                                           "password": password, "client_id": "imray-app"})
+                done["logins" if r.status_code == 200 else "errors"] += 1
+                i += concurrency
+
+        async def history_loop() -> None:
+            token, conv = history
+            while time.perf_counter() < stop_at:
+                r = await http.get(f"/api/conversations/{conv}/messages", params={"after_seq": 0, "limit": 50},
+                                   headers={"Authorization": f"Bearer {token}"})
+                done["history" if r.status_code == 200 else "errors"] += 1
+
+        start = time.perf_counter()
+        if history is None:
+            await asyncio.gather(*(login_loop(k) for k in range(concurrency)))
+        else:
+            await asyncio.gather(*(history_loop() for _ in range(concurrency)))
+        done["elapsed_s"] = time.perf_counter() - start
+    return done
+
+
+def http_worker(job: tuple[str, list[tuple[str, str]], tuple[str, str] | None, float, int]) -> dict:
+    return asyncio.run(_http(*job))

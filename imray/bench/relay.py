@@ -1,0 +1,66 @@
+"""The baseline: a bare WebSocket relay in one process (no auth check, no storage, no Ray).
+
+It speaks the same frames as imray, so the same load generators drive it: the auth frame's
+token is taken as the user id, a send is acked at once with a per-conversation seq and relayed
+to every other session of the conversation's two users (conversation ids d:<a>:<b>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import time
+
+import orjson
+from websockets.asyncio.server import ServerConnection, serve
+
+
+class Relay:
+    def __init__(self) -> None:
+        self.sessions: dict[int, set[ServerConnection]] = {}
+        self.seqs: dict[str, int] = {}
+        self.ids = itertools.count(1)
+
+    async def handle(self, ws: ServerConnection) -> None:
+        first = orjson.loads(await ws.recv())
+        user = int(first.get("token", 0))
+        self.sessions.setdefault(user, set()).add(ws)
+        await ws.send(orjson.dumps({"type": "auth_ok", "user_id": user, "node": "relay", "session": "r"}).decode())
+        try:
+            async for raw in ws:
+                frame = orjson.loads(raw)
+                if frame.get("type") != "send":
+                    if frame.get("type") == "ping":
+                        await ws.send('{"type":"pong"}')
+                    continue
+                conv = frame["conv"]
+                seq = self.seqs[conv] = self.seqs.get(conv, 0) + 1
+                ts = int(time.time() * 1000)
+                msg_id = f"r{next(self.ids)}"
+                await ws.send(orjson.dumps({"type": "ack", "id": frame["id"], "msg_id": msg_id, "conv": conv,
+                                            "seq": seq, "ts": ts}).decode())
+                out = orjson.dumps({"type": "msg", "conv": conv, "seq": seq, "msg_id": msg_id, "from": user,
+                                    "kind": "text", "body": frame["body"], "ts": ts}).decode()
+                _, a, b = conv.split(":")
+                for member in (int(a), int(b)):
+                    for peer in self.sessions.get(member, ()):
+                        if peer is not ws:
+                            await peer.send(out)
+        finally:
+            self.sessions[user].discard(ws)
+
+
+async def main(host: str, port: int) -> None:
+    relay = Relay()
+    async with serve(relay.handle, host, port, compression=None, max_size=2**20):
+        print(f"relay on ws://{host}:{port}/ws", flush=True)
+        await asyncio.Future()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9300)
+    args = parser.parse_args()
+    asyncio.run(main(args.host, args.port))
