@@ -13,7 +13,8 @@ STAMP   := $(VENV)/.installed
 NETRUN  := scripts/netns-run --name $(NETNS)
 PYTEST_ARGS ?=
 
-.PHONY: install run up status down shell test unit lint clean
+.PHONY: install run up status down shell test unit lint bench clean
+BENCH_ARGS ?=
 
 install: $(STAMP)
 
@@ -45,6 +46,9 @@ test: install lint  ## the whole suite on a real 3-node Ray cluster, on the embe
 
 unit: install  ## the tests that need no Ray cluster
 	$(PY) -m pytest -q tests/test_unit_*.py tests/test_cluster_yaml.py
+
+bench: install  ## imray bench on a local 3-node cluster (see README)
+	scripts/netns-run $(IMRAY) bench $(BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

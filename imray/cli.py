@@ -163,6 +163,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from imray.bench.report import markdown
+    from imray.bench.run import BenchOptions, bench
+
+    options = BenchOptions(
+        scenarios=tuple(args.scenario.split(",")), duration=args.duration, pairs=args.pairs, window=args.window,
+        processes=args.processes, http_concurrency=args.http_concurrency, target=args.target,
+        results=Path(args.results) if args.results else None)
+    results = bench(options)
+    print(markdown(results))
+    return 0 if results["audit"]["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imray", description="Distributed instant messaging on Ray")
     parser.add_argument("--config", help="YAML settings file (or IMRAY_CONFIG)")
@@ -182,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", default="chat")
     create.set_defaults(func=cmd_clients_create)
     sub.add_parser("doctor", help="check every configured backend").set_defaults(func=cmd_doctor)
+    b = sub.add_parser("bench", help="throughput and latency against a bare relay, with an audit")
+    b.add_argument("--scenario", default="one2one,http", help="comma-separated: one2one, http")
+    b.add_argument("--duration", type=float, default=10.0, help="seconds per step")
+    b.add_argument("--pairs", type=int, default=16, help="sender/receiver pairs, across socket nodes")
+    b.add_argument("--window", type=int, default=32, help="messages in flight per sender (closed loop)")
+    b.add_argument("--processes", type=int, default=2, help="load-generator processes")
+    b.add_argument("--http-concurrency", type=int, default=32)
+    b.add_argument("--target", help="an imray gateway URL; default: start a local 3-node cluster (adapters "
+                   "from the IMRAY_* settings, as always)")
+    b.add_argument("--results", default="benchmarks/results", help="folder for JSON, Markdown and PNG ('' for none)")
+    b.set_defaults(func=cmd_bench)
     db = sub.add_parser("db", help="the database schema").add_subparsers(dest="db_command", required=True)
     upgrade = db.add_parser("upgrade", help="apply schema migrations (imray up does this too)")
     upgrade.add_argument("revision", nargs="?", default="head")

@@ -1,0 +1,93 @@
+"""Benchmark results: JSON (everything), a Markdown table, a PNG chart of latency against load."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+
+def percentiles(samples: list[float]) -> dict[str, float | None]:
+    if not samples:
+        return {"p50": None, "p95": None, "p99": None}
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "mean": round(statistics.fmean(ordered), 2)}
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# imray bench — {results['started']}", "",
+             f"Machine: {results['machine']}. Stack: {results['stack']}. "
+             f"{results['pairs']} sender/receiver pairs across socket nodes, {results['processes']} load-generator "
+             f"processes, {results['duration_s']} s per step.", ""]
+    audit = results["audit"]
+    lines += [f"**Audit: {'PASS' if audit['ok'] else 'FAIL'}** — acked {audit['acked']}, lost {audit['lost']}, "
+              f"duplicates {audit['duplicates']}, order violations {audit['order_violations']}, "
+              f"history gaps {audit['history_gaps']}.", ""]
+    one = results.get("one2one")
+    if one:
+        imray_max, relay_max = one["imray"]["max_rate"], one["relay"]["max_rate"]
+        lines += ["## 1:1 across socket nodes", "",
+                  "| | imray | bare relay | imray / relay |", "|---|---|---|---|",
+                  f"| max sustained msgs/s (persisted for imray) | {imray_max:,.0f} | {relay_max:,.0f} | "
+                  f"{_ratio(imray_max, relay_max)} |", ""]
+        lines += ["| offered load | msgs/s | imray ack p50/p95/p99 ms | imray delivery p50/p95/p99 ms "
+                  "| relay ack p99 ms | relay delivery p99 ms |", "|---|---|---|---|---|---|"]
+        for step, relay_step in zip(one["imray"]["steps"], one["relay"]["steps"], strict=True):
+            a, d = step["ack_ms"], step["delivery_ms"]
+            lines.append(f"| {step['fraction']:.0%} | {step['achieved_rate']:,.0f} | {a['p50']}/{a['p95']}/{a['p99']} "
+                         f"| {d['p50']}/{d['p95']}/{d['p99']} | {relay_step['ack_ms']['p99']} "
+                         f"| {relay_step['delivery_ms']['p99']} |")
+        lines.append("")
+    http = results.get("http")
+    if http:
+        lines += ["## HTTP through the gateway", "", "| figure | per second | errors |", "|---|---|---|",
+                  f"| password-grant logins | {http['logins_per_s']:,.0f} | {http['login_errors']} |",
+                  f"| history reads (50 messages) | {http['history_per_s']:,.0f} | {http['history_errors']} |", ""]
+    return "\n".join(lines)
+
+
+def chart(results: dict, path: Path) -> bool:
+    one = results.get("one2one")
+    if not one:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, style in (("imray", "-o"), ("relay", "--s")):
+        steps = one[name]["steps"]
+        x = [s["achieved_rate"] for s in steps]
+        for kind in ("ack_ms", "delivery_ms"):
+            y = [s[kind]["p99"] for s in steps]
+            ax.plot(x, y, style, label=f"{name} {kind.split('_')[0]} p99")
+    ax.set_xlabel("offered load (messages/s)")
+    ax.set_ylabel("latency p99 (ms)")
+    ax.set_title("imray 1:1 across socket nodes vs. a bare relay")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(results: dict, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / "results.json", folder / "results.md"]
+    written[0].write_text(json.dumps(results, indent=2, sort_keys=True))
+    written[1].write_text(markdown(results))
+    if chart(results, folder / "latency.png"):
+        written.append(folder / "latency.png")
+    return written

@@ -1,0 +1,235 @@
+"""The benchmark run: bring up (or target) imray, drive it, drive the bare relay, audit, report."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from imray.bench import report
+from imray.bench.loadgen import Endpoint, Pair, http_worker, one2one_worker
+
+PASSWORD = "bench-password-1"
+RELAY_PORT = 9300
+
+
+@dataclass
+class BenchOptions:
+    scenarios: tuple[str, ...] = ("one2one", "http")
+    duration: float = 10.0
+    pairs: int = 16
+    window: int = 32
+    processes: int = 2
+    http_concurrency: int = 32
+    fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    target: str | None = None  # an imray gateway URL; None: start a local cluster and deploy
+    results: Path | None = Path("benchmarks/results")
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def _say(options: BenchOptions, text: str) -> None:
+    if options.progress:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+async def _provision(base_url: str, count: int) -> list[dict]:
+    """Register and log in `count` users, as real clients do."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        sem = asyncio.Semaphore(8)
+
+        async def one(i: int) -> dict:
+            async with sem:
+                name = f"b{uuid.uuid4().hex[:12]}"
+                r = await http.post("/api/users", json={"username": name, "password": PASSWORD})
+                r.raise_for_status()
+                r = await http.post("/oauth2/token", data={"grant_type": "password", "username": name,
+                                                           "password": PASSWORD, "client_id": "imray-app"})
+                r.raise_for_status()
+                return {**r.json(), "username": name}
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+def _pairs_across_nodes(logins: list[dict], wanted: int) -> list[Pair]:
+    by_node: dict[str, list[dict]] = {}
+    for login in logins:
+        by_node.setdefault(login["socket_node"], []).append(login)
+    nodes = sorted(by_node)
+    if len(nodes) < 2:
+        raise RuntimeError("the benchmark needs at least two socket nodes")
+    pairs = []
+    a, b = by_node[nodes[0]], by_node[nodes[1]]
+    for i in range(min(wanted, len(a), len(b))):
+        s, r = (a[i], b[i]) if i % 2 == 0 else (b[i], a[i])  # both directions
+        lo, hi = sorted((s["user_id"], r["user_id"]))
+        pairs.append(Pair(Endpoint(s["user_id"], s["socket_url"], s["access_token"]),
+                          Endpoint(r["user_id"], r["socket_url"], r["access_token"]), f"d:{lo}:{hi}"))
+    return pairs
+
+
+def _relay_pairs(count: int, url: str) -> list[Pair]:
+    pairs = []
+    for i in range(count):
+        s, r = 2 * i + 1, 2 * i + 2
+        pairs.append(Pair(Endpoint(s, url, str(s)), Endpoint(r, url, str(r)), f"d:{s}:{r}"))
+    return pairs
+
+
+def _drive(pool, pairs: list[Pair], rate: float | None, options: BenchOptions, tag: str) -> dict:
+    chunks = [pairs[i::options.processes] for i in range(options.processes) if pairs[i::options.processes]]
+    jobs = [(chunk, (rate * len(chunk) / len(pairs)) if rate else None, options.duration, options.window,
+             f"{tag}{k}.") for k, chunk in enumerate(chunks)]
+    parts = pool.map(one2one_worker, jobs)
+    merged = {key: sum(p[key] for p in parts) for key in
+              ("sent", "acked", "errors", "received", "duplicates", "order_violations", "not_delivered")}
+    merged["elapsed_s"] = max(p["elapsed_s"] for p in parts)
+    merged["ack_ms"] = [x for p in parts for x in p["ack_ms"]]
+    merged["delivery_ms"] = [x for p in parts for x in p["delivery_ms"]]
+    merged["acked_ids"] = {conv: ids for p in parts for conv, ids in p["acked_ids"].items()}
+    return merged
+
+
+def _summary(run: dict, fraction: float | None) -> dict:
+    return {"fraction": fraction, "achieved_rate": round(run["acked"] / run["elapsed_s"], 1),
+            "sent": run["sent"], "acked": run["acked"], "errors": run["errors"],
+            "duplicates": run["duplicates"], "order_violations": run["order_violations"],
+            "not_delivered": run["not_delivered"], "ack_ms": report.percentiles(run["ack_ms"]),
+            "delivery_ms": report.percentiles(run["delivery_ms"])}
+
+
+def _one2one(pool, pairs: list[Pair], options: BenchOptions, name: str, rates: list[float] | None,
+             acked: dict[str, list]) -> dict:
+    """Closed loop for the highest sustained rate, then open loop at fractions of it (or given rates)."""
+    _say(options, f"{name}: closed loop, {options.window} in flight per sender, {options.duration} s")
+    top = _drive(pool, pairs, None, options, f"{name}-max-")
+    _merge(acked, top["acked_ids"])
+    result = {"max_rate": round(top["acked"] / top["elapsed_s"], 1), "max_run": _summary(top, None), "steps": []}
+    offered = rates or [f * result["max_rate"] for f in options.fractions]
+    for fraction, rate in zip(options.fractions, offered, strict=True):
+        _say(options, f"{name}: open loop at {rate:,.0f} msgs/s ({fraction:.0%})")
+        run = _drive(pool, pairs, max(rate, 1.0), options, f"{name}-{int(fraction * 100)}-")
+        _merge(acked, run["acked_ids"])
+        step = _summary(run, fraction)
+        step["offered_rate"] = round(rate, 1)
+        result["steps"].append(step)
+    return result
+
+
+def _merge(into: dict[str, list], acked: dict[str, list]) -> None:
+    for conv, ids in acked.items():
+        into.setdefault(conv, []).extend(ids)
+
+
+async def _audit(base_url: str, pairs: list[Pair], acked: dict[str, list], live: list[dict]) -> dict:
+    """From history: every acked message is there once, seq 1..N without gaps; plus what clients saw."""
+    lost = duplicates = gaps = total = 0
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        for pair in pairs:
+            history, after = [], 0
+            while True:
+                r = await http.get(f"/api/conversations/{pair.conv}/messages",
+                                   params={"after_seq": after, "limit": 200},
+                                   headers={"Authorization": f"Bearer {pair.receiver.token}"})
+                r.raise_for_status()
+                page = r.json()["messages"]
+                if not page:
+                    break
+                history += page
+                after = page[-1]["seq"]
+            ids = [m["msg_id"] for m in history]
+            duplicates += len(ids) - len(set(ids))
+            gaps += sum(1 for i, m in enumerate(history) if m["seq"] != i + 1)
+            stored = set(ids)
+            mine = acked.get(pair.conv, [])
+            total += len(mine)
+            lost += sum(1 for _, msg_id in mine if msg_id not in stored)
+    live_dups = sum(r["duplicates"] for r in live)
+    order = sum(r["order_violations"] for r in live)
+    return {"acked": total, "lost": lost, "duplicates": duplicates + live_dups, "order_violations": order,
+            "history_gaps": gaps, "ok": lost == 0 and duplicates + live_dups == 0 and order == 0 and gaps == 0}
+
+
+def _http(pool, base_url: str, logins: list[dict], history_token: tuple[str, str], options: BenchOptions) -> dict:
+    creds = [(x["username"], PASSWORD) for x in logins]
+    per = max(1, options.http_concurrency // options.processes)
+    _say(options, f"http: password-grant logins, {options.http_concurrency} concurrent")
+    logins_runs = pool.map(http_worker, [(base_url, creds, None, options.duration, per)] * options.processes)
+    _say(options, f"http: history reads, {options.http_concurrency} concurrent")
+    reads = pool.map(http_worker, [(base_url, creds, history_token, options.duration, per)] * options.processes)
+    return {"logins_per_s": round(sum(r["logins"] for r in logins_runs) / options.duration, 1),
+            "login_errors": sum(r["errors"] for r in logins_runs),
+            "history_per_s": round(sum(r["history"] for r in reads) / options.duration, 1),
+            "history_errors": sum(r["errors"] for r in reads)}
+
+
+def _start_relay(stack: ExitStack) -> str:
+    proc = subprocess.Popen([sys.executable, "-m", "imray.bench.relay", "--port", str(RELAY_PORT)],
+                            stdout=subprocess.PIPE, text=True)
+    stack.callback(proc.kill)
+    line = proc.stdout.readline()  # "relay on ws://..."
+    if "relay on" not in line:
+        raise RuntimeError(f"the relay did not start: {line!r}")
+    return f"ws://127.0.0.1:{RELAY_PORT}/ws"
+
+
+def _local_imray(stack: ExitStack, options: BenchOptions) -> str:
+    from imray import runtime
+    from imray.localcluster import local_cluster, loopback_only
+    from imray.settings import load_settings
+
+    if not loopback_only():
+        raise RuntimeError("run the benchmark inside a loopback-only namespace: scripts/netns-run imray bench")
+    stack.enter_context(local_cluster(workers=2))
+    settings = load_settings(data_dir=tempfile.mkdtemp(prefix="imray-bench-"), socket_nodes=2, shards=2)
+    key = runtime.prepare(settings)
+    runtime.deploy(settings, key)
+    stack.callback(runtime.undeploy, settings)
+    return settings.base_url
+
+
+def bench(options: BenchOptions) -> dict:
+    results: dict = {"started": datetime.now(UTC).isoformat(timespec="seconds"),
+                     "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+                     "stack": "real" if os.environ.get("IMRAY_DATABASE_URL") else "embedded",
+                     "pairs": options.pairs, "processes": options.processes, "duration_s": options.duration,
+                     "window": options.window}
+    with ExitStack() as stack:
+        base_url = options.target or _local_imray(stack, options)
+        _say(options, f"imray at {base_url}; provisioning {2 * options.pairs + 8} users")
+        logins = asyncio.run(_provision(base_url, 2 * options.pairs + 8))
+        pairs = _pairs_across_nodes(logins, options.pairs)
+        results["pairs"] = len(pairs)
+        pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(options.processes))
+        acked: dict[str, list] = {}
+        live: list[dict] = []
+        if "one2one" in options.scenarios:
+            relay_url = _start_relay(stack)
+            imray_result = _one2one(pool, pairs, options, "imray", None, acked)
+            offered = [s["offered_rate"] for s in imray_result["steps"]]
+            relay_result = _one2one(pool, _relay_pairs(len(pairs), relay_url), options, "relay", offered, {})
+            results["one2one"] = {"imray": imray_result, "relay": relay_result,
+                                  "max_rate_ratio": round(imray_result["max_rate"] / relay_result["max_rate"], 3)
+                                  if relay_result["max_rate"] else None}
+            live = [imray_result["max_run"], *imray_result["steps"]]
+        if "http" in options.scenarios:
+            results["http"] = _http(pool, base_url, logins, (pairs[0].receiver.token, pairs[0].conv), options)
+        _say(options, "audit: history of every conversation against every ack")
+        results["audit"] = asyncio.run(_audit(base_url, pairs, acked, live))
+    if options.results is not None:
+        folder = options.results / results["started"].replace(":", "").replace("+0000", "Z")
+        results["files"] = [str(p) for p in report.write(results, folder)]
+        _say(options, f"results in {folder}")
+    return results

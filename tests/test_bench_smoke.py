@@ -1,0 +1,23 @@
+"""A seconds-long `imray bench` against the test stack: it must pass its audit. No timing is asserted."""
+
+from __future__ import annotations
+
+from imray.bench.report import markdown
+from imray.bench.run import BenchOptions, bench
+
+
+def test_bench_smoke_run_passes_its_audit(stack, tmp_path):
+    options = BenchOptions(scenarios=("one2one", "http"), duration=1.5, pairs=2, window=4, processes=1,
+                           http_concurrency=2, fractions=(0.5,), target=stack.base_url, results=tmp_path,
+                           progress=False)
+    results = bench(options)
+    audit = results["audit"]
+    assert audit["ok"], audit
+    assert audit["acked"] > 0 and audit["lost"] == 0 and audit["duplicates"] == 0
+    imray = results["one2one"]["imray"]
+    assert imray["max_run"]["acked"] > 0 and imray["max_run"]["errors"] == 0
+    assert results["one2one"]["relay"]["max_run"]["acked"] > 0  # the baseline ran in the same invocation
+    assert results["http"]["login_errors"] == 0 and results["http"]["logins_per_s"] > 0
+    names = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert names == ["latency.png", "results.json", "results.md"]
+    assert "Audit: PASS" in markdown(results)
