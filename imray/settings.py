@@ -29,8 +29,8 @@ class Settings:
     socket_max_frame_bytes: int = 65536  # over this: a too_large error frame, session kept
     socket_hard_frame_bytes: int = 1048576  # over this: the websockets library closes with 1009
     socket_send_queue: int = 10000  # per-session outbound queue; a client this far behind is dropped
-    # Conversation shards.
-    shards: int = 2
+    # Conversation shards; 0: one for SQLite (a single writer anyway), four for a database server.
+    shards: int = 0
     # Limits.
     max_text_length: int = 4000
     max_group_members: int = 2000
@@ -82,6 +82,12 @@ class Settings:
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_path / 'imray.db'}"
+
+    @property
+    def shard_count(self) -> int:
+        if self.shards > 0:
+            return self.shards
+        return 1 if self.db_url.startswith("sqlite") else 4
 
     def replace(self, **changes: Any) -> Settings:
         return Settings(**{**asdict(self), **changes})

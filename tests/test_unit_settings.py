@@ -26,7 +26,9 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_defaults() -> None:
     settings = load_settings()
     assert settings == Settings()
-    assert settings.http_port == 8000 and settings.shards == 2 and settings.socket_nodes == 2
+    assert settings.http_port == 8000 and settings.socket_nodes == 2
+    assert settings.shards == 0 and settings.shard_count == 1  # auto: SQLite has a single writer
+    assert settings.replace(database_url="mysql+pymysql://x@h/d").shard_count == 4
     assert settings.ray_port != 6379
 
 

@@ -124,12 +124,13 @@ class ConversationShard:
 
     async def _plan_and_commit(self, items: list[Item]) -> Batch:
         for attempt in range(3):
-            batch = await self._log.plan(items)
+            batch = await self._log.plan(items, check_store=attempt > 0)
             try:
                 if batch.rows or batch.cursor_moves:
                     await self._store.commit(batch)
             except IntegrityError:
-                # Another shard stored the same (sender, client id) first: plan again, it is now a resend.
+                # A (sender, client id) already stored (a resend this owner had not seen, or another
+                # shard's): plan again, checking the store, and it becomes a resend.
                 self._log.rollback(batch)
                 if attempt == 2:
                     raise

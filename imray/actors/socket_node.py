@@ -96,7 +96,7 @@ class SocketNode:
 
     async def start(self) -> dict:
         ns = self._settings.namespace
-        self._shards = [ray.get_actor(names.shard(i), namespace=ns) for i in range(self._settings.shards)]
+        self._shards = [ray.get_actor(names.shard(i), namespace=ns) for i in range(self._settings.shard_count)]
         self._presence = make_presence(self._settings)
         self._supervisor = ray.get_actor(names.SUPERVISOR, namespace=ns)
         self._to_shards: Batcher[int, Item, Outcome] = Batcher(self._call_shard)

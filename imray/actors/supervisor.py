@@ -64,7 +64,7 @@ class SocketSupervisor:
             self._presence_epoch = await self._presence_actor.epoch.remote()
         self._presence = make_presence(s)
         self._shards = [ConversationShard.options(name=names.shard(i), namespace=s.namespace).remote(i, s)
-                        for i in range(s.shards)]
+                        for i in range(s.shard_count)]
         await asyncio.gather(*(shard.ping.remote() for shard in self._shards))
         capable = sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("socket_node", 0) >= 1)
         strategy = "STRICT_SPREAD" if capable >= s.socket_nodes else "SPREAD"

@@ -12,7 +12,7 @@ from imray.adapters.cache import make_cache, user_key
 from imray.adapters.objects import make_objects
 from imray.deployments.files import FileKeeper
 from imray.domain.accounts import check_registration
-from imray.domain.conversations import direct_conv, shard_of
+from imray.domain.conversations import direct_conv
 from imray.domain.errors import NotFound
 from imray.domain.passwords import Passwords
 from imray.settings import Settings
@@ -53,7 +53,7 @@ class UserService:
                 raise NotFound("that user is not blocked")
 
         await self._db.run(change)
-        shard = ray.get_actor(names.shard(shard_of(conv, self._settings.shards)), namespace=self._settings.namespace)
+        shard = ray.get_actor(names.owner_of(conv, self._settings.shard_count), namespace=self._settings.namespace)
         await shard.forget.remote([conv])  # the owning shard caches who may write
 
     async def set_avatar(self, user_id: int, data: bytes) -> dict:
