@@ -17,7 +17,7 @@ from typing import Protocol
 import orjson
 
 from imray.domain.conversations import ConvId, parse_conv
-from imray.domain.errors import BadRequest, DomainError, Forbidden, NotFound
+from imray.domain.errors import BadRequest, DomainError, Forbidden, NotFound, TooLarge
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,8 +252,6 @@ class ConversationLog:
 
 def check_send(kind: str, body: str, file_id: str | None, max_text: int) -> None:
     """Content rules that need no state; the socket node applies them before anything is queued."""
-    from imray.domain.errors import TooLarge
-
     if len(body) > max_text:
         raise TooLarge(f"body is longer than {max_text} characters")
     if kind == "text":

@@ -11,6 +11,7 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -18,8 +19,6 @@ from sqlalchemy import (
 metadata = MetaData()
 # SQLite only autoincrements INTEGER PRIMARY KEY; MySQL gets BIGINT.
 Id = BigInteger().with_variant(Integer(), "sqlite")
-
-from sqlalchemy import Table  # noqa: E402  (kept next to its uses)
 
 users = Table(
     "users", metadata,
