@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,3 +165,35 @@ async def one_per_node(api: Api, nodes: int = 2, attempts: int = 20) -> list[Log
         if len(found) == nodes:
             return sorted(found.values(), key=lambda login: login.socket_node)
     raise AssertionError(f"logins landed on {sorted(found)} only")
+
+
+@dataclass
+class ChatPair:
+    """Two users pinned to different socket nodes, each with a live session, and their conversation."""
+
+    api: Api
+    a: Login
+    b: Login
+    sa: Socket
+    sb: Socket
+    conv: str
+
+
+@asynccontextmanager
+async def chat_pair(base_url: str) -> AsyncIterator[ChatPair]:
+    api = Api(base_url)
+    a, b = await one_per_node(api)
+    sa = await Socket.open(a.socket_url, a.access_token)
+    sb = await Socket.open(b.socket_url, b.access_token)
+    try:
+        yield ChatPair(api, a, b, sa, sb, direct(a.user_id, b.user_id))
+    finally:
+        for sock in (sa, sb):
+            await sock.close()
+        await api.close()
+
+
+async def in_chat_pair(base_url: str, scenario) -> None:
+    """Run `scenario(api, a, b, sa, sb, conv)` with a fresh chat pair, closed afterwards."""
+    async with chat_pair(base_url) as pair:
+        await scenario(pair.api, pair.a, pair.b, pair.sa, pair.sb, pair.conv)

@@ -5,19 +5,14 @@ from __future__ import annotations
 import uuid
 
 import orjson
-from client import Api, Socket, direct, one_per_node
+from client import Api, Socket, direct, in_chat_pair, one_per_node
 from conftest import run
 
 
 def test_bad_frames_get_error_frames_and_the_session_survives(stack):
     limit = stack.settings.socket_max_frame_bytes
 
-    async def scenario():
-        api = Api(stack.base_url)
-        a, b = await one_per_node(api)
-        sa = await Socket.open(a.socket_url, a.access_token)
-        sb = await Socket.open(b.socket_url, b.access_token)
-        conv = direct(a.user_id, b.user_id)
+    async def scenario(api, a, b, sa, sb, conv):
         await sa.send_text(conv, "before")
 
         def send(**fields):
@@ -63,11 +58,8 @@ def test_bad_frames_get_error_frames_and_the_session_survives(stack):
         assert [m["body"] for m in history] == ["before", "after"]
         got = await sb.wait(lambda fs: len([f for f in fs if f["type"] == "msg"]) == 2)
         assert [f["body"] for f in got if f["type"] == "msg"] == ["before", "after"]
-        await sa.close()
-        await sb.close()
-        await api.close()
 
-    run(scenario())
+    run(in_chat_pair(stack.base_url, scenario))
 
 
 def test_nobody_reads_or_writes_a_conversation_they_are_not_in(stack):

@@ -5,18 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from client import Api, Socket, direct, one_per_node
+from client import Api, Socket, direct, in_chat_pair, one_per_node
 from conftest import run
 
 
 def test_direct_chat_both_ways_across_nodes(stack):
-    async def scenario():
-        api = Api(stack.base_url)
-        a, b = await one_per_node(api)
+    async def scenario(api, a, b, sa, sb, conv):
         assert a.socket_node != b.socket_node
-        sa = await Socket.open(a.socket_url, a.access_token)
-        sb = await Socket.open(b.socket_url, b.access_token)
-        conv = direct(a.user_id, b.user_id)
 
         ack = await sa.send_text(conv, "hello from A")
         assert ack["type"] == "ack" and ack["conv"] == conv and ack["seq"] == 1
@@ -32,11 +27,8 @@ def test_direct_chat_both_ways_across_nodes(stack):
         assert [f["body"] for f in got if f["type"] == "msg"] == ["hi A, B here"]
         # The sending session never gets its own message back.
         assert not [f for f in sa.frames if f["type"] == "msg" and f["from"] == a.user_id]
-        await sa.close()
-        await sb.close()
-        await api.close()
 
-    run(scenario())
+    run(in_chat_pair(stack.base_url, scenario))
 
 
 def test_every_session_of_every_member_gets_it(stack):
@@ -162,12 +154,7 @@ def test_offline_user_catches_up_from_history(stack):
 
 
 def test_read_cursor_receipts_and_typing(stack):
-    async def scenario():
-        api = Api(stack.base_url)
-        a, b = await one_per_node(api)
-        sa = await Socket.open(a.socket_url, a.access_token)
-        sb = await Socket.open(b.socket_url, b.access_token)
-        conv = direct(a.user_id, b.user_id)
+    async def scenario(api, a, b, sa, sb, conv):
         for i in range(3):
             await sa.send_text(conv, f"m{i}")
         await sb.wait(lambda fs: len([f for f in fs if f["type"] == "msg"]) == 3)
@@ -193,20 +180,12 @@ def test_read_cursor_receipts_and_typing(stack):
                                                                     "user_id": a.user_id}
         history = await api.history(a.access_token, conv, after_seq=0)
         assert len(history) == 3  # typing is never stored
-        await sa.close()
-        await sb.close()
-        await api.close()
 
-    run(scenario())
+    run(in_chat_pair(stack.base_url, scenario))
 
 
 def test_a_blocked_user_cannot_write(stack):
-    async def scenario():
-        api = Api(stack.base_url)
-        a, b = await one_per_node(api)
-        sa = await Socket.open(a.socket_url, a.access_token)
-        sb = await Socket.open(b.socket_url, b.access_token)
-        conv = direct(a.user_id, b.user_id)
+    async def scenario(api, a, b, sa, sb, conv):
         assert (await sa.send_text(conv, "hi"))["type"] == "ack"
         as_b = {"Authorization": f"Bearer {b.access_token}"}
         r = await api.http.put(f"/api/users/me/blocks/{a.user_id}", headers=as_b)
@@ -224,8 +203,5 @@ def test_a_blocked_user_cannot_write(stack):
         assert r.status_code == 400  # not oneself
         r = await api.http.put("/api/users/me/blocks/999999999", headers=as_b)
         assert r.status_code == 404
-        await sa.close()
-        await sb.close()
-        await api.close()
 
-    run(scenario())
+    run(in_chat_pair(stack.base_url, scenario))

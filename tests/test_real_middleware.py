@@ -15,7 +15,7 @@ import time
 import httpx
 import ray
 import redis
-from client import Api, Socket, bearer, direct, one_per_node
+from client import Api, Socket, bearer, direct, in_chat_pair, one_per_node
 from conftest import run
 
 from imray.actors import names
@@ -167,12 +167,7 @@ def test_presence_in_redis_and_a_redis_restart_loses_nothing(stack):
     state = os.environ["IMRAY_TEST_REDIS_STATE"]
     r = redis.Redis.from_url(stack.settings.redis_url)
 
-    async def scenario():
-        api = Api(stack.base_url)
-        a, b = await one_per_node(api)
-        sa = await Socket.open(a.socket_url, a.access_token)
-        sb = await Socket.open(b.socket_url, b.access_token)
-        conv = direct(a.user_id, b.user_id)
+    async def scenario(api, a, b, sa, sb, conv):
         # Each user is found on their own node through Redis.
         assert set(r.hgetall(f"imray:presence:u:{a.user_id}")) == {a.socket_node.encode()}
         assert set(r.hgetall(f"imray:presence:u:{b.user_id}")) == {b.socket_node.encode()}
@@ -198,11 +193,8 @@ def test_presence_in_redis_and_a_redis_restart_loses_nothing(stack):
         assert [m["seq"] for m in history] == list(range(1, 16))
         # HTTP keeps working through it too (rate limits fell back to local counters meanwhile).
         assert (await api.http.get("/api/users/me", headers=bearer(b.access_token))).status_code == 200
-        await sa.close()
-        await sb.close()
-        await api.close()
 
-    run(scenario())
+    run(in_chat_pair(stack.base_url, scenario))
 
 
 def test_doctor_reports_each_backend(stack):
