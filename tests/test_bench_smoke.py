@@ -7,9 +7,9 @@ from imray.bench.run import BenchOptions, bench
 
 
 def test_bench_smoke_run_passes_its_audit(stack, tmp_path):
-    options = BenchOptions(scenarios=("one2one", "http"), duration=1.5, pairs=2, window=4, processes=1,
-                           http_concurrency=2, fractions=(0.5,), target=stack.base_url, results=tmp_path,
-                           progress=False)
+    options = BenchOptions(scenarios=("one2one", "fanout", "http"), duration=1.5, pairs=2, window=4, processes=1,
+                           http_concurrency=2, fractions=(0.5,), group_size=6, target=stack.base_url,
+                           results=tmp_path, progress=False)
     results = bench(options)
     audit = results["audit"]
     assert audit["ok"], audit
@@ -17,6 +17,8 @@ def test_bench_smoke_run_passes_its_audit(stack, tmp_path):
     imray = results["one2one"]["imray"]
     assert imray["max_run"]["acked"] > 0 and imray["max_run"]["errors"] == 0
     assert results["one2one"]["relay"]["max_run"]["acked"] > 0  # the baseline ran in the same invocation
+    fanout = results["fanout"]
+    assert fanout["acked"] > 0 and fanout["members_with_all"] == fanout["members"] == 5  # every member got all
     assert results["http"]["login_errors"] == 0 and results["http"]["logins_per_s"] > 0
     names = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert names == ["latency.png", "results.json", "results.md"]

@@ -182,3 +182,75 @@ async def _http(base_url: str, logins: list[tuple[str, str]], history: tuple[str
 
 def http_worker(job: tuple[str, list[tuple[str, str]], tuple[str, str] | None, float, int]) -> dict:
     return asyncio.run(_http(*job))
+
+
+async def _fanout(members: list[Endpoint], sender: Endpoint | None, conv: str, start_at: float, duration: float,
+                  window: int, tag: str) -> dict:
+    """Group fan-out: members listen; the sender (in one worker) keeps `window` messages in flight.
+
+    The send time travels in the body (wall clock: one machine, one clock for every process).
+    """
+    socks = [await _open(m) for m in members]
+    received = [0] * len(members)
+    duplicates = order = 0
+    latencies: list[float] = []
+    last = [0] * len(members)
+    seen: list[set[int]] = [set() for _ in members]
+
+    async def listen(i: int, ws: ClientConnection) -> None:
+        nonlocal duplicates, order
+        try:
+            async for raw in ws:
+                frame = orjson.loads(raw)
+                if frame.get("type") != "msg" or frame.get("conv") != conv:
+                    continue
+                seq = frame["seq"]
+                if seq in seen[i]:
+                    duplicates += 1
+                    continue
+                seen[i].add(seq)
+                order += seq <= last[i]
+                last[i] = max(last[i], seq)
+                received[i] += 1
+                latencies.append((time.time() - float(frame["body"].rsplit("|", 1)[1])) * 1000)
+        except ConnectionClosed:
+            pass
+
+    listeners = [asyncio.create_task(listen(i, ws)) for i, ws in enumerate(socks)]
+    acked: list[tuple[int, str]] = []
+    sent = 0
+    if sender is not None:
+        ws = await _open(sender)
+        in_flight = asyncio.Semaphore(window)
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        stop_at = time.time() + duration
+
+        async def read_acks() -> None:
+            async for raw in ws:
+                frame = orjson.loads(raw)
+                if frame.get("type") == "ack":
+                    acked.append((frame["seq"], frame["msg_id"]))
+                    in_flight.release()
+
+        reader = asyncio.create_task(read_acks())
+        while time.time() < stop_at:
+            await in_flight.acquire()
+            await ws.send(orjson.dumps({"type": "send", "id": f"{tag}{sent}", "conv": conv, "kind": "text",
+                                        "body": f"{tag}{sent}|{time.time()}"}).decode())
+            sent += 1
+        await asyncio.sleep(2)
+        reader.cancel()
+        await ws.close()
+    else:
+        await asyncio.sleep(max(0.0, start_at - time.time()) + duration + 2)
+    await asyncio.sleep(3)  # the last deliveries land
+    for task in listeners:
+        task.cancel()
+    for sock in socks:
+        await sock.close()
+    return {"received": sum(received), "members": len(members), "per_member": received, "duplicates": duplicates,
+            "order_violations": order, "delivery_ms": latencies, "sent": sent, "acked": acked}
+
+
+def fanout_worker(job: tuple[list[Endpoint], Endpoint | None, str, float, float, int, str]) -> dict:
+    return asyncio.run(_fanout(*job))

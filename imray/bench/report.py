@@ -46,6 +46,13 @@ def markdown(results: dict) -> str:
                          f"| {d['p50']}/{d['p95']}/{d['p99']} | {relay_step['ack_ms']['p99']} "
                          f"| {relay_step['delivery_ms']['p99']} |")
         lines.append("")
+    fan = results.get("fanout")
+    if fan:
+        d = fan["delivery_ms"]
+        lines += ["## Group fan-out", "", "| members online | msgs acked | deliveries/s | delivery p50/p95/p99 ms "
+                  "| members with every message |", "|---|---|---|---|---|",
+                  f"| {fan['members']} | {fan['acked']:,} | {fan['deliveries_per_s']:,.0f} | "
+                  f"{d['p50']}/{d['p95']}/{d['p99']} | {fan['members_with_all']} |", ""]
     http = results.get("http")
     if http:
         lines += ["## HTTP through the gateway", "", "| figure | per second | errors |", "|---|---|---|",

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from imray.bench import report
-from imray.bench.loadgen import Endpoint, Pair, http_worker, one2one_worker
+from imray.bench.loadgen import Endpoint, Pair, fanout_worker, http_worker, one2one_worker
 
 PASSWORD = "bench-password-1"
 RELAY_PORT = 9300
@@ -27,13 +27,14 @@ RELAY_PORT = 9300
 
 @dataclass
 class BenchOptions:
-    scenarios: tuple[str, ...] = ("one2one", "http")
+    scenarios: tuple[str, ...] = ("one2one", "fanout", "http")
     duration: float = 10.0
     pairs: int = 16
     window: int = 32
     processes: int = 2
     http_concurrency: int = 32
     fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    group_size: int = 500  # members of the fan-out group, spread over the socket nodes
     target: str | None = None  # an imray gateway URL; None: start a local cluster and deploy
     results: Path | None = Path("benchmarks/results")
     progress: bool = True
@@ -175,6 +176,35 @@ def _http(pool, base_url: str, logins: list[dict], history_token: tuple[str, str
             "history_errors": sum(r["errors"] for r in reads)}
 
 
+def _fanout(pool, base_url: str, options: BenchOptions) -> dict:
+    """A group of `group_size` online members over the socket nodes; one sender, closed loop."""
+    _say(options, f"fanout: provisioning a group of {options.group_size} online members")
+    logins = asyncio.run(_provision(base_url, options.group_size))
+    owner = logins[0]
+    r = httpx.post(f"{base_url}/api/groups", json={"name": "bench", "members": [x["user_id"] for x in logins[1:]]},
+                   headers={"Authorization": f"Bearer {owner['access_token']}"}, timeout=60)
+    r.raise_for_status()
+    group = r.json()
+    members = [Endpoint(x["user_id"], x["socket_url"], x["access_token"]) for x in logins[1:]]
+    chunks = [members[i::options.processes] for i in range(options.processes)]
+    start_at = time.time() + 3 + len(members) / 100  # everyone connected first
+    sender = Endpoint(owner["user_id"], owner["socket_url"], owner["access_token"])
+    jobs = [(chunk, sender if k == 0 else None, group["conv"], start_at, options.duration, options.window, "f.")
+            for k, chunk in enumerate(chunks)]
+    _say(options, f"fanout: 1 sender, {options.window} in flight, {len(members)} receivers, {options.duration} s")
+    parts = pool.map(fanout_worker, jobs)
+    acked = [a for p in parts for a in p["acked"]]
+    received = sum(p["received"] for p in parts)
+    per_member = [n for p in parts for n in p["per_member"]]
+    return {"members": len(members), "conv": group["conv"], "owner_token": owner["access_token"],
+            "sent": sum(p["sent"] for p in parts), "acked": len(acked), "acked_ids": acked,
+            "deliveries": received, "deliveries_per_s": round(received / options.duration, 1),
+            "members_with_all": sum(1 for n in per_member if n == len(acked)),
+            "duplicates": sum(p["duplicates"] for p in parts),
+            "order_violations": sum(p["order_violations"] for p in parts),
+            "delivery_ms": report.percentiles([x for p in parts for x in p["delivery_ms"]])}
+
+
 def _start_relay(stack: ExitStack) -> str:
     proc = subprocess.Popen([sys.executable, "-m", "imray.bench.relay", "--port", str(RELAY_PORT)],
                             stdout=subprocess.PIPE, text=True)
@@ -224,10 +254,20 @@ def bench(options: BenchOptions) -> dict:
                                   "max_rate_ratio": round(imray_result["max_rate"] / relay_result["max_rate"], 3)
                                   if relay_result["max_rate"] else None}
             live = [imray_result["max_run"], *imray_result["steps"]]
+        fanout = None
+        if "fanout" in options.scenarios:
+            fanout = _fanout(pool, base_url, options)
+            results["fanout"] = {k: v for k, v in fanout.items() if k not in ("acked_ids", "owner_token")}
         if "http" in options.scenarios:
             results["http"] = _http(pool, base_url, logins, (pairs[0].receiver.token, pairs[0].conv), options)
         _say(options, "audit: history of every conversation against every ack")
-        results["audit"] = asyncio.run(_audit(base_url, pairs, acked, live))
+        audit_pairs = list(pairs)
+        if fanout is not None:  # the group's history is audited like a conversation of its own
+            acked[fanout["conv"]] = fanout["acked_ids"]
+            owner = Endpoint(0, "", fanout["owner_token"])
+            audit_pairs.append(Pair(owner, owner, fanout["conv"]))
+            live.append(fanout)
+        results["audit"] = asyncio.run(_audit(base_url, audit_pairs, acked, live))
     if options.results is not None:
         folder = options.results / results["started"].replace(":", "").replace("+0000", "Z")
         results["files"] = [str(p) for p in report.write(results, folder)]
