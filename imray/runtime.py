@@ -23,7 +23,7 @@ from imray.deployments.gateway import Gateway
 from imray.deployments.users import UserService
 from imray.deployments.web import WebService
 from imray.domain.tokens import SigningKey
-from imray.settings import Settings, checked
+from imray.settings import Settings, parse_settings
 from imray.storage import migrate
 
 log = logging.getLogger("imray")
@@ -51,12 +51,10 @@ def with_nacos_overlay(settings: Settings) -> Settings:
         return settings
     import asyncio
 
-    import yaml
-
     from imray.adapters.nacos import NacosConfig
 
     content = asyncio.run(NacosConfig(settings, "imray-up").get())
-    overlay = checked(yaml.safe_load(content) if content.strip() else {}, "nacos imray.yaml")
+    overlay = parse_settings(content, "nacos imray.yaml")
     return settings.replace(**overlay) if overlay else settings
 
 

@@ -127,6 +127,11 @@ def checked(loaded: object, source: str) -> dict[str, Any]:
     return values
 
 
+def parse_settings(content: str, source: str) -> dict[str, Any]:
+    """Settings from YAML text (Nacos's imray.yaml); empty text is no settings."""
+    return checked(yaml.safe_load(content) if content.strip() else {}, source)
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Defaults, then the YAML file (IMRAY_CONFIG or `path`), then IMRAY_* variables, then overrides."""
     values: dict[str, Any] = {}

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import yaml
 
-from imray.settings import Settings, checked
+from imray.settings import Settings, parse_settings
 
 log = logging.getLogger("imray.config")
 LIVE_KEYS = ("rate_limit_per_minute", "max_text_length", "direct_messages")
@@ -22,7 +22,7 @@ POLL_S = 10.0
 
 def live_values(content: str, base: Settings) -> dict[str, object]:
     """The live settings `content` (imray.yaml) asks for; keys it leaves out fall back to `base`."""
-    loaded = checked(yaml.safe_load(content) if content.strip() else {}, "nacos imray.yaml")
+    loaded = parse_settings(content, "nacos imray.yaml")
     values = {key: loaded.get(key, getattr(base, key)) for key in LIVE_KEYS}
     if values["direct_messages"] not in DIRECT_MESSAGE_POLICIES:
         raise ValueError(f"direct_messages must be one of {DIRECT_MESSAGE_POLICIES}")

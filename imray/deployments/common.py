@@ -33,3 +33,13 @@ async def call(response: Awaitable[T]) -> T:
         if isinstance(cause, DomainError):
             raise cause from None
         raise
+
+
+async def membership_changed(settings: Settings, conv: str) -> None:
+    """The owning ConversationShard caches who may read and write `conv`: tell it before answering."""
+    import ray
+
+    from imray.actors import names
+
+    shard = ray.get_actor(names.owner_of(conv, settings.shard_count), namespace=settings.namespace)
+    await shard.forget.remote([conv])

@@ -111,6 +111,15 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return client_id, secret
 
 
+async def _oauth_form(request: Request, endpoint: str) -> tuple[dict[str, str], tuple[str, str] | None]:
+    """The form fields and HTTP Basic client credentials of an OAuth2 endpoint request (RFC 6749 §4)."""
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        raise OAuthError("invalid_request", f"the {endpoint} endpoint takes application/x-www-form-urlencoded")
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    return fields, _basic_credentials(request.headers.get("authorization", ""))
+
+
 async def _multipart_file(request: Request, limit: int) -> tuple[bytes, str | None]:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise Invalid("send multipart/form-data with the file in a field named 'file'")
@@ -236,23 +245,14 @@ class Gateway:
     @app.post("/oauth2/token", tags=["oauth2"])
     async def token(self, request: Request) -> JSONResponse:
         await self._anonymous(request)
-        if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-            raise OAuthError("invalid_request", "the token endpoint takes application/x-www-form-urlencoded")
-        form = await request.form()
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        basic = _basic_credentials(request.headers.get("authorization", ""))
-        result = await call(self._auth.token.remote(fields, basic))
+        result = await call(self._auth.token.remote(*await _oauth_form(request, "token")))
         return JSONResponse(result, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     @app.post("/oauth2/revoke", tags=["oauth2"])
     async def revoke(self, request: Request) -> Response:
         """RFC 7009: revoke a refresh token, and with it its login's access tokens (log out)."""
         await self._anonymous(request)
-        if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-            raise OAuthError("invalid_request", "the revocation endpoint takes application/x-www-form-urlencoded")
-        form = await request.form()
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        await call(self._auth.revoke.remote(fields, _basic_credentials(request.headers.get("authorization", ""))))
+        await call(self._auth.revoke.remote(*await _oauth_form(request, "revocation")))
         return Response(status_code=200, headers={"Cache-Control": "no-store"})
 
     @app.get("/oauth2/authorize", tags=["oauth2"])

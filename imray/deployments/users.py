@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import ray
 from ray import serve
 
-from imray.actors import names
 from imray.adapters.cache import make_cache, user_key
 from imray.adapters.objects import make_objects
+from imray.deployments.common import membership_changed
 from imray.deployments.files import FileKeeper
 from imray.domain.accounts import check_registration
 from imray.domain.conversations import direct_conv
@@ -53,8 +52,7 @@ class UserService:
                 raise NotFound("that user is not blocked")
 
         await self._db.run(change)
-        shard = ray.get_actor(names.owner_of(conv, self._settings.shard_count), namespace=self._settings.namespace)
-        await shard.forget.remote([conv])  # the owning shard caches who may write
+        await membership_changed(self._settings, conv)  # the owning shard caches who may write
 
     async def set_avatar(self, user_id: int, data: bytes) -> dict:
         row = await self._files.store(user_id, data, "avatar", None)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ray
 from ray import serve
 from sqlalchemy.engine import Connection
 
-from imray.actors import names
 from imray.adapters.cache import make_cache, members_key, user_key
 from imray.adapters.objects import make_objects
+from imray.deployments.common import membership_changed
 from imray.deployments.files import FileKeeper
 from imray.domain.conversations import ConvId, parse_conv
 from imray.domain.errors import Forbidden, Invalid, NotFound
@@ -150,5 +149,4 @@ class WebService:
     async def _membership_changed(self, conv: str) -> None:
         """The caches and the owning shard must see the change before the next read or message."""
         await self._cache.delete(members_key(int(conv[2:])))
-        shard = ray.get_actor(names.owner_of(conv, self._settings.shard_count), namespace=self._settings.namespace)
-        await shard.forget.remote([conv])
+        await membership_changed(self._settings, conv)
