@@ -172,7 +172,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = BenchOptions(
         scenarios=tuple(args.scenario.split(",")), duration=args.duration, pairs=args.pairs, window=args.window,
         processes=args.processes, http_concurrency=args.http_concurrency, target=args.target,
-        group_size=args.group_size,
+        group_size=args.group_size, sessions=args.sessions, session_users=args.session_users,
+        storm_window=args.storm_window, sources=args.sources,
         results=Path(args.results) if args.results else None)
     results = bench(options)
     print(markdown(results))
@@ -199,8 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_clients_create)
     sub.add_parser("doctor", help="check every configured backend").set_defaults(func=cmd_doctor)
     b = sub.add_parser("bench", help="throughput and latency against a bare relay, with an audit")
-    b.add_argument("--scenario", default="one2one,fanout,http", help="comma-separated: one2one, fanout, http")
+    b.add_argument("--scenario", default="one2one,fanout,connections,storm,http",
+                   help="comma-separated: one2one, fanout, connections, storm (implies connections), http")
     b.add_argument("--group-size", type=int, default=500, help="online members of the fan-out group")
+    b.add_argument("--sessions", type=int, default=20000, help="concurrent authenticated sessions")
+    b.add_argument("--session-users", type=int, default=1000,
+                   help="users the sessions belong to (each has sessions/users devices)")
+    b.add_argument("--storm-window", type=float, default=10.0, help="seconds in which every session comes back")
+    b.add_argument("--sources", type=int, default=8, help="127.0.0.x source addresses the sessions use")
     b.add_argument("--duration", type=float, default=10.0, help="seconds per step")
     b.add_argument("--pairs", type=int, default=16, help="sender/receiver pairs, across socket nodes")
     b.add_argument("--window", type=int, default=32, help="messages in flight per sender (closed loop)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from collections.abc import Sequence
 from http import HTTPStatus
@@ -49,6 +50,15 @@ CLOSE_WRONG_NODE = 4003
 CLOSE_TOO_SLOW = 4008
 MAX_IN_FLIGHT = 1000  # sends awaiting their ack, per session
 PONG = dumps({"type": "pong"})
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory (Linux), for `imray status` and the connection benchmark."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
 
 
 class Session:
@@ -136,7 +146,7 @@ class SocketNode:
 
     def stats(self) -> dict:
         return {"node_id": self.node_id, "connections": sum(len(s) for s in self._sessions.values()),
-                "users": len(self._sessions)}
+                "users": len(self._sessions), "rss_bytes": _rss_bytes()}
 
     async def stop(self) -> None:
         """Drain: leave Nacos first, so nobody is sent here, then close every session (1001)."""

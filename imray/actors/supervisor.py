@@ -90,6 +90,11 @@ class SocketSupervisor:
         return [{**r.endpoint, "connections": r.connections, "alive": r.alive}
                 for r in sorted(self._nodes.values(), key=lambda r: r.slot)]
 
+    async def node_stats(self) -> list[dict]:
+        """Fresh figures from every live socket node (connections, users, resident memory)."""
+        live = [r.actor.stats.remote() for r in self._nodes.values() if r.alive]
+        return list(await asyncio.gather(*live))
+
     def url_of(self, node_id: object) -> str | None:
         record = self._nodes.get(node_id) if isinstance(node_id, str) else None
         return record.endpoint["url"] if record and record.alive else None

@@ -254,3 +254,22 @@ async def _fanout(members: list[Endpoint], sender: Endpoint | None, conv: str, s
 
 def fanout_worker(job: tuple[list[Endpoint], Endpoint | None, str, float, float, int, str]) -> dict:
     return asyncio.run(_fanout(*job))
+
+
+async def send_all(sender: Endpoint, conv: str, count: int, tag: str) -> list[tuple[int, str]]:
+    """Send `count` messages from one session and wait for every ack: [(seq, msg_id)]."""
+    ws = await _open(sender)
+    acked: list[tuple[int, str]] = []
+    try:
+        for n in range(count):
+            await ws.send(orjson.dumps({"type": "send", "id": f"{tag}{n}", "conv": conv, "kind": "text",
+                                        "body": f"{tag}{n}"}).decode())
+        while len(acked) < count:
+            frame = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
+            if frame.get("type") == "ack":
+                acked.append((frame["seq"], frame["msg_id"]))
+            elif frame.get("type") == "error":
+                raise RuntimeError(f"send refused: {frame}")
+    finally:
+        await ws.close()
+    return acked

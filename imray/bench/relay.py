@@ -2,7 +2,8 @@
 
 It speaks the same frames as imray, so the same load generators drive it: the auth frame's
 token is taken as the user id, a send is acked at once with a per-conversation seq and relayed
-to every other session of the conversation's two users (conversation ids d:<a>:<b>).
+to every other session of the conversation's two users (conversation ids d:<a>:<b>), or, for a
+group (g:<id>), to every other session connected: the fan-out baseline connects only the group.
 """
 
 from __future__ import annotations
@@ -42,11 +43,14 @@ class Relay:
                                             "seq": seq, "ts": ts}).decode())
                 out = orjson.dumps({"type": "msg", "conv": conv, "seq": seq, "msg_id": msg_id, "from": user,
                                     "kind": "text", "body": frame["body"], "ts": ts}).decode()
-                _, a, b = conv.split(":")
-                for member in (int(a), int(b)):
-                    for peer in self.sessions.get(member, ()):
-                        if peer is not ws:
-                            await peer.send(out)
+                if conv.startswith("g:"):
+                    peers = [p for group in self.sessions.values() for p in group]
+                else:
+                    _, a, b = conv.split(":")
+                    peers = [p for member in (int(a), int(b)) for p in self.sessions.get(member, ())]
+                for peer in peers:
+                    if peer is not ws:
+                        await peer.send(out)
         finally:
             self.sessions[user].discard(ws)
 

@@ -48,11 +48,38 @@ def markdown(results: dict) -> str:
         lines.append("")
     fan = results.get("fanout")
     if fan:
-        d = fan["delivery_ms"]
-        lines += ["## Group fan-out", "", "| members online | msgs acked | deliveries/s | delivery p50/p95/p99 ms "
-                  "| members with every message |", "|---|---|---|---|---|",
-                  f"| {fan['members']} | {fan['acked']:,} | {fan['deliveries_per_s']:,.0f} | "
-                  f"{d['p50']}/{d['p95']}/{d['p99']} | {fan['members_with_all']} |", ""]
+        d, relay = fan["delivery_ms"], fan.get("relay") or {}
+        rd = relay.get("delivery_ms") or {}
+        lines += ["## Group fan-out", "", "| | members online | msgs acked | deliveries/s | delivery p50/p95/p99 ms "
+                  "| members with every message |", "|---|---|---|---|---|---|",
+                  f"| imray | {fan['members']} | {fan['acked']:,} | {fan['deliveries_per_s']:,.0f} | "
+                  f"{d['p50']}/{d['p95']}/{d['p99']} | {fan['members_with_all']} |"]
+        if relay:
+            lines.append(f"| bare relay | {relay['members']} | {relay['acked']:,} | {relay['deliveries_per_s']:,.0f} "
+                         f"| {rd['p50']}/{rd['p95']}/{rd['p99']} | {relay['members_with_all']} |")
+            lines.append(f"| imray / relay | | | {_ratio(fan['deliveries_per_s'], relay['deliveries_per_s'])} | | |")
+        lines.append("")
+    conns = results.get("connections")
+    if conns:
+        lines += ["## Connections and the reconnect storm", "",
+                  f"{conns['sessions']:,} sessions of {conns['users']:,} users, from {conns['sources']} source "
+                  "addresses.", "", "| figure | value |", "|---|---|",
+                  f"| sessions connected and authenticated | {conns['connected']:,} "
+                  f"(errors {conns['connect_errors']}, failed {conns['connect_failed']}) |",
+                  f"| time to connect them all | {conns['connect_all_s']} s |",
+                  *([f"| first connect error | `{conns['first_error']}` |"] if conns["first_error"] else []),
+                  f"| socket-node RSS in all / per session | {conns['server_rss_mb']} MB / "
+                  f"{conns['rss_per_session_kb']} KB |"]
+        storm = conns.get("storm")
+        if storm:
+            lines += [f"| storm: all back within {storm['window_s']} s, every one current after | "
+                      f"{storm['all_current_s']} s |",
+                      f"| storm: sessions current / failed / errors (retried) | {storm['current']:,} / "
+                      f"{storm['failed']} / {storm['errors']} |",
+                      f"| storm: gaps / duplicates in what they fetched | {storm['gaps']} / {storm['duplicates']} |"]
+            if storm["first_error"]:
+                lines.append(f"| storm: first error | `{storm['first_error']}` |")
+        lines.append("")
     http = results.get("http")
     if http:
         lines += ["## HTTP through the gateway", "", "| figure | per second | errors |", "|---|---|---|",

@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 
 from imray.bench import report
-from imray.bench.loadgen import Endpoint, Pair, fanout_worker, http_worker, one2one_worker
+from imray.bench.loadgen import Endpoint, Pair, fanout_worker, http_worker, one2one_worker, send_all
+from imray.bench.sessions import SessionSpec, session_worker
 
 PASSWORD = "bench-password-1"
 RELAY_PORT = 9300
@@ -27,7 +28,7 @@ RELAY_PORT = 9300
 
 @dataclass
 class BenchOptions:
-    scenarios: tuple[str, ...] = ("one2one", "fanout", "http")
+    scenarios: tuple[str, ...] = ("one2one", "fanout", "connections", "storm", "http")
     duration: float = 10.0
     pairs: int = 16
     window: int = 32
@@ -35,6 +36,12 @@ class BenchOptions:
     http_concurrency: int = 32
     fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
     group_size: int = 500  # members of the fan-out group, spread over the socket nodes
+    sessions: int = 20000  # concurrent authenticated sessions (connections and storm)
+    session_users: int = 1000  # the sessions are spread over this many users (several devices each)
+    storm_window: float = 10.0  # every session comes back within this many seconds
+    storm_messages: int = 5  # sent to each group while its sessions are away
+    storm_group: int = 50  # users per group in the storm
+    sources: int = 8  # 127.0.0.2... source addresses for the sessions
     target: str | None = None  # an imray gateway URL; None: start a local cluster and deploy
     results: Path | None = Path("benchmarks/results")
     progress: bool = True
@@ -49,7 +56,7 @@ def _say(options: BenchOptions, text: str) -> None:
 async def _provision(base_url: str, count: int) -> list[dict]:
     """Register and log in `count` users, as real clients do."""
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
-        sem = asyncio.Semaphore(8)
+        sem = asyncio.Semaphore(16)
 
         async def one(i: int) -> dict:
             async with sem:
@@ -176,33 +183,155 @@ def _http(pool, base_url: str, logins: list[dict], history_token: tuple[str, str
             "history_errors": sum(r["errors"] for r in reads)}
 
 
-def _fanout(pool, base_url: str, options: BenchOptions) -> dict:
-    """A group of `group_size` online members over the socket nodes; one sender, closed loop."""
+def _fanout_run(pool, members: list[Endpoint], sender: Endpoint, conv: str, options: BenchOptions) -> dict:
+    chunks = [members[i::options.processes] for i in range(options.processes)]
+    start_at = time.time() + 3 + len(members) / 100  # everyone connected first
+    jobs = [(chunk, sender if k == 0 else None, conv, start_at, options.duration, options.window, "f.")
+            for k, chunk in enumerate(chunks)]
+    parts = pool.map(fanout_worker, jobs)
+    acked = [a for p in parts for a in p["acked"]]
+    received = sum(p["received"] for p in parts)
+    per_member = [n for p in parts for n in p["per_member"]]
+    return {"members": len(members), "conv": conv, "sent": sum(p["sent"] for p in parts), "acked": len(acked),
+            "acked_ids": acked, "deliveries": received, "deliveries_per_s": round(received / options.duration, 1),
+            "members_with_all": sum(1 for n in per_member if n == len(acked)),
+            "duplicates": sum(p["duplicates"] for p in parts),
+            "order_violations": sum(p["order_violations"] for p in parts),
+            "delivery_ms": report.percentiles([x for p in parts for x in p["delivery_ms"]])}
+
+
+def _fanout(pool, base_url: str, relay_url: str, options: BenchOptions) -> dict:
+    """A group of `group_size` online members over the socket nodes; one sender, closed loop.
+    Then the same clients against the bare relay."""
     _say(options, f"fanout: provisioning a group of {options.group_size} online members")
     logins = asyncio.run(_provision(base_url, options.group_size))
     owner = logins[0]
     r = httpx.post(f"{base_url}/api/groups", json={"name": "bench", "members": [x["user_id"] for x in logins[1:]]},
                    headers={"Authorization": f"Bearer {owner['access_token']}"}, timeout=60)
     r.raise_for_status()
-    group = r.json()
     members = [Endpoint(x["user_id"], x["socket_url"], x["access_token"]) for x in logins[1:]]
-    chunks = [members[i::options.processes] for i in range(options.processes)]
-    start_at = time.time() + 3 + len(members) / 100  # everyone connected first
     sender = Endpoint(owner["user_id"], owner["socket_url"], owner["access_token"])
-    jobs = [(chunk, sender if k == 0 else None, group["conv"], start_at, options.duration, options.window, "f.")
-            for k, chunk in enumerate(chunks)]
     _say(options, f"fanout: 1 sender, {options.window} in flight, {len(members)} receivers, {options.duration} s")
-    parts = pool.map(fanout_worker, jobs)
-    acked = [a for p in parts for a in p["acked"]]
-    received = sum(p["received"] for p in parts)
-    per_member = [n for p in parts for n in p["per_member"]]
-    return {"members": len(members), "conv": group["conv"], "owner_token": owner["access_token"],
-            "sent": sum(p["sent"] for p in parts), "acked": len(acked), "acked_ids": acked,
-            "deliveries": received, "deliveries_per_s": round(received / options.duration, 1),
-            "members_with_all": sum(1 for n in per_member if n == len(acked)),
-            "duplicates": sum(p["duplicates"] for p in parts),
-            "order_violations": sum(p["order_violations"] for p in parts),
-            "delivery_ms": report.percentiles([x for p in parts for x in p["delivery_ms"]])}
+    result = _fanout_run(pool, members, sender, r.json()["conv"], options)
+    result["owner_token"] = owner["access_token"]
+    _say(options, "fanout: the same against the bare relay")
+    relay = _fanout_run(pool, [Endpoint(i, relay_url, str(i)) for i in range(2, len(members) + 2)],
+                        Endpoint(1, relay_url, "1"), "g:1", options)
+    result["relay"] = {k: v for k, v in relay.items() if k != "acked_ids"}
+    result["deliveries_ratio"] = (round(result["deliveries_per_s"] / relay["deliveries_per_s"], 3)
+                                  if relay["deliveries_per_s"] else None)
+    return result
+
+
+def _node_stats() -> list[dict] | None:
+    """The socket nodes' own figures, when this process is connected to imray's Ray cluster."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    from imray.actors import names
+    from imray.settings import load_settings
+
+    supervisor = ray.get_actor(names.SUPERVISOR, namespace=load_settings().namespace)
+    return ray.get(supervisor.node_stats.remote(), timeout=60)
+
+
+def _rss(stats: list[dict] | None) -> int | None:
+    return sum(n["rss_bytes"] for n in stats) if stats else None
+
+
+def _groups_for(base_url: str, logins: list[dict], size: int) -> list[tuple[dict, str]]:
+    """Split `logins` into groups of `size`: [(owner login, conv)] and each login's conv."""
+    groups = []
+    with httpx.Client(base_url=base_url, timeout=60) as http:
+        for i in range(0, len(logins), size):
+            owner, rest = logins[i], logins[i + 1:i + size]
+            r = http.post("/api/groups", json={"name": f"storm{i}", "members": [x["user_id"] for x in rest]},
+                          headers={"Authorization": f"Bearer {owner['access_token']}"})
+            r.raise_for_status()
+            groups.append((owner, r.json()["conv"]))
+            for member in (owner, *rest):
+                member["conv"] = r.json()["conv"]
+    return groups
+
+
+def _command(pipes: list, *command) -> list[dict]:
+    for pipe in pipes:
+        pipe.send(command)
+    replies = [pipe.recv() for pipe in pipes]
+    fatal = [r["fatal"] for r in replies if "fatal" in r]
+    if fatal:
+        raise RuntimeError(f"a session worker failed: {fatal[0]}")
+    return replies
+
+
+def _sum(replies: list[dict], key: str) -> int:
+    return sum(r[key] for r in replies)
+
+
+def _sessions(base_url: str, options: BenchOptions, acked: dict[str, list], audit_pairs: list[Pair],
+              stack: ExitStack) -> dict:
+    """K authenticated sessions: time to connect them all and server memory per session; then
+    (with "storm") all drop, messages arrive meanwhile, and all come back within the window."""
+    users = max(1, min(options.sessions, options.session_users))
+    _say(options, f"connections: provisioning {users} users for {options.sessions:,} sessions")
+    logins = asyncio.run(_provision(base_url, users))
+    groups = _groups_for(base_url, logins, options.storm_group)
+    specs = [SessionSpec(x["user_id"], x["socket_url"], x["access_token"], x["conv"],
+                         f"127.0.0.{2 + k % options.sources}")
+             for k in range(options.sessions) for x in [logins[k % users]]]
+    ctx = multiprocessing.get_context("spawn")
+    pipes, procs = [], []
+    for k in range(options.processes):
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=session_worker, args=(theirs, specs[k::options.processes], base_url,
+                                                        max(1, 256 // options.processes)), daemon=True)
+        proc.start()
+        stack.callback(proc.kill)
+        pipes.append(mine)
+        procs.append(proc)
+    before = _node_stats()
+    _say(options, f"connections: opening {options.sessions:,} sessions from {options.sources} source addresses")
+    opened = _command(pipes, "connect")
+    time.sleep(2)  # presence and buffers settle before memory is read
+    after = _node_stats()
+    rss_before, rss_after = _rss(before), _rss(after)
+    connected = _sum(opened, "connected")
+    result: dict = {
+        "sessions": options.sessions, "users": users, "sources": options.sources, "connected": connected,
+        "connect_errors": _sum(opened, "errors"), "connect_failed": _sum(opened, "failed"),
+        "first_error": next((r["first_error"] for r in opened if r["first_error"]), ""),
+        "connect_all_s": round(max(r["end"] for r in opened) - min(r["start"] for r in opened), 2),
+        "server_connections": sum(n["connections"] for n in after) if after else None,
+        "server_rss_mb": round(rss_after / 2**20, 1) if rss_after else None,
+        "rss_per_session_kb": round((rss_after - rss_before) / connected / 1024, 1)
+        if rss_before is not None and rss_after is not None and connected else None,
+    }
+    if "storm" in options.scenarios:
+        _say(options, f"storm: all {connected:,} sessions drop; {options.storm_messages} messages to each of "
+                      f"{len(groups)} groups meanwhile")
+        _command(pipes, "drop")
+        last_seq = {}
+        for k, (owner, conv) in enumerate(groups):
+            got = asyncio.run(send_all(Endpoint(owner["user_id"], owner["socket_url"], owner["access_token"]),
+                                       conv, options.storm_messages, f"storm{k}."))
+            acked.setdefault(conv, []).extend(got)
+            last_seq[conv] = max(seq for seq, _ in got)
+            me = Endpoint(owner["user_id"], "", owner["access_token"])
+            audit_pairs.append(Pair(me, me, conv))
+        start_at = time.time() + 0.5
+        _say(options, f"storm: every session comes back within {options.storm_window} s and catches up")
+        back = _command(pipes, "storm", options.storm_window, last_seq, start_at)
+        result["storm"] = {
+            "window_s": options.storm_window, "current": _sum(back, "current"), "errors": _sum(back, "errors"),
+            "failed": _sum(back, "failed"), "gaps": _sum(back, "gaps"), "duplicates": _sum(back, "duplicates"),
+            "all_current_s": round(max(r["end"] for r in back) - start_at, 2),
+            "first_error": next((r["first_error"] for r in back if r["first_error"]), ""),
+        }
+    _command(pipes, "close")
+    for proc in procs:
+        proc.join(10)
+    return result
 
 
 def _start_relay(stack: ExitStack) -> str:
@@ -245,8 +374,9 @@ def bench(options: BenchOptions) -> dict:
         pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(options.processes))
         acked: dict[str, list] = {}
         live: list[dict] = []
+        audit_pairs = list(pairs)
+        relay_url = _start_relay(stack) if {"one2one", "fanout"} & set(options.scenarios) else ""
         if "one2one" in options.scenarios:
-            relay_url = _start_relay(stack)
             imray_result = _one2one(pool, pairs, options, "imray", None, acked)
             offered = [s["offered_rate"] for s in imray_result["steps"]]
             relay_result = _one2one(pool, _relay_pairs(len(pairs), relay_url), options, "relay", offered, {})
@@ -256,18 +386,23 @@ def bench(options: BenchOptions) -> dict:
             live = [imray_result["max_run"], *imray_result["steps"]]
         fanout = None
         if "fanout" in options.scenarios:
-            fanout = _fanout(pool, base_url, options)
+            fanout = _fanout(pool, base_url, relay_url, options)
             results["fanout"] = {k: v for k, v in fanout.items() if k not in ("acked_ids", "owner_token")}
+        if "connections" in options.scenarios or "storm" in options.scenarios:
+            results["connections"] = _sessions(base_url, options, acked, audit_pairs, stack)
         if "http" in options.scenarios:
             results["http"] = _http(pool, base_url, logins, (pairs[0].receiver.token, pairs[0].conv), options)
         _say(options, "audit: history of every conversation against every ack")
-        audit_pairs = list(pairs)
         if fanout is not None:  # the group's history is audited like a conversation of its own
             acked[fanout["conv"]] = fanout["acked_ids"]
             owner = Endpoint(0, "", fanout["owner_token"])
             audit_pairs.append(Pair(owner, owner, fanout["conv"]))
             live.append(fanout)
-        results["audit"] = asyncio.run(_audit(base_url, audit_pairs, acked, live))
+        results["audit"] = audit = asyncio.run(_audit(base_url, audit_pairs, acked, live))
+        storm = results.get("connections", {}).get("storm")
+        if storm:  # what reconnecting sessions fetched must be whole too
+            audit["storm_gaps"], audit["storm_duplicates"] = storm["gaps"], storm["duplicates"]
+            audit["ok"] = audit["ok"] and storm["gaps"] == 0 and storm["duplicates"] == 0 and storm["failed"] == 0
     if options.results is not None:
         folder = options.results / results["started"].replace(":", "").replace("+0000", "Z")
         results["files"] = [str(p) for p in report.write(results, folder)]

@@ -1,0 +1,185 @@
+"""Connection scale and the reconnect storm: many authenticated sessions in a few processes.
+
+Each load-generator process holds its share of the sessions and obeys commands from the bench
+over a pipe: connect them all, drop them all (the transport is cut, as when a network goes), and
+the storm (each session comes back at a random moment within a window, re-authenticates and
+catches up from history until it holds its conversation's last seq). Sessions leave from several
+127.0.0.x source addresses, so one address's ephemeral ports do not run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+import aiohttp
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+
+RETRIES = 8  # per session and phase, with backoff: a real client retries too
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    user_id: int
+    url: str
+    token: str
+    conv: str
+    source: str  # local address the socket leaves from
+
+
+@dataclass
+class SessionState:
+    spec: SessionSpec
+    ws: ClientConnection | None = None
+    seqs: set[int] = field(default_factory=set)
+    last_seq: int = 0
+
+
+@dataclass
+class Tally:
+    ok: int = 0
+    errors: int = 0  # failed attempts (each retried)
+    failed: int = 0  # sessions that never made it
+    first_error: str = ""
+    done_at: list[float] = field(default_factory=list)
+
+    def error(self, exc: BaseException | str) -> None:
+        self.errors += 1
+        self.first_error = self.first_error or repr(exc)[:200]
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def _open(spec: SessionSpec) -> ClientConnection:
+    ws = await connect(spec.url, compression=None, open_timeout=60, ping_interval=None, max_queue=64,
+                       local_addr=(spec.source, 0))
+    try:
+        await ws.send(orjson.dumps({"type": "auth", "token": spec.token}).decode())
+        reply = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
+    except BaseException:
+        ws.transport.abort()
+        raise
+    if reply.get("type") != "auth_ok":
+        ws.transport.abort()
+        raise RuntimeError(f"auth refused: {reply}")
+    return ws
+
+
+async def _with_retries(tally: Tally, step) -> bool:
+    for attempt in range(RETRIES):
+        try:
+            await step()
+            tally.ok += 1
+            tally.done_at.append(time.time())
+            return True
+        except Exception as exc:  # counted, then retried after a backoff, as a client would
+            tally.error(exc)
+            await asyncio.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
+    tally.failed += 1
+    return False
+
+
+class Worker:
+    def __init__(self, specs: list[SessionSpec], base_url: str, concurrency: int) -> None:
+        self.sessions = [SessionState(spec) for spec in specs]
+        self.base_url = base_url
+        self.gate = asyncio.Semaphore(concurrency)
+        self.http: aiohttp.ClientSession | None = None
+
+    async def connect_all(self) -> dict:
+        tally = Tally()
+        start = time.time()
+
+        async def one(s: SessionState) -> None:
+            async with self.gate:
+                s.ws = await _open(s.spec)
+
+        await asyncio.gather(*(_with_retries(tally, lambda s=s: one(s)) for s in self.sessions))
+        return {"connected": tally.ok, "errors": tally.errors, "failed": tally.failed, "start": start,
+                "end": max(tally.done_at, default=start), "first_error": tally.first_error}
+
+    def drop_all(self) -> dict:
+        for s in self.sessions:
+            if s.ws is not None:
+                s.ws.transport.abort()  # no close handshake: the network went away
+                s.ws = None
+        return {"dropped": len(self.sessions)}
+
+    async def storm(self, window_s: float, last_seq: dict[str, int], start_at: float) -> dict:
+        """Every session comes back within `window_s` of `start_at` and catches up to `last_seq`."""
+        if self.http is None:
+            source = self.sessions[0].spec.source if self.sessions else "127.0.0.1"
+            self.http = aiohttp.ClientSession(self.base_url, timeout=aiohttp.ClientTimeout(total=60),
+                                              connector=aiohttp.TCPConnector(limit=64, local_addr=(source, 0)))
+        tally = Tally()
+        gaps = duplicates = 0
+
+        async def back(s: SessionState) -> None:
+            nonlocal gaps, duplicates
+            if s.ws is None:
+                async with self.gate:
+                    s.ws = await _open(s.spec)
+            target = last_seq.get(s.spec.conv, 0)
+            while s.last_seq < target:  # history after the last seq this session holds
+                async with self.http.get(f"/api/conversations/{s.spec.conv}/messages",
+                                         params={"after_seq": str(s.last_seq), "limit": "200"},
+                                         headers={"Authorization": f"Bearer {s.spec.token}"}) as r:
+                    if r.status != 200:
+                        raise RuntimeError(f"history: HTTP {r.status}")
+                    page = orjson.loads(await r.read())["messages"]
+                if not page:
+                    raise RuntimeError(f"history ends at {s.last_seq}, acked up to {target}")
+                for m in page:
+                    duplicates += m["seq"] in s.seqs
+                    gaps += m["seq"] != s.last_seq + 1
+                    s.seqs.add(m["seq"])
+                    s.last_seq = m["seq"]
+
+        async def later(s: SessionState) -> bool:
+            await asyncio.sleep(max(0.0, start_at + random.random() * window_s - time.time()))
+            return await _with_retries(tally, lambda: back(s))
+
+        await asyncio.gather(*(later(s) for s in self.sessions))
+        return {"current": tally.ok, "errors": tally.errors, "failed": tally.failed, "gaps": gaps,
+                "duplicates": duplicates, "end": max(tally.done_at, default=start_at),
+                "first_error": tally.first_error}
+
+    async def close(self) -> None:
+        self.drop_all()
+        if self.http is not None:
+            await self.http.close()
+
+
+async def _serve(pipe: Connection, specs: list[SessionSpec], base_url: str, concurrency: int) -> None:
+    worker = Worker(specs, base_url, concurrency)
+    loop = asyncio.get_running_loop()
+    while True:
+        command, *args = await loop.run_in_executor(None, pipe.recv)
+        if command == "connect":
+            pipe.send(await worker.connect_all())
+        elif command == "drop":
+            pipe.send(worker.drop_all())
+        elif command == "storm":
+            pipe.send(await worker.storm(*args))
+        else:
+            await worker.close()
+            pipe.send({"closed": True})
+            return
+
+
+def session_worker(pipe: Connection, specs: list[SessionSpec], base_url: str, concurrency: int) -> None:
+    """Entry point of a session-holding load-generator process."""
+    _raise_fd_limit()
+    try:
+        asyncio.run(_serve(pipe, specs, base_url, concurrency))
+    except Exception as exc:  # the bench must hear of it rather than wait forever
+        pipe.send({"fatal": repr(exc)})
