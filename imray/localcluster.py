@@ -26,12 +26,16 @@ def loopback_only() -> bool:
 
 
 @contextmanager
-def local_cluster(workers: int = 2, head_cpus: int = 2) -> Iterator[tuple[object, list[str]]]:
-    """Yields (cluster, worker node ids); the driver is connected in namespace "imray"."""
+def local_cluster(workers: int = 2, head_cpus: int = 2, env: dict[str, str] | None = None
+                  ) -> Iterator[tuple[object, list[str]]]:
+    """Yields (cluster, worker node ids); the driver is connected in namespace "imray".
+
+    `env` is set before Ray starts (runtime.ray_environment: what Serve reads at start)."""
     ray_tmp = tempfile.mkdtemp(prefix="imray-ray-")  # short: Ray's unix socket paths have a length limit
     os.makedirs(os.path.join(ray_tmp, "ray"))
     os.environ["RAY_TMPDIR"] = ray_tmp
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.update(env or {})
     import ray
     from ray.cluster_utils import Cluster
 

@@ -69,10 +69,12 @@ def deploy(settings: Settings, key: SigningKey, dashboard_url: str | None = None
     serve.start(proxy_location="HeadOnly",
                 http_options={"host": settings.http_host, "port": settings.http_port},
                 logging_config={"enable_access_log": False, "log_level": "WARNING"})
-    auth = AuthService.options(**deployment_options(settings, "AuthService")).bind(settings, key)
+    auth = AuthService.options(**deployment_options(settings, "AuthService"),
+                               num_replicas=settings.auth_replicas).bind(settings, key)
     users = UserService.options(**deployment_options(settings, "UserService")).bind(settings)
     web = WebService.options(**deployment_options(settings, "WebService")).bind(settings)
-    gateway = Gateway.options(**deployment_options(settings, "Gateway")).bind(auth, users, web, settings, keys)
+    gateway = Gateway.options(**deployment_options(settings, "Gateway"),
+                              num_replicas=settings.gateway_replicas).bind(auth, users, web, settings, keys)
     serve.run(gateway, name=APP_NAME, route_prefix="/")
     return Deployment(settings.base_url, f"{settings.base_url}/docs", _dashboard_url(dashboard_url), nodes)
 
@@ -113,6 +115,16 @@ def _ray_cli() -> str:
     return shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray") or "ray"
 
 
+def ray_environment(settings: Settings) -> dict[str, str]:
+    """What Ray's processes must find in their environment when the cluster starts."""
+    if not settings.serve_haproxy:
+        return {}
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1",
+            # Its metrics listener defaults to port 9101, our first socket node's; Ray's own metrics suffice.
+            "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0", "RAY_SERVE_HAPROXY_METRICS_PORT": "9190",
+            "RAY_SERVE_HAPROXY_NBTHREAD": "1"}
+
+
 def start_local_cluster(settings: Settings) -> str:
     """`ray start --head` with imray's ports and the socket_node resource; returns its address."""
     address = f"127.0.0.1:{settings.ray_port}" if not settings.socket_host else \
@@ -121,7 +133,7 @@ def start_local_cluster(settings: Settings) -> str:
            f"--resources={json.dumps({'socket_node': settings.socket_nodes})}",
            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={settings.dashboard_port}",
            "--object-store-memory=300000000", "--disable-usage-stats"]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **ray_environment(settings)}
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     _state_file(settings).write_text(json.dumps({"address": address, "started": time.time()}))
     return address

@@ -68,6 +68,11 @@ class Settings:
     ray_port: int = 6380  # never 6379: that is Redis's port
     dashboard_port: int = 8265
     serve_max_ongoing_requests: int = 1000
+    # Serve's HAProxy ingress (Ray ships the binary): twice the requests/s of the Python proxy here.
+    # It is read from the environment when Ray starts: imray sets it for the clusters it starts.
+    serve_haproxy: bool = True
+    gateway_replicas: int = 2  # Serve replicas of the ingress (HTTP is parsed and history read there)
+    auth_replicas: int = 1  # Serve replicas of AuthService (password hashing is its CPU)
     namespace: str = "imray"
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -80,10 +80,6 @@ def make_cache(settings: Settings) -> Cache:
     return RedisCache(settings.redis_url) if settings.redis_url else LocalCache()
 
 
-def members_key(group_id: int) -> str:
-    return f"imray:cache:members:{group_id}"
-
-
 def user_key(user_id: int) -> str:
     return f"imray:cache:user:{user_id}"
 

@@ -1,23 +1,19 @@
-"""WebService: history, the conversation list and groups: everything but real time, over HTTP."""
+"""WebService: the conversation list, groups and files (history is read in the gateway: deployments/history.py)."""
 
 from __future__ import annotations
 
 from ray import serve
 from sqlalchemy.engine import Connection
 
-from imray.adapters.cache import make_cache, members_key, user_key
 from imray.adapters.objects import make_objects
 from imray.deployments.common import membership_changed
 from imray.deployments.files import FileKeeper
-from imray.domain.conversations import ConvId, parse_conv
 from imray.domain.errors import Forbidden, Invalid, NotFound
 from imray.settings import Settings
 from imray.storage import accounts
 from imray.storage import groups as group_store
 from imray.storage import messages as msgs
 from imray.storage.db import Database
-
-MEMBERS_TTL_S = 60
 
 
 @serve.deployment
@@ -26,7 +22,6 @@ class WebService:
         self._settings = settings
         self._db = Database(settings.db_url)
         self._files = FileKeeper(settings, self._db, make_objects(settings))
-        self._cache = make_cache(settings)
 
     async def upload(self, user_id: int, data: bytes, filename: str | None) -> dict:
         row = await self._files.store(user_id, data, "file", filename)
@@ -35,46 +30,6 @@ class WebService:
 
     async def download(self, user_id: int, file_id: str) -> dict:
         return await self._files.fetch(user_id, file_id)
-
-    async def _members(self, group_id: int) -> list[int] | None:
-        """A group's members (None: no such group), through the cache."""
-        key = members_key(group_id)
-        found = await self._cache.get(key)
-        if found is None:
-            found = {"members": await self._db.run(lambda c: group_store.members(c, group_id)
-                                                   if group_store.group(c, group_id) else None)}
-            await self._cache.set(key, found, MEMBERS_TTL_S)
-        return found["members"]
-
-    async def _user_exists(self, user_id: int) -> bool:
-        key = user_key(user_id)
-        if await self._cache.get(key) is not None:
-            return True
-        user = await self._db.run(lambda c: accounts.user_by_id(c, user_id))
-        if user is not None:
-            await self._cache.set(key, user, MEMBERS_TTL_S)
-        return user is not None
-
-    async def _check_reader(self, user_id: int, conv: ConvId) -> None:
-        """Nobody reads a conversation they are not part of (403); unknown conversations are 404."""
-        if conv.is_group:
-            members = await self._members(conv.group_id)
-            if members is None:
-                raise NotFound("no such group")
-            if user_id not in members:
-                raise Forbidden("you are not a member of this group")
-            return
-        if user_id not in (conv.a, conv.b):
-            raise Forbidden("you are not part of this conversation")
-        if not await self._user_exists(conv.b if user_id == conv.a else conv.a):
-            raise NotFound("no such conversation")
-
-    async def history(self, user_id: int, conv_text: str, after_seq: int | None, before_seq: int | None,
-                      limit: int) -> dict:
-        conv = parse_conv(conv_text)
-        await self._check_reader(user_id, conv)
-        return {"messages": await self._db.run(
-            lambda conn: msgs.history(conn, str(conv), after_seq, before_seq, limit))}
 
     async def conversations(self, user_id: int) -> list[dict]:
         def read(conn: Connection) -> list[dict]:
@@ -147,6 +102,5 @@ class WebService:
             raise Invalid(f"no such users: {missing}")
 
     async def _membership_changed(self, conv: str) -> None:
-        """The caches and the owning shard must see the change before the next read or message."""
-        await self._cache.delete(members_key(int(conv[2:])))
+        """The owning shard must see the change before the next message."""
         await membership_changed(self._settings, conv)

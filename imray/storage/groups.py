@@ -66,3 +66,12 @@ def group_ids_of(conn: Connection, user_id: int) -> list[int]:
 def _start_cursors(conn: Connection, conv: str, user_ids: list[int]) -> None:
     """A member's cursor starts at the conversation's current end: joining does not make history unread."""
     add_cursors(conn, conv, user_ids, last_seq(conn, conv))
+
+
+def membership(conn: Connection, group_id: int, user_id: int) -> bool | None:
+    """Whether `user_id` is in the group; None when there is no such group. One round trip."""
+    row = conn.execute(select(groups.c.id, group_members.c.user_id)
+                       .outerjoin(group_members, (group_members.c.group_id == groups.c.id)
+                                  & (group_members.c.user_id == user_id))
+                       .where(groups.c.id == group_id)).first()
+    return None if row is None else row.user_id is not None

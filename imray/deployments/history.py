@@ -1,0 +1,50 @@
+"""History reads, served in the gateway replica that received the request.
+
+A DeploymentHandle hop to another replica cost more CPU than the read itself (profiled: about
+3 ms in the gateway and 2.4 ms in WebService per request, against 0.6 ms for a route without a
+hop). So the read and its access check run here, in one database transaction, with no cache:
+a removed member loses access at once, on every replica.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Connection
+
+from imray.domain.conversations import parse_conv
+from imray.domain.errors import Forbidden, NotFound
+from imray.storage import accounts
+from imray.storage import groups as group_store
+from imray.storage import messages as msgs
+from imray.storage.db import Database
+
+
+def _check_member(conn: Connection, user_id: int, group_id: int) -> None:
+    member = group_store.membership(conn, group_id, user_id)
+    if member is None:
+        raise NotFound("no such group")
+    if not member:
+        raise Forbidden("you are not a member of this group")
+
+
+class HistoryReader:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def read(self, user_id: int, conv_text: str, after_seq: int | None, before_seq: int | None,
+                   limit: int) -> dict:
+        """Nobody reads a conversation they are not part of (403); unknown conversations are 404."""
+        conv = parse_conv(conv_text)
+
+        def read(conn: Connection) -> list[dict]:
+            if conv.is_group:
+                _check_member(conn, user_id, conv.group_id)
+            elif user_id not in (conv.a, conv.b):
+                raise Forbidden("you are not part of this conversation")
+            page = msgs.history(conn, str(conv), after_seq, before_seq, limit)
+            # A direct conversation with messages exists; without any, its other user must.
+            if (not conv.is_group and not page and msgs.last_seq(conn, str(conv)) == 0
+                    and accounts.user_by_id(conn, conv.b if user_id == conv.a else conv.a) is None):
+                raise NotFound("no such conversation")
+            return page
+
+        return {"messages": await self._db.run(read)}
