@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+import ray
 from client import Api, Socket, direct, in_chat_pair, one_per_node
 from conftest import run
 
@@ -205,3 +207,45 @@ def test_a_blocked_user_cannot_write(stack):
         assert r.status_code == 404
 
     run(in_chat_pair(stack.base_url, scenario))
+
+
+def test_a_client_that_stops_reading_is_cut_loose_and_loses_nothing(stack):
+    """Frames to a session that does not read pile up only to socket_send_queue (100 in the tests):
+    then the node closes it. Its user's other session and history still get every message."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    async def scenario(api, a, b, sa, sb, conv):
+        before = node_connections(stack, b.socket_node)
+        stuck = await connect(b.socket_url, compression=None, max_queue=1, ping_interval=None)
+        await stuck.send(f'{{"type":"auth","token":"{b.access_token}"}}')
+        assert '"auth_ok"' in await stuck.recv()  # and it does not read again for a while
+        assert node_connections(stack, b.socket_node) == before + 1
+        body, sent = "x" * 3900, 0
+        while node_connections(stack, b.socket_node) > before and sent < 8000:  # ~4 KB frames fill the buffers
+            for _ in range(100):
+                await sa.send_json({"type": "send", "id": f"s{sent}", "conv": conv, "kind": "text", "body": body})
+                sent += 1
+            await sa.wait(lambda fs, n=sent: len([f for f in fs if f["type"] == "ack"]) == n, timeout=60)
+        assert node_connections(stack, b.socket_node) == before, f"still connected after {sent} messages"
+        got = 0
+        with pytest.raises(ConnectionClosed):  # what reached its buffers, then the end
+            while True:
+                await asyncio.wait_for(stuck.recv(), 10)
+                got += 1
+        assert 0 < got < sent
+        await sb.wait(lambda fs: len([f for f in fs if f["type"] == "msg"]) == sent, timeout=60)
+        assert [f["seq"] for f in sb.frames if f["type"] == "msg"] == list(range(1, sent + 1))
+        assert len(await api.all_history(b.access_token, conv)) == sent
+        ack = await sa.send_text(conv, "still fine")  # the node goes on serving everyone else
+        assert ack["seq"] == sent + 1
+
+    run(in_chat_pair(stack.base_url, scenario))
+
+
+def node_connections(stack, node_id: str) -> int:
+    """The socket node's own count of open sessions (asked through Ray, as `imray status` does)."""
+    from imray.actors import names
+
+    supervisor = ray.get_actor(names.SUPERVISOR, namespace=stack.settings.namespace)
+    return next(n["connections"] for n in ray.get(supervisor.node_stats.remote()) if n["node_id"] == node_id)

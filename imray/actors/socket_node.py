@@ -2,8 +2,8 @@
 
 Edges only: it authenticates sessions, validates frames, hands work to conversation shards in
 batches (one Ray call per shard per loop turn), and writes what shards deliver to the sessions
-it holds. Each session has one writer task and a bounded queue, so frames leave in the order
-they were queued and a stuck client cannot make the node buffer without limit.
+it holds. Frames to a session leave in the order they were pushed, and a stuck client cannot make
+the node buffer without limit (see Session).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import secrets
+from collections import deque
 from collections.abc import Sequence
 from http import HTTPStatus
 
@@ -19,6 +20,8 @@ import orjson
 import ray
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from imray.actors import names
 from imray.actors.batching import Batcher
@@ -48,6 +51,7 @@ log = logging.getLogger("imray.socket")
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_WRONG_NODE = 4003
 CLOSE_TOO_SLOW = 4008
+CUT_GRACE_S = 2.0
 MAX_IN_FLIGHT = 1000  # sends awaiting their ack, per session
 PONG = dumps({"type": "pong"})
 
@@ -61,33 +65,67 @@ def _rss_bytes() -> int:
         return 0
 
 
-class Session:
-    __slots__ = ("closer", "id", "in_flight", "queue", "user", "writer", "ws")
+def encode_frame(text: str) -> bytes:
+    """A server-to-client WebSocket text frame. Server frames are not masked and imray negotiates
+    no extensions, so one encoding serves every session a message goes to."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
 
-    def __init__(self, user: int, ws: ServerConnection, queue_size: int) -> None:
+
+class Session:
+    """One authenticated connection. Frames go straight into its transport while the client keeps
+    up (no task, no queue per session: less memory and a cheaper fan-out than `ws.send`); behind
+    that, a backlog drains as the transport does, and a client too far behind is cut loose."""
+
+    __slots__ = ("backlog", "cut", "id", "in_flight", "limit", "user", "ws")
+
+    def __init__(self, user: int, ws: ServerConnection, backlog_limit: int) -> None:
         self.id = secrets.token_hex(8)
         self.user = user
         self.ws = ws
-        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self.limit = backlog_limit
         self.in_flight = 0
-        self.writer = asyncio.create_task(self._write())
-        self.closer: asyncio.Task[None] | None = None
+        self.backlog: deque[bytes] | None = None
+        self.cut = False
 
-    def push(self, frame: str) -> None:
-        if self.closer is not None:
+    def push(self, text: str) -> None:
+        self.push_frame(encode_frame(text))
+
+    def push_frame(self, frame: bytes) -> None:
+        if self.cut or self.ws.protocol.state is not State.OPEN:
             return
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:  # the client does not read: cut it loose, it catches up from history
-            self.writer.cancel()
-            self.closer = asyncio.create_task(self.ws.close(CLOSE_TOO_SLOW, "client too slow"))
+        if self.backlog is None:
+            if not self.ws.paused:  # the transport is below its high-water mark
+                self.ws.transport.write(frame)
+                return
+            self.backlog = deque()
+            asyncio.get_running_loop().create_task(self._drain())
+        if len(self.backlog) >= self.limit:  # the client does not read: cut it loose, it catches up from history
+            self.cut = True
+            self.backlog.clear()
+            asyncio.get_running_loop().create_task(self._cut())
+            return
+        self.backlog.append(frame)
 
-    async def _write(self) -> None:
+    async def _cut(self) -> None:
+        # A close handshake waits for the socket to drain, which a client that does not read never
+        # lets happen: offer it briefly, then drop the connection.
         try:
-            while True:
-                await self.ws.send(await self.queue.get())
+            await asyncio.wait_for(self.ws.close(CLOSE_TOO_SLOW, "client too slow"), CUT_GRACE_S)
+        except TimeoutError:
+            self.ws.transport.abort()
+
+    async def _drain(self) -> None:
+        try:
+            while self.backlog and not self.cut:
+                await self.ws.drain()  # until the transport is below its low-water mark
+                if self.ws.protocol.state is not State.OPEN:
+                    break
+                while self.backlog and not self.ws.paused:
+                    self.ws.transport.write(self.backlog.popleft())
         except ConnectionClosed:
             pass
+        finally:
+            self.backlog = None
 
 
 @ray.remote(num_cpus=0, max_concurrency=10000)
@@ -159,11 +197,13 @@ class SocketNode:
             await self._server.wait_closed()
 
     def deliver(self, part: Sequence[tuple[str, Sequence[int], str | None]]) -> None:
-        for frame, users, skip in part:
+        for text, users, skip in part:
+            frame = None
             for user in users:
                 for session in self._sessions.get(user, {}).values():
                     if session.id != skip:
-                        session.push(frame)
+                        frame = frame or encode_frame(text)  # once per message, however many sessions
+                        session.push_frame(frame)
 
     async def resync_presence(self) -> None:
         """Tell presence everything this node holds (it may have restarted empty)."""
@@ -216,7 +256,6 @@ class SocketNode:
             mine.pop(session.id, None)
             if not mine:
                 self._sessions.pop(session.user, None)
-            session.writer.cancel()
             gone = self._to_presence.submit(self.node_id, (session.user, -1))
             gone.add_done_callback(lambda f: f.exception())
 
