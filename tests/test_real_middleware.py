@@ -146,6 +146,19 @@ def test_live_config_from_nacos_without_restart(stack):
                 codes = [(await api.get("/api/users/me", b.access_token)).status_code for _ in range(5)]
                 return 429 in codes
             await eventually(limited, 20, "rate_limit_per_minute: 3 to apply")
+
+            # Before login the limit is per client address, which the gateway sees through the
+            # HAProxy ingress (X-Forwarded-For): one address used up, another one is unaffected.
+            async def bad_login(http: httpx.AsyncClient) -> int:
+                r = await http.post("/oauth2/token", data={"grant_type": "password", "username": "nobody-here",
+                                                           "password": "wrong-password", "client_id": "imray-app"})
+                return r.status_code
+            codes = [await bad_login(api.http) for _ in range(5)]
+            assert 429 in codes, codes
+            other = httpx.AsyncClient(base_url=stack.base_url,
+                                      transport=httpx.AsyncHTTPTransport(local_address="127.0.0.3"))
+            assert await bad_login(other) == 400  # invalid_grant, not 429
+            await other.aclose()
         finally:
             publish_config(None)
 

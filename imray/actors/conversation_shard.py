@@ -3,13 +3,14 @@
 Batches arrive from socket nodes; one committer loop takes everything queued since the last
 commit, plans it (membership, idempotency, seq), commits it in one transaction, answers the
 callers, then hands the deliveries to the fan-out loop, which finds recipients through presence
-and makes one `deliver` call per socket node.
+(or, with few socket nodes, sends to all of them) and makes one `deliver` call per socket node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import ray
@@ -25,6 +26,7 @@ from imray.storage.db import Database
 from imray.storage.message_store import SqlMessageStore
 
 log = logging.getLogger("imray.shard")
+NODES_TTL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class ConversationShard:
         self._fanout: asyncio.Queue[list[Delivery]] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._nodes: dict[str, ray.actor.ActorHandle] = {}
+        self._live: list[str] = []
+        self._nodes_seen_at = -NODES_TTL_S
         # One deliver() in flight per socket node: batches merge while it runs, and order holds.
         self._to_nodes: Batcher[str, tuple[str, list[int], str | None], None] = Batcher(self._deliver)
 
@@ -155,12 +159,18 @@ class ConversationShard:
 
     async def _fan_out(self, presence, deliveries: list[Delivery]) -> None:
         users = sorted({u for d in deliveries for u in d.users})
-        try:
-            where: dict[str, list[int]] = await presence.lookup(users)
-        except Exception as exc:
-            # Presence is down: every socket node gets the batch and keeps what its sessions need.
-            log.warning("shard %s: presence lookup failed (%r); delivering to every node", self._index, exc)
-            where = {node_id: users for node_id in await self._live_nodes()}
+        nodes = await self._live_nodes()
+        if len(nodes) <= self._settings.fanout_broadcast_nodes:
+            # So few nodes that nearly every batch goes to each anyway: skip the lookup (a round trip
+            # per batch); each node keeps what its own sessions need.
+            where = {node_id: users for node_id in nodes}
+        else:
+            try:
+                where: dict[str, list[int]] = await presence.lookup(users)
+            except Exception as exc:
+                # Presence is down: every socket node gets the batch and keeps what its sessions need.
+                log.warning("shard %s: presence lookup failed (%r); delivering to every node", self._index, exc)
+                where = {node_id: users for node_id in nodes}
         for node_id, node_users in where.items():
             here = set(node_users)
             for d in deliveries:
@@ -168,8 +178,13 @@ class ConversationShard:
                     self._to_nodes.post(node_id, (d.frame, [u for u in d.users if u in here], d.skip))
 
     async def _live_nodes(self) -> list[str]:
-        supervisor = ray.get_actor(names.SUPERVISOR, namespace=self._settings.namespace)
-        return [n["node_id"] for n in await supervisor.nodes.remote() if n["alive"]]
+        """The supervisor's live socket nodes, asked at most once a second."""
+        now = time.monotonic()
+        if now - self._nodes_seen_at > NODES_TTL_S:
+            supervisor = ray.get_actor(names.SUPERVISOR, namespace=self._settings.namespace)
+            self._live = [n["node_id"] for n in await supervisor.nodes.remote() if n["alive"]]
+            self._nodes_seen_at = now
+        return self._live
 
     async def _deliver(self, node_id: str, part: list[tuple[str, list[int], str | None]]) -> None:
         handle = self._nodes.get(node_id)

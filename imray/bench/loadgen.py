@@ -151,7 +151,15 @@ def one2one_worker(job: tuple[list[Pair], float | None, float, int, str]) -> dic
 async def _http(base_url: str, logins: list[tuple[str, str]], history: tuple[str, str] | None,
                 duration: float, concurrency: int) -> dict:
     """Closed loops of logins or history reads (aiohttp: the client's CPU is the server's, on one box)."""
-    done = {"logins": 0, "history": 0, "errors": 0}
+    done: dict = {"logins": 0, "history": 0, "errors": 0, "error_statuses": {}}
+
+    def count(kind: str, status: int) -> None:
+        if status == 200:
+            done[kind] += 1
+        else:
+            done["errors"] += 1
+            done["error_statuses"][status] = done["error_statuses"].get(status, 0) + 1
+
     async with aiohttp.ClientSession(base_url, timeout=aiohttp.ClientTimeout(total=30),
                                      connector=aiohttp.TCPConnector(limit=concurrency)) as http:
         stop_at = time.perf_counter() + duration
@@ -163,7 +171,7 @@ async def _http(base_url: str, logins: list[tuple[str, str]], history: tuple[str
                 async with http.post("/oauth2/token", data={"grant_type": "password", "username": username,
                                                             "password": password, "client_id": "imray-app"}) as r:
                     await r.read()
-                    done["logins" if r.status == 200 else "errors"] += 1
+                    count("logins", r.status)
                 i += concurrency
 
         async def history_loop() -> None:
@@ -172,7 +180,7 @@ async def _http(base_url: str, logins: list[tuple[str, str]], history: tuple[str
                 async with http.get(f"/api/conversations/{conv}/messages", params={"after_seq": "0", "limit": "50"},
                                     headers={"Authorization": f"Bearer {token}"}) as r:
                     await r.read()
-                    done["history" if r.status == 200 else "errors"] += 1
+                    count("history", r.status)
 
         start = time.perf_counter()
         if history is None:

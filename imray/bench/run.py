@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -180,7 +181,9 @@ def _http(pool, base_url: str, logins: list[dict], history_token: tuple[str, str
     return {"logins_per_s": round(sum(r["logins"] for r in logins_runs) / options.duration, 1),
             "login_errors": sum(r["errors"] for r in logins_runs),
             "history_per_s": round(sum(r["history"] for r in reads) / options.duration, 1),
-            "history_errors": sum(r["errors"] for r in reads)}
+            "history_errors": sum(r["errors"] for r in reads),
+            "error_statuses": dict(sum((Counter({str(c): n for c, n in r["error_statuses"].items()})
+                                        for r in [*logins_runs, *reads]), Counter()))}
 
 
 def _fanout_run(pool, members: list[Endpoint], sender: Endpoint, conv: str, options: BenchOptions) -> dict:
