@@ -29,6 +29,7 @@ from imray.settings import Settings
 
 log = logging.getLogger("imray.supervisor")
 PENDING_WINDOW_S = 10.0  # a login counts against its node until its socket has had time to connect
+MISSES_BEFORE_DOWN = 3  # checks run every second, each waits up to 5 s
 
 
 @dataclass
@@ -38,6 +39,7 @@ class NodeRecord:
     endpoint: dict
     connections: int = 0
     alive: bool = True
+    misses: int = 0  # stats calls in a row that timed out
     pending: deque[float] = field(default_factory=deque)
 
     def load(self, now: float) -> int:
@@ -141,7 +143,10 @@ class SocketSupervisor:
         try:
             stats = await asyncio.wait_for(record.actor.stats.remote(), 5.0)
         except TimeoutError:
-            record.alive = False  # busy or partitioned: no new logins until it answers
+            # Busy (10,000 sessions closing at once keep a node's loop busy for seconds) or cut off:
+            # only a node that stays silent stops getting new logins.
+            record.misses += 1
+            record.alive = record.misses < MISSES_BEFORE_DOWN
             return
         except ray.exceptions.RayActorError:
             log.warning("socket node %s died; starting a replacement", node_id)
@@ -152,7 +157,7 @@ class SocketSupervisor:
                 log.warning("presence: dropping %s failed: %r", node_id, exc)
             await self._launch(record.slot)
             return
-        record.connections, record.alive = stats["connections"], True
+        record.connections, record.alive, record.misses = stats["connections"], True, 0
 
     async def _check_presence(self) -> None:
         """The embedded presence actor restarts empty: have every node resync at once."""

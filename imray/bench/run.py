@@ -354,7 +354,8 @@ def _local_imray(stack: ExitStack, options: BenchOptions) -> str:
 
     if not loopback_only():
         raise RuntimeError("run the benchmark inside a loopback-only namespace: scripts/netns-run imray bench")
-    settings = load_settings(data_dir=tempfile.mkdtemp(prefix="imray-bench-"), socket_nodes=2, shards=2)
+    # As `imray up` runs it (IMRAY_* settings apply): shards by default, one for SQLite (a single writer).
+    settings = load_settings(data_dir=tempfile.mkdtemp(prefix="imray-bench-"), socket_nodes=2)
     stack.enter_context(local_cluster(workers=2, env=runtime.ray_environment(settings)))
     key = runtime.prepare(settings)
     runtime.deploy(settings, key)
