@@ -13,7 +13,7 @@ STAMP   := $(VENV)/.installed
 NETRUN  := scripts/netns-run --name $(NETNS)
 PYTEST_ARGS ?=
 
-.PHONY: install run up status down shell test unit lint bench clean
+.PHONY: install run up status down shell test unit lint bench bench-real clean
 BENCH_ARGS ?=
 
 install: $(STAMP)
@@ -49,6 +49,10 @@ unit: install  ## the tests that need no Ray cluster
 
 bench: install  ## imray bench on a local 3-node cluster (see README)
 	scripts/netns-run $(IMRAY) bench $(BENCH_ARGS)
+
+bench-real: install  ## the same on MariaDB, Redis, S3 and Nacos (installed as for make test)
+	middleware/install.sh
+	scripts/netns-run scripts/bench-real $(BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
