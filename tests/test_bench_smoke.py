@@ -7,9 +7,10 @@ from imray.bench.run import BenchOptions, bench
 
 
 def test_bench_smoke_run_passes_its_audit(stack, tmp_path):
-    options = BenchOptions(scenarios=("one2one", "fanout", "http"), duration=1.5, pairs=2, window=4, processes=1,
-                           http_concurrency=2, fractions=(0.5,), group_size=6, target=stack.base_url,
-                           results=tmp_path, progress=False)
+    options = BenchOptions(scenarios=("one2one", "fanout", "connections", "storm", "http"), duration=1.5, pairs=2,
+                           window=4, processes=1, http_concurrency=2, fractions=(0.5,), group_size=6,
+                           sessions=40, session_users=8, storm_group=4, storm_window=1.0, storm_messages=2, sources=3,
+                           target=stack.base_url, results=tmp_path, progress=False)
     results = bench(options)
     audit = results["audit"]
     assert audit["ok"], audit
@@ -19,6 +20,11 @@ def test_bench_smoke_run_passes_its_audit(stack, tmp_path):
     assert results["one2one"]["relay"]["max_run"]["acked"] > 0  # the baseline ran in the same invocation
     fanout = results["fanout"]
     assert fanout["acked"] > 0 and fanout["members_with_all"] == fanout["members"] == 5  # every member got all
+    conns = results["connections"]
+    assert conns["connected"] == 40 and conns["connect_failed"] == 0
+    assert conns["rss_per_session_kb"] is not None  # the test process is the cluster's driver: memory is read
+    storm = conns["storm"]  # every session came back and fetched 2 messages of its group, whole
+    assert storm["current"] == 40 and storm["failed"] == 0 and storm["gaps"] == 0 and storm["duplicates"] == 0
     assert results["http"]["login_errors"] == 0 and results["http"]["logins_per_s"] > 0
     names = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert names == ["latency.png", "results.json", "results.md"]
