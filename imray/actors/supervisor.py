@@ -40,6 +40,7 @@ class NodeRecord:
     connections: int = 0
     alive: bool = True
     misses: int = 0  # stats calls in a row that timed out
+    rss_bytes: int = 0
     pending: deque[float] = field(default_factory=deque)
 
     def load(self, now: float) -> int:
@@ -89,7 +90,7 @@ class SocketSupervisor:
         self._nodes[node_id] = NodeRecord(slot, actor, endpoint)
 
     def nodes(self) -> list[dict]:
-        return [{**r.endpoint, "connections": r.connections, "alive": r.alive}
+        return [{**r.endpoint, "connections": r.connections, "alive": r.alive, "rss_bytes": r.rss_bytes}
                 for r in sorted(self._nodes.values(), key=lambda r: r.slot)]
 
     async def node_stats(self) -> list[dict]:
@@ -157,7 +158,8 @@ class SocketSupervisor:
                 log.warning("presence: dropping %s failed: %r", node_id, exc)
             await self._launch(record.slot)
             return
-        record.connections, record.alive, record.misses = stats["connections"], True, 0
+        record.connections, record.rss_bytes, record.alive, record.misses = (
+            stats["connections"], stats["rss_bytes"], True, 0)
 
     async def _check_presence(self) -> None:
         """The embedded presence actor restarts empty: have every node resync at once."""
