@@ -429,3 +429,15 @@ def test_same_client_id_committed_by_another_shard_first(world: World) -> None:
     assert again.outcomes[0].ack == first.outcomes[0].ack
     assert seqs(again) == [1, 1] and again.outcomes[1].ack["conv"] == world.gconv
     assert [m["seq"] for m in world.history(world.gconv)] == [1]
+
+
+def test_items_and_outcomes_cross_processes_unchanged() -> None:
+    """They are pickled on every Ray call between socket nodes and shards (as plain tuples)."""
+    import pickle
+
+    from imray.domain.messaging import Outcome, ReadItem, SendItem, TypingItem
+
+    for value in (SendItem(1, "s", "c1", "d:1:2", "image", "caption", "f" * 32),
+                  SendItem(1, "s", "c", "g:3", "text", "x"), ReadItem(2, "s", "g:3", 7), TypingItem(2, "s", "d:1:2"),
+                  Outcome(ack={"type": "ack", "seq": 1}), Outcome(error=("forbidden", "no"))):
+        assert pickle.loads(pickle.dumps(value)) == value
