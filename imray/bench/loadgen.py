@@ -43,13 +43,24 @@ class PairState:
     in_flight: asyncio.Semaphore | None = None
 
 
-async def _open(endpoint: Endpoint) -> ClientConnection:
-    ws = await connect(endpoint.url, compression=None, max_size=2**22, open_timeout=30, ping_interval=None)
-    await ws.send(orjson.dumps({"type": "auth", "token": endpoint.token}).decode())
-    reply = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
+async def open_session(url: str, token: str, source: str | None = None, wait_s: float = 30) -> ClientConnection:
+    """Connect, send the auth frame and wait for auth_ok, as a client does; from `source` if given."""
+    ws = await connect(url, compression=None, max_size=2**22, open_timeout=wait_s, ping_interval=None,
+                       local_addr=(source, 0) if source else None)
+    try:
+        await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+        reply = orjson.loads(await asyncio.wait_for(ws.recv(), wait_s))
+    except BaseException:
+        ws.transport.abort()
+        raise
     if reply.get("type") != "auth_ok":
+        ws.transport.abort()
         raise RuntimeError(f"auth refused: {reply}")
     return ws
+
+
+async def _open(endpoint: Endpoint) -> ClientConnection:
+    return await open_session(endpoint.url, endpoint.token)
 
 
 async def _read_sender(ws: ClientConnection, state: PairState) -> None:

@@ -208,14 +208,11 @@ def _fanout(pool, base_url: str, relay_url: str, options: BenchOptions) -> dict:
     Then the same clients against the bare relay."""
     _say(options, f"fanout: provisioning a group of {options.group_size} online members")
     logins = asyncio.run(_provision(base_url, options.group_size))
-    owner = logins[0]
-    r = httpx.post(f"{base_url}/api/groups", json={"name": "bench", "members": [x["user_id"] for x in logins[1:]]},
-                   headers={"Authorization": f"Bearer {owner['access_token']}"}, timeout=60)
-    r.raise_for_status()
+    [(owner, conv)] = _groups_for(base_url, logins, len(logins))
     members = [Endpoint(x["user_id"], x["socket_url"], x["access_token"]) for x in logins[1:]]
     sender = Endpoint(owner["user_id"], owner["socket_url"], owner["access_token"])
     _say(options, f"fanout: 1 sender, {options.window} in flight, {len(members)} receivers, {options.duration} s")
-    result = _fanout_run(pool, members, sender, r.json()["conv"], options)
+    result = _fanout_run(pool, members, sender, conv, options)
     result["owner_token"] = owner["access_token"]
     _say(options, "fanout: the same against the bare relay")
     relay = _fanout_run(pool, [Endpoint(i, relay_url, str(i)) for i in range(2, len(members) + 2)],
@@ -249,7 +246,7 @@ def _groups_for(base_url: str, logins: list[dict], size: int) -> list[tuple[dict
     with httpx.Client(base_url=base_url, timeout=60) as http:
         for i in range(0, len(logins), size):
             owner, rest = logins[i], logins[i + 1:i + size]
-            r = http.post("/api/groups", json={"name": f"storm{i}", "members": [x["user_id"] for x in rest]},
+            r = http.post("/api/groups", json={"name": f"bench{i}", "members": [x["user_id"] for x in rest]},
                           headers={"Authorization": f"Bearer {owner['access_token']}"})
             r.raise_for_status()
             groups.append((owner, r.json()["conv"]))

@@ -18,7 +18,9 @@ from multiprocessing.connection import Connection
 
 import aiohttp
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
+
+from imray.bench.loadgen import open_session
 
 RETRIES = 8  # per session and phase, with backoff: a real client retries too
 
@@ -60,18 +62,7 @@ def _raise_fd_limit() -> None:
 
 
 async def _open(spec: SessionSpec) -> ClientConnection:
-    ws = await connect(spec.url, compression=None, open_timeout=60, ping_interval=None, max_queue=64,
-                       local_addr=(spec.source, 0))
-    try:
-        await ws.send(orjson.dumps({"type": "auth", "token": spec.token}).decode())
-        reply = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
-    except BaseException:
-        ws.transport.abort()
-        raise
-    if reply.get("type") != "auth_ok":
-        ws.transport.abort()
-        raise RuntimeError(f"auth refused: {reply}")
-    return ws
+    return await open_session(spec.url, spec.token, spec.source, wait_s=60)
 
 
 async def _with_retries(tally: Tally, step) -> bool:
