@@ -441,3 +441,16 @@ def test_items_and_outcomes_cross_processes_unchanged() -> None:
                   SendItem(1, "s", "c", "g:3", "text", "x"), ReadItem(2, "s", "g:3", 7), TypingItem(2, "s", "d:1:2"),
                   Outcome(ack={"type": "ack", "seq": 1}), Outcome(error=("forbidden", "no"))):
         assert pickle.loads(pickle.dumps(value)) == value
+
+
+def test_message_ids_grow_with_time_and_stay_apart_between_logs() -> None:
+    """Growing ids keep each commit on the last pages of the msg_id index; two shards never collide."""
+    from imray.domain.messaging import MessageIds
+
+    first, second = MessageIds(), MessageIds()
+    now = 1_780_000_000_000
+    ids = [first.next(now) for _ in range(1000)] + [first.next(now + 1) for _ in range(10)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(len(i) <= 32 for i in ids)  # the column's width
+    assert first.next(now + 2) < first.next(now + 3)
+    assert not {second.next(now) for _ in range(1000)} & set(ids)

@@ -107,6 +107,23 @@ class MessageStore(Protocol):
     async def commit(self, batch: Batch) -> None: ...
 
 
+class MessageIds:
+    """Server message ids that sort by time: ms since epoch, this log's random tag, a counter.
+
+    Random ids put each new row on a random leaf page of the msg_id index, so a commit of N
+    messages wrote about N index pages; ids that grow land on the index's last page or two.
+    The random tag keeps ids from different shards (and restarts) apart.
+    """
+
+    def __init__(self) -> None:
+        self._tag = os.urandom(5).hex()
+        self._counter = 0
+
+    def next(self, now_ms: int) -> str:
+        self._counter = (self._counter + 1) & 0xFFFFFF
+        return f"{now_ms:012x}{self._tag}{self._counter:06x}"
+
+
 def ack_of(msg: dict, client_id: str) -> dict:
     return {"type": "ack", "id": client_id, "msg_id": msg["msg_id"], "conv": msg["conv"], "seq": msg["seq"],
             "ts": msg["ts"]}
@@ -120,6 +137,7 @@ class ConversationLog:
         self._dedupe_capacity = dedupe_capacity
         self._cursors: OrderedDict[tuple[int, str], int] = OrderedDict()  # read cursors seen lately
         self.direct_messages = "open"  # the live policy: "open", "existing" or "off"
+        self._ids = MessageIds()
 
     def forget(self, conv: str) -> None:
         """Membership changed: reload it (and the head, which is cheap) on next use."""
@@ -232,7 +250,7 @@ class ConversationLog:
                 if state.last_seq == 0 and not item.conv.startswith("g:"):
                     batch.new_directs[item.conv] = tuple(sorted(state.members))
             state.last_seq += 1
-            msg = {"type": "msg", "conv": item.conv, "seq": state.last_seq, "msg_id": os.urandom(12).hex(),
+            msg = {"type": "msg", "conv": item.conv, "seq": state.last_seq, "msg_id": self._ids.next(now),
                    "from": item.sender, "kind": item.kind, "body": item.body, "ts": now}
             if item.file_id is not None:
                 msg["file_id"] = item.file_id
