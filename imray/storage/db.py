@@ -41,6 +41,7 @@ class Database:
 
     def __init__(self, url: str, threads: int = 4) -> None:
         self.url = url
+        self.embedded = url.startswith("sqlite")
         self.engine = make_engine(url)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="imray-db")
 
@@ -53,6 +54,18 @@ class Database:
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.transaction, fn)
+
+    async def run_write(self, fn: Callable[[Connection], T]) -> T:
+        """Like run(), except that an embedded (SQLite) database does the work on the calling thread.
+
+        For a ConversationShard's group commit, whose loop has nothing else to do meanwhile. A SQLite
+        commit is CPU on a local file (about 1-3 ms a batch); handing it to a pool thread cost two
+        thread wake-ups that, on a busy box, took longer than the commit itself (measured: 4.9-5.0k
+        against 6.2k msgs/s). A database server waits on the network, so it keeps the pool.
+        """
+        if self.embedded:
+            return self.transaction(fn)
+        return await self.run(fn)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

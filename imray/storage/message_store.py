@@ -69,4 +69,4 @@ class SqlMessageStore:
             if batch.cursor_moves:
                 msgs.advance_cursors(conn, batch.cursor_moves)
 
-        await self._db.run(write)
+        await self._db.run_write(write)
