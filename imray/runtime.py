@@ -61,7 +61,7 @@ def with_nacos_overlay(settings: Settings) -> Settings:
 
 def deploy(settings: Settings, key: SigningKey, dashboard_url: str | None = None) -> Deployment:
     """Deploy onto the Ray cluster this process is connected to."""
-    settings = with_nacos_overlay(settings)
+    settings = with_nacos_overlay(settings).with_shards_for(ray.cluster_resources().get("CPU", 1))
     make_objects(settings).ensure_bucket()  # the bucket exists before the first upload
     keys = [key.public()]
     supervisor = SocketSupervisor.options(name=names.SUPERVISOR, namespace=settings.namespace,

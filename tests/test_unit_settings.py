@@ -125,3 +125,11 @@ def test_replace_keeps_other_fields() -> None:
     changed = base.replace(http_port=1234)
     assert (changed.shards, changed.http_port) == (5, 1234)
     assert base.http_port == 8000  # frozen original untouched
+
+
+def test_automatic_shard_count_follows_the_cluster_cpus(tmp_path) -> None:
+    sqlite = load_settings(data_dir=str(tmp_path))
+    server = sqlite.replace(database_url="mysql+pymysql://u:p@127.0.0.1:3306/imray")
+    assert sqlite.with_shards_for(64).shards == 1  # a single writer anyway
+    assert [server.with_shards_for(cpus).shards for cpus in (1, 2, 4, 8, 16.0, 64)] == [1, 1, 1, 2, 4, 8]
+    assert server.replace(shards=3).with_shards_for(64).shards == 3  # an explicit count stays
