@@ -431,16 +431,19 @@ def test_same_client_id_committed_by_another_shard_first(world: World) -> None:
     assert [m["seq"] for m in world.history(world.gconv)] == [1]
 
 
-def test_items_and_outcomes_cross_processes_unchanged() -> None:
-    """They are pickled on every Ray call between socket nodes and shards (as plain tuples)."""
-    import pickle
-
+def test_items_outcomes_and_deliveries_cross_the_wire_unchanged() -> None:
+    """Socket nodes and shards pass them as one orjson blob per Ray call."""
+    from imray.actors import wire
     from imray.domain.messaging import Outcome, ReadItem, SendItem, TypingItem
 
-    for value in (SendItem(1, "s", "c1", "d:1:2", "image", "caption", "f" * 32),
-                  SendItem(1, "s", "c", "g:3", "text", "x"), ReadItem(2, "s", "g:3", 7), TypingItem(2, "s", "d:1:2"),
-                  Outcome(ack={"type": "ack", "seq": 1}), Outcome(error=("forbidden", "no"))):
-        assert pickle.loads(pickle.dumps(value)) == value
+    items = [SendItem(1, "s", "c1", "d:1:2", "image", "caption ✓ 𝄞", "f" * 32),
+             SendItem(1, "s", "c", "g:3", "text", "x"), ReadItem(2, "s", "g:3", 7), TypingItem(2, "s", "d:1:2")]
+    assert wire.unpack_items(wire.pack_items(items)) == items
+    outcomes = [Outcome(ack={"type": "ack", "seq": 1}), Outcome(error=("forbidden", "no")), Outcome()]
+    assert wire.unpack_outcomes(wire.pack_outcomes(outcomes)) == outcomes
+    part = [('{"type":"msg"}', [1, 2], "session"), ('{"type":"receipt"}', (3,), None)]
+    assert [tuple(d) for d in wire.unpack_deliveries(wire.pack_deliveries(part))] == [
+        ('{"type":"msg"}', [1, 2], "session"), ('{"type":"receipt"}', [3], None)]
 
 
 def test_message_ids_grow_with_time_and_stay_apart_between_logs() -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from imray.actors import names
 from imray.actors.batching import Batcher
+from imray.actors.wire import DeliveryPart, pack_deliveries, pack_outcomes, unpack_items
 from imray.adapters.live_config import LiveSettings
 from imray.adapters.presence import make_presence
 from imray.domain.messaging import Batch, ConversationLog, Delivery, Item, Outcome
@@ -51,7 +52,7 @@ class ConversationShard:
         self._live: list[str] = []
         self._nodes_seen_at = -NODES_TTL_S
         # One deliver() in flight per socket node: batches merge while it runs, and order holds.
-        self._to_nodes: Batcher[str, tuple[str, list[int], str | None], None] = Batcher(self._deliver)
+        self._to_nodes: Batcher[str, DeliveryPart, None] = Batcher(self._deliver)
 
     def _ensure_loops(self) -> None:
         if self._wakeup is None:
@@ -61,12 +62,13 @@ class ConversationShard:
                            asyncio.create_task(self._fanout_loop()),
                            asyncio.create_task(self._follow_settings())]
 
-    async def submit(self, items: list[Item]) -> list[Outcome]:
+    async def submit(self, blob: bytes) -> bytes:
+        """A socket node's batch of items (`wire.pack_items`); answers with their outcomes, in order."""
         self._ensure_loops()
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-        self._queue.append((items, future))
+        self._queue.append((unpack_items(blob), future))
         self._wakeup.set()
-        return await future
+        return pack_outcomes(await future)
 
     async def forget(self, convs: list[str]) -> None:
         """Membership of these conversations changed (group add/remove)."""
@@ -186,7 +188,7 @@ class ConversationShard:
             self._nodes_seen_at = now
         return self._live
 
-    async def _deliver(self, node_id: str, part: list[tuple[str, list[int], str | None]]) -> None:
+    async def _deliver(self, node_id: str, part: list[DeliveryPart]) -> None:
         handle = self._nodes.get(node_id)
         if handle is None:
             try:
@@ -195,7 +197,7 @@ class ConversationShard:
             except ValueError:
                 return  # gone since presence saw it; its clients catch up from history
         try:
-            await handle.deliver.remote(part)
+            await handle.deliver.remote(pack_deliveries(part))
         except ray.exceptions.RayActorError:
             self._nodes.pop(node_id, None)  # look it up again next time: it may have been replaced
 

@@ -13,7 +13,6 @@ import logging
 import os
 import secrets
 from collections import deque
-from collections.abc import Sequence
 from http import HTTPStatus
 
 import orjson
@@ -25,6 +24,7 @@ from websockets.protocol import State
 
 from imray.actors import names
 from imray.actors.batching import Batcher
+from imray.actors.wire import pack_items, unpack_deliveries, unpack_outcomes
 from imray.adapters.cache import make_cache, revoked_family_key
 from imray.adapters.live_config import LiveSettings
 from imray.adapters.nacos import SOCKET_SERVICE, NacosInstance
@@ -210,8 +210,9 @@ class SocketNode:
             self._server.close()  # closes every session with 1001 (going away)
             await self._server.wait_closed()
 
-    def deliver(self, part: Sequence[tuple[str, Sequence[int], str | None]]) -> None:
-        for text, users, skip in part:
+    def deliver(self, blob: bytes) -> None:
+        """A shard's deliveries for this node (`wire.pack_deliveries`)."""
+        for text, users, skip in unpack_deliveries(blob):
             frame = None
             for user in users:
                 for session in self._sessions.get(user, {}).values():
@@ -235,7 +236,7 @@ class SocketNode:
     # -- Ray calls, batched -------------------------------------------------------------------
 
     async def _call_shard(self, index: int, items: list[Item]) -> list[Outcome]:
-        return await self._shards[index].submit.remote(items)
+        return unpack_outcomes(await self._shards[index].submit.remote(pack_items(items)))
 
     async def _call_presence(self, node: str, changes: list[tuple[int, int]]) -> list[None]:
         try:

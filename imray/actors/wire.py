@@ -1,0 +1,57 @@
+"""What crosses a Ray call between socket nodes and shards: one orjson blob per call.
+
+Ray serializes a list of small Python objects through msgpack, falling back to cloudpickle for
+every tuple and dataclass in it: measured here, 2.8 µs per send item and 1.3 µs per delivery on
+each side of a call. A bytes argument crosses as it is (0.3 µs per call), and orjson encodes an
+item in about 0.1 µs. Strings reach here only from frames orjson has already parsed (no lone
+surrogates), so encoding cannot fail on client input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from imray.domain.messaging import Item, Outcome, ReadItem, SendItem, TypingItem
+
+# A delivery as it travels to a socket node: (frame text, users, the session to skip).
+DeliveryPart = tuple[str, Sequence[int], str | None]
+
+_SEND, _READ, _TYPING = 0, 1, 2
+
+
+def _row(item: Item) -> tuple:
+    if isinstance(item, SendItem):
+        return (_SEND, item.sender, item.session, item.client_id, item.conv, item.kind, item.body, item.file_id)
+    if isinstance(item, ReadItem):
+        return (_READ, item.user, item.session, item.conv, item.seq)
+    return (_TYPING, item.user, item.session, item.conv)
+
+
+_KINDS = {_SEND: SendItem, _READ: ReadItem, _TYPING: TypingItem}
+
+
+def pack_items(items: Sequence[Item]) -> bytes:
+    return orjson.dumps([_row(item) for item in items])
+
+
+def unpack_items(blob: bytes) -> list[Item]:
+    return [_KINDS[row[0]](*row[1:]) for row in orjson.loads(blob)]
+
+
+def pack_outcomes(outcomes: Sequence[Outcome]) -> bytes:
+    return orjson.dumps([(o.ack, o.error) for o in outcomes])
+
+
+def unpack_outcomes(blob: bytes) -> list[Outcome]:
+    return [Outcome(ack, tuple(error) if error is not None else None) for ack, error in orjson.loads(blob)]
+
+
+def pack_deliveries(part: Sequence[DeliveryPart]) -> bytes:
+    return orjson.dumps(part)
+
+
+def unpack_deliveries(blob: bytes) -> list[list]:
+    """[frame text, users, skip] lists, in the order they were packed."""
+    return orjson.loads(blob)
