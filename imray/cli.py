@@ -53,6 +53,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"  API:        {info.api_url}")
     print(f"  API docs:   {info.docs_url}")
     print(f"  dashboard:  {info.dashboard_url or 'not running'}")
+    if info.dashboard_url and os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        print(f"  (the dashboard asks for the cluster's token: {os.environ['RAY_AUTH_TOKEN_PATH']})")
     for node in info.nodes:
         print(f"  socket {node['node_id']}: {node['url']}  (ray node {node['ray_node_id'][:12]})")
     sys.stdout.flush()
@@ -240,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func in (cmd_up, cmd_down, cmd_status):
+        settings = _settings(args)
+        if not settings.ray_address:  # the cluster imray starts here: its token lives in the data dir
+            from imray.cluster_auth import token_environment
+
+            os.environ.update(token_environment(settings))
     return args.func(args)
 
 

@@ -33,3 +33,22 @@ def test_without_a_usable_haproxy_or_when_off_serve_keeps_its_python_proxy(monke
     assert runtime.ray_environment(load_settings()) == {}
     monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH")
     assert runtime.ray_environment(load_settings(serve_haproxy=False)) == {}
+
+
+def test_the_cluster_imray_starts_uses_a_token_kept_private_in_the_data_dir(
+        monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Whatever ~/.ray holds, `ray start` and imray's own connections agree on token auth."""
+    from imray.cluster_auth import token_environment
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    settings = load_settings(data_dir=str(tmp_path / "data"))
+    env = token_environment(settings)
+    token = tmp_path / "data" / "ray-auth-token"
+    assert env == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    assert oct(token.stat().st_mode & 0o777) == "0o600" and len(token.read_text()) == 64
+    first = token.read_text()
+    assert token_environment(settings) == env and token.read_text() == first  # kept across `imray up`s
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # an operator's choice wins
+    assert token_environment(load_settings(data_dir=str(tmp_path / "other"))) == {}
+    assert not (tmp_path / "other" / "ray-auth-token").exists()
