@@ -22,6 +22,7 @@ from imray.actors.wire import DeliveryPart, pack_deliveries, pack_outcomes, unpa
 from imray.adapters.live_config import LiveSettings
 from imray.adapters.presence import make_presence
 from imray.domain.messaging import Batch, ConversationLog, Delivery, Item, Outcome
+from imray.heap import freeze_startup_heap
 from imray.settings import Settings
 from imray.storage.db import Database
 from imray.storage.message_store import SqlMessageStore
@@ -53,6 +54,7 @@ class ConversationShard:
         self._nodes_seen_at = -NODES_TTL_S
         # One deliver() in flight per socket node: batches merge while it runs, and order holds.
         self._to_nodes: Batcher[str, DeliveryPart, None] = Batcher(self._deliver)
+        freeze_startup_heap()
 
     def _ensure_loops(self) -> None:
         if self._wakeup is None:

@@ -33,6 +33,7 @@ from imray.domain.conversations import parse_conv, shard_of
 from imray.domain.errors import BadRequest, DomainError, Unauthorized
 from imray.domain.messaging import Item, Outcome, ReadItem, SendItem, TypingItem, check_send
 from imray.domain.tokens import Principal, PublicKey, TokenVerifier
+from imray.heap import freeze_startup_heap
 from imray.protocol.frames import (
     Auth,
     Ping,
@@ -175,6 +176,7 @@ class SocketNode:
             self._nacos = NacosInstance(self._settings, SOCKET_SERVICE, self._host, self._port, f"sn-{self.node_id}")
             await self._nacos.register(self._nacos_metadata())
             self._nacos_updater = asyncio.create_task(self._keep_nacos_current())
+        freeze_startup_heap()
         return self.endpoint()
 
     def _nacos_metadata(self) -> dict[str, str]:

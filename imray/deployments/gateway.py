@@ -31,6 +31,7 @@ from imray.deployments.history import HistoryReader
 from imray.deployments.limits import BodyLimit, RateLimiter, SharedRateLimiter
 from imray.domain.errors import DomainError, Forbidden, Invalid, TooLarge, Unauthorized
 from imray.domain.tokens import Principal, PublicKey, TokenVerifier
+from imray.heap import freeze_startup_heap
 from imray.settings import Settings
 from imray.storage.db import Database
 
@@ -164,6 +165,7 @@ class Gateway:
         self._nacos: NacosInstance | None = None
         BODY_LIMIT["bytes"] = settings.max_body_bytes
         BODY_LIMIT["upload"] = max(settings.max_upload_bytes, settings.max_avatar_bytes)
+        freeze_startup_heap()
 
     # -- edge checks --------------------------------------------------------------------------
 
