@@ -227,6 +227,10 @@ def test_a_client_that_stops_reading_is_cut_loose_and_loses_nothing(stack):
                 await sa.send_json({"type": "send", "id": f"s{sent}", "conv": conv, "kind": "text", "body": body})
                 sent += 1
             await sa.wait(lambda fs, n=sent: len([f for f in fs if f["type"] == "ack"]) == n, timeout=60)
+        for _ in range(60):  # the node offers a close for 2 s, then drops the connection
+            if node_connections(stack, b.socket_node) == before:
+                break
+            await asyncio.sleep(0.25)
         assert node_connections(stack, b.socket_node) == before, f"still connected after {sent} messages"
         got = 0
         with pytest.raises(ConnectionClosed):  # what reached its buffers, then the end

@@ -1,23 +1,30 @@
 """ConversationShard: the single owner of a slice of conversations (hash of the conv id).
 
-Batches arrive from socket nodes; one committer loop takes everything queued since the last
-commit, plans it (membership, idempotency, seq), commits it in one transaction, answers the
-callers, then hands the deliveries to the fan-out loop, which finds recipients through presence
-(or, with few socket nodes, sends to all of them) and makes one `deliver` call per socket node.
+Batches arrive from socket nodes on their streams (see `stream`); one committer loop takes
+everything queued since the last commit, plans it (membership, idempotency, seq), commits it in
+one transaction, answers the callers, then hands the deliveries to the fan-out loop, which finds
+recipients through presence (or, with few socket nodes, sends to all of them) and writes one
+DELIVER frame per socket node on its stream (a Ray `deliver` call while a node has no stream).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import secrets
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from functools import partial
 
+import orjson
 import ray
 from sqlalchemy.exc import IntegrityError
 
 from imray.actors import names
 from imray.actors.batching import Batcher
+from imray.actors.stream import DELIVER, DELIVERED, HELLO, MAX_HELLO, OUTCOMES, SUBMIT, frame, read_frame
 from imray.actors.wire import DeliveryPart, pack_deliveries, pack_outcomes, unpack_items
 from imray.adapters.live_config import LiveSettings
 from imray.adapters.presence import make_presence
@@ -36,6 +43,14 @@ class Forget:
     convs: tuple[str, ...]
 
 
+@dataclass
+class NodeStream:
+    """A socket node's stream to this shard, and the delivery batches it has yet to acknowledge."""
+
+    writer: asyncio.StreamWriter
+    delivered: deque[asyncio.Future[None]] = field(default_factory=deque)
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=10000)
 class ConversationShard:
     def __init__(self, index: int, settings: Settings) -> None:
@@ -52,8 +67,12 @@ class ConversationShard:
         self._nodes: dict[str, ray.actor.ActorHandle] = {}
         self._live: list[str] = []
         self._nodes_seen_at = -NODES_TTL_S
-        # One deliver() in flight per socket node: batches merge while it runs, and order holds.
+        # One delivery batch in flight per socket node (on its stream, or a Ray call while it has none):
+        # batches merge meanwhile, and order holds.
         self._to_nodes: Batcher[str, DeliveryPart, None] = Batcher(self._deliver)
+        self._streams: dict[str, NodeStream] = {}  # by node id
+        self._secret = secrets.token_hex(32)  # handed out through Ray, which authenticates who asks
+        self._serving: asyncio.Future[dict] | None = None
         freeze_startup_heap()
 
     def _ensure_loops(self) -> None:
@@ -64,13 +83,67 @@ class ConversationShard:
                            asyncio.create_task(self._fanout_loop()),
                            asyncio.create_task(self._follow_settings())]
 
-    async def submit(self, blob: bytes) -> bytes:
-        """A socket node's batch of items (`wire.pack_items`); answers with their outcomes, in order."""
-        self._ensure_loops()
+    async def stream_endpoint(self) -> dict:
+        """Where socket nodes open their stream to this shard, and the secret that admits them."""
+        if self._serving is None:
+            self._serving = asyncio.ensure_future(self._serve())
+        return await asyncio.shield(self._serving)
+
+    async def _serve(self) -> dict:
+        host = self._settings.socket_host or ray.util.get_node_ip_address()
+        self._server = await asyncio.start_server(self._on_stream, host, 0)
+        return {"host": host, "port": self._server.sockets[0].getsockname()[1], "secret": self._secret}
+
+    async def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        node_id, stream = None, None
+        try:
+            kind, payload = await asyncio.wait_for(read_frame(reader, MAX_HELLO), 10)
+            hello = orjson.loads(payload) if kind == HELLO else {}
+            if not (isinstance(hello, dict) and hmac.compare_digest(str(hello.get("secret", "")), self._secret)):
+                log.warning("shard %s: a stream without the secret was refused", self._index)
+                return
+            node_id = str(hello["node"])
+            self._ensure_loops()
+            stream = self._streams[node_id] = NodeStream(writer)
+            while True:
+                kind, payload = await read_frame(reader)
+                if kind == SUBMIT:
+                    self._enqueue(unpack_items(payload), writer)
+                elif kind == DELIVERED:
+                    taken = stream.delivered.popleft()
+                    if not taken.done():
+                        taken.set_result(None)
+                else:
+                    raise ValueError(f"unexpected frame {kind!r}")
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ValueError, KeyError, TypeError,
+                IndexError) as exc:
+            if stream is not None:
+                log.info("shard %s: stream from node %s ended: %r", self._index, node_id, exc)
+        finally:
+            if stream is not None:
+                if self._streams.get(node_id) is stream:
+                    del self._streams[node_id]
+                for waiting in stream.delivered:  # the node is gone: what it had not taken is in history
+                    if not waiting.done():
+                        waiting.set_exception(ConnectionError(f"stream from node {node_id} lost"))
+            writer.close()
+
+    def _enqueue(self, items: list[Item], writer: asyncio.StreamWriter) -> None:
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-        self._queue.append((unpack_items(blob), future))
+        future.add_done_callback(partial(self._answer, writer, len(items)))
+        self._queue.append((items, future))
         self._wakeup.set()
-        return pack_outcomes(await future)
+
+    @staticmethod
+    def _answer(writer: asyncio.StreamWriter, count: int, future: asyncio.Future[list[Outcome]]) -> None:
+        # Futures resolve in queue order and their callbacks run in that order: so do the answers.
+        if writer.is_closing():
+            return
+        if future.cancelled() or future.exception() is not None:
+            outcomes = [Outcome(error=("internal", "message not stored, send it again"))] * count
+        else:
+            outcomes = future.result()
+        writer.write(frame(OUTCOMES, pack_outcomes(outcomes)))
 
     async def forget(self, convs: list[str]) -> None:
         """Membership of these conversations changed (group add/remove)."""
@@ -191,6 +264,17 @@ class ConversationShard:
         return self._live
 
     async def _deliver(self, node_id: str, part: list[DeliveryPart]) -> None:
+        blob = pack_deliveries(part)
+        stream = self._streams.get(node_id)
+        if stream is not None and not stream.writer.is_closing():
+            taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            stream.delivered.append(taken)
+            stream.writer.write(frame(DELIVER, blob))
+            try:
+                await taken  # a node that does not keep up holds back only its own deliveries
+            except ConnectionError:
+                pass  # the node went away: its clients catch up from history
+            return
         handle = self._nodes.get(node_id)
         if handle is None:
             try:
@@ -199,7 +283,7 @@ class ConversationShard:
             except ValueError:
                 return  # gone since presence saw it; its clients catch up from history
         try:
-            await handle.deliver.remote(pack_deliveries(part))
+            await handle.deliver.remote(blob)
         except ray.exceptions.RayActorError:
             self._nodes.pop(node_id, None)  # look it up again next time: it may have been replaced
 

@@ -1,9 +1,9 @@
 """SocketNode: one actor, one WebSocket server on its Ray node's IP and its own port.
 
 Edges only: it authenticates sessions, validates frames, hands work to conversation shards in
-batches (one Ray call per shard per loop turn), and writes what shards deliver to the sessions
-it holds. Frames to a session leave in the order they were pushed, and a stuck client cannot make
-the node buffer without limit (see Session).
+batches (one frame per shard per loop turn, on a stream to each shard: see `stream`), and writes
+what shards deliver to the sessions it holds. Frames to a session leave in the order they were
+pushed, and a stuck client cannot make the node buffer without limit (see Session).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from websockets.protocol import State
 
 from imray.actors import names
 from imray.actors.batching import Batcher
+from imray.actors.shard_link import ShardLink
 from imray.actors.wire import pack_items, unpack_deliveries, unpack_outcomes
 from imray.adapters.cache import make_cache, revoked_family_key
 from imray.adapters.live_config import LiveSettings
@@ -159,7 +160,9 @@ class SocketNode:
 
     async def start(self) -> dict:
         ns = self._settings.namespace
-        self._shards = [ray.get_actor(names.shard(i), namespace=ns) for i in range(self._settings.shard_count)]
+        self._shards = [ShardLink(self.node_id, i, ns, self.deliver) for i in range(self._settings.shard_count)]
+        for link in self._shards:
+            link.start()
         self._presence = make_presence(self._settings)
         self._supervisor = ray.get_actor(names.SUPERVISOR, namespace=ns)
         self._to_shards: Batcher[int, Item, Outcome] = Batcher(self._call_shard)
@@ -213,7 +216,8 @@ class SocketNode:
             await self._server.wait_closed()
 
     def deliver(self, blob: bytes) -> None:
-        """A shard's deliveries for this node (`wire.pack_deliveries`)."""
+        """A shard's deliveries for this node (`wire.pack_deliveries`): from the stream, or through
+        Ray while this node has no stream to that shard."""
         for text, users, skip in unpack_deliveries(blob):
             frame = None
             for user in users:
@@ -238,7 +242,7 @@ class SocketNode:
     # -- Ray calls, batched -------------------------------------------------------------------
 
     async def _call_shard(self, index: int, items: list[Item]) -> list[Outcome]:
-        return unpack_outcomes(await self._shards[index].submit.remote(pack_items(items)))
+        return unpack_outcomes(await self._shards[index].submit(pack_items(items)))
 
     async def _call_presence(self, node: str, changes: list[tuple[int, int]]) -> list[None]:
         try:
