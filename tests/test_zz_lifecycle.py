@@ -24,14 +24,19 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+async def _a_talks_to_b_across_nodes(api: Api, messages: int) -> tuple:
+    """B (pinned to another node than A), a socket each, the direct conversation and A's first acks."""
+    a, b = await one_per_node(api)
+    sa = await Socket.open(a.socket_url, a.access_token)
+    sb = await Socket.open(b.socket_url, b.access_token)
+    conv = direct(a.user_id, b.user_id)
+    return b, sa, sb, conv, [await sa.send_text(conv, f"before {i}") for i in range(messages)]
+
+
 def test_a_killed_socket_node_is_replaced_and_clients_repin(stack):
     async def scenario():
         api = Api(stack.base_url)
-        a, b = await one_per_node(api)
-        sa = await Socket.open(a.socket_url, a.access_token)
-        sb = await Socket.open(b.socket_url, b.access_token)
-        conv = direct(a.user_id, b.user_id)
-        acked = [await sa.send_text(conv, f"before {i}") for i in range(5)]
+        b, sa, sb, conv, acked = await _a_talks_to_b_across_nodes(api, 5)
         victim = ray.get_actor(names.socket_node(b.socket_node), namespace=stack.settings.namespace)
         old_actor = (await victim.endpoint.remote())["actor_id"]
         ray.kill(victim, no_restart=True)
@@ -83,11 +88,7 @@ def test_a_killed_shard_restarts_and_open_sessions_carry_on(stack):
     node's stream to it reconnects, seq continues from the store, deliveries flow again."""
     async def scenario():
         api = Api(stack.base_url)
-        a, b = await one_per_node(api)
-        sa = await Socket.open(a.socket_url, a.access_token)
-        sb = await Socket.open(b.socket_url, b.access_token)
-        conv = direct(a.user_id, b.user_id)
-        acked = [await sa.send_text(conv, f"before {i}") for i in range(3)]
+        b, sa, sb, conv, acked = await _a_talks_to_b_across_nodes(api, 3)
         shard = ray.get_actor(names.owner_of(conv, stack.settings.shard_count), namespace=stack.settings.namespace)
         ray.kill(shard, no_restart=False)  # Ray restarts it: an empty owner that knows only the store
         acked += [await _send_until_acked(sa, conv, f"after {i}") for i in range(3)]

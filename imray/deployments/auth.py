@@ -14,6 +14,7 @@ from imray.adapters.cache import make_cache, revoked_family_key
 from imray.domain.errors import DomainError, Unavailable
 from imray.domain.passwords import Passwords
 from imray.domain.tokens import USER_SCOPE, Principal, SigningKey, TokenIssuer, digest, new_refresh_token
+from imray.heap import freeze_startup_heap
 from imray.settings import Settings
 from imray.storage import accounts
 from imray.storage.db import Database
@@ -42,6 +43,7 @@ class AuthService:
         self._issuer = TokenIssuer(key, settings.base_url, settings.access_token_ttl_s)
         self._supervisor = None
         self._cache = make_cache(settings)
+        freeze_startup_heap()
 
     async def _pick_node(self, user_id: int) -> dict:
         if self._supervisor is None:

@@ -14,6 +14,7 @@ from imray.domain.accounts import check_registration
 from imray.domain.conversations import direct_conv
 from imray.domain.errors import NotFound
 from imray.domain.passwords import Passwords
+from imray.heap import freeze_startup_heap
 from imray.settings import Settings
 from imray.storage import accounts
 from imray.storage.db import Database
@@ -30,6 +31,7 @@ class UserService:
         self._cache = make_cache(settings)
         self._passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib,
                                     settings.argon2_parallelism)
+        freeze_startup_heap()
 
     async def register(self, username: object, password: object, nickname: object) -> dict:
         username, password, nickname = check_registration(username, password, nickname)

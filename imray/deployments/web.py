@@ -9,6 +9,7 @@ from imray.adapters.objects import make_objects
 from imray.deployments.common import membership_changed
 from imray.deployments.files import FileKeeper
 from imray.domain.errors import Forbidden, Invalid, NotFound
+from imray.heap import freeze_startup_heap
 from imray.settings import Settings
 from imray.storage import accounts
 from imray.storage import groups as group_store
@@ -22,6 +23,7 @@ class WebService:
         self._settings = settings
         self._db = Database(settings.db_url)
         self._files = FileKeeper(settings, self._db, make_objects(settings))
+        freeze_startup_heap()
 
     async def upload(self, user_id: int, data: bytes, filename: str | None) -> dict:
         row = await self._files.store(user_id, data, "file", filename)
