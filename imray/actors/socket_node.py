@@ -239,7 +239,7 @@ class SocketNode:
             except Exception as exc:  # presence down: sessions still work, fan-out falls back
                 log.warning("presence refresh failed: %r", exc)
 
-    # -- Ray calls, batched -------------------------------------------------------------------
+    # -- calls to shards (streams) and presence, batched ----------------------------------------
 
     async def _call_shard(self, index: int, items: list[Item]) -> list[Outcome]:
         return unpack_outcomes(await self._shards[index].submit(pack_items(items)))
