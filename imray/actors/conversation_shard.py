@@ -28,7 +28,7 @@ from imray.actors.stream import DELIVER, DELIVERED, HELLO, MAX_HELLO, OUTCOMES, 
 from imray.actors.wire import DeliveryPart, pack_deliveries, pack_outcomes, unpack_items
 from imray.adapters.live_config import LiveSettings
 from imray.adapters.presence import make_presence
-from imray.domain.messaging import Batch, ConversationLog, Delivery, Item, Outcome
+from imray.domain.messaging import NOT_STORED, Batch, ConversationLog, Delivery, Item, Outcome
 from imray.heap import freeze_startup_heap
 from imray.settings import Settings
 from imray.storage.db import Database
@@ -140,7 +140,7 @@ class ConversationShard:
         if writer.is_closing():
             return
         if future.cancelled() or future.exception() is not None:
-            outcomes = [Outcome(error=("internal", "message not stored, send it again"))] * count
+            outcomes = [Outcome(error=NOT_STORED)] * count
         else:
             outcomes = future.result()
         writer.write(frame(OUTCOMES, pack_outcomes(outcomes)))

@@ -32,7 +32,7 @@ from imray.adapters.nacos import SOCKET_SERVICE, NacosInstance
 from imray.adapters.presence import REFRESH_S, make_presence
 from imray.domain.conversations import parse_conv, shard_of
 from imray.domain.errors import BadRequest, DomainError, Unauthorized
-from imray.domain.messaging import Item, Outcome, ReadItem, SendItem, TypingItem, check_send
+from imray.domain.messaging import NOT_STORED, Item, Outcome, ReadItem, SendItem, TypingItem, check_send
 from imray.domain.tokens import Principal, PublicKey, TokenVerifier
 from imray.heap import freeze_startup_heap
 from imray.protocol.frames import (
@@ -353,7 +353,7 @@ class SocketNode:
         if future.cancelled() or future.exception() is not None:
             if future.exception() is not None:
                 log.warning("shard call failed: %r", future.exception())
-            session.push(error_frame("internal", "message not stored, send it again", client_id))
+            session.push(error_frame(*NOT_STORED, client_id))
             return
         outcome = future.result()
         if outcome.error is not None:

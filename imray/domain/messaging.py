@@ -49,6 +49,11 @@ class TypingItem:
 Item = SendItem | ReadItem | TypingItem
 
 
+# A batch that failed before its outcome was known (a shard away, a broken stream): nothing is
+# acknowledged, and a resend with the same client id is safe.
+NOT_STORED = ("internal", "message not stored, send it again")
+
+
 @dataclass(slots=True)
 class Outcome:
     """What one item came to: an ack for a send, or an error; reads and typing just succeed."""
