@@ -110,11 +110,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"a Ray cluster runs at {address}, but imray is not deployed on it")
         return 1
     print(f"imray on {address}: API {settings.base_url}")
-    print(f"{'node':8} {'state':6} {'connections':>11} {'RSS MB':>7}  endpoint  ray node")
-    for node in nodes:
+    print(f"{'node':8} {'state':6} {'connections':>11} {'logins':>6} {'RSS MB':>7}  endpoint  ray node")
+    for node in nodes:  # logins: pinned here in the last 10 s, counted as load until their sockets show
         state = "up" if node["alive"] else "down"
-        print(f"{node['node_id']:8} {state:6} {node['connections']:>11} {node['rss_bytes'] / 2**20:>7.0f}  "
-              f"{node['url']}  {node['ray_node_id'][:12]}")
+        print(f"{node['node_id']:8} {state:6} {node['connections']:>11} {node['pending_logins']:>6} "
+              f"{node['rss_bytes'] / 2**20:>7.0f}  {node['url']}  {node['ray_node_id'][:12]}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,18 @@ from websockets.exceptions import ConnectionClosed
 
 PUBLIC_CLIENT = "imray-app"
 PASSWORD = "correct horse battery"
+
+
+async def eventually(check, timeout: float, what: str):  # noqa: ASYNC109
+    """The first truthy result of `await check()`, polled until `timeout` s have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.3)
 
 
 def unique(prefix: str = "u") -> str:

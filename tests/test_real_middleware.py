@@ -15,7 +15,7 @@ import time
 import httpx
 import ray
 import redis
-from client import Api, Socket, bearer, direct, in_chat_pair, one_per_node
+from client import Api, Socket, bearer, direct, eventually, in_chat_pair, one_per_node
 from conftest import run
 
 from imray.actors import names
@@ -38,17 +38,6 @@ def publish_config(content: str | None) -> None:
     else:
         httpx.post(f"{NACOS}/v1/cs/configs", data={**params, "content": content, "type": "yaml"},
                    timeout=10).raise_for_status()
-
-
-async def eventually(check, timeout: float, what: str):  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.3)
 
 
 def test_nacos_mirrors_socket_nodes_and_gateway(stack):

@@ -6,10 +6,12 @@ import asyncio
 
 import forge
 import orjson
-from client import Api, Socket, one_per_node
+import ray
+from client import Api, Socket, eventually, one_per_node
 from conftest import run
 from websockets.asyncio.client import connect
 
+from imray.actors import names
 from imray.domain.tokens import SigningKey
 
 
@@ -99,6 +101,36 @@ def test_assign_repins_with_a_fresh_token(stack):
         assert sock.auth["node"] == pin["socket_node"]
         await sock.close()
         assert (await api.http.post("/api/socket/assign")).status_code == 401
+        await api.close()
+
+    run(scenario())
+
+
+def test_logins_go_to_the_node_with_fewer_sessions(stack):
+    supervisor = ray.get_actor(names.SUPERVISOR, namespace=stack.settings.namespace)
+
+    async def fleet() -> dict[str, dict]:
+        return {n["node_id"]: n for n in await supervisor.nodes.remote()}
+
+    async def quiet() -> bool:
+        return all(n["connections"] == 0 and n["pending_logins"] == 0 for n in (await fleet()).values())
+
+    async def scenario():
+        # Logins of earlier tests count as load for 10 s: start from a quiet fleet.
+        await eventually(quiet, 15, "no sessions and no recent logins on any node")
+        api = Api(stack.base_url)
+        login = await api.user()
+        busy = login.socket_node
+        socks = [await Socket.open(login.socket_url, login.access_token) for _ in range(8)]
+
+        async def counted():
+            return (await fleet())[busy]["connections"] == 8
+        await eventually(counted, 10, "the supervisor seeing the 8 sessions")
+        # busy: 8 sessions + 1 login; the other: at most 4 logins. Least connections sends all 5 there.
+        pins = [(await api.user()).socket_node for _ in range(5)]
+        assert busy not in pins, pins
+        for sock in socks:
+            await sock.close()
         await api.close()
 
     run(scenario())

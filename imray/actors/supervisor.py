@@ -90,7 +90,9 @@ class SocketSupervisor:
         self._nodes[node_id] = NodeRecord(slot, actor, endpoint)
 
     def nodes(self) -> list[dict]:
-        return [{**r.endpoint, "connections": r.connections, "alive": r.alive, "rss_bytes": r.rss_bytes}
+        now = time.monotonic()
+        return [{**r.endpoint, "connections": r.connections, "alive": r.alive, "rss_bytes": r.rss_bytes,
+                 "pending_logins": r.load(now) - r.connections}
                 for r in sorted(self._nodes.values(), key=lambda r: r.slot)]
 
     async def node_stats(self) -> list[dict]:
@@ -105,32 +107,30 @@ class SocketSupervisor:
     async def pick(self, user_id: int) -> dict | None:
         """The node a login of `user_id` is pinned to, or None when no node is alive.
 
-        With Nacos configured, the candidates and their connection counts are what Nacos shows
-        (the same view an outside load balancer has); otherwise this supervisor's own registry.
+        With Nacos configured, the candidates are the live nodes Nacos shows (the fleet an outside
+        load balancer or an operator sees); otherwise every live node. Either way a node's load is
+        what it reported itself within the last second, plus the logins sent its way since. The
+        connection count in Nacos metadata reaches this process through pushes that lag (seen: 0
+        there while the node held 13), and picking by it once sent 20 logins in a row to one node.
         """
         now = time.monotonic()
-        alive = await self._nacos_loads(now) if self._directory else None
-        if alive is None:
-            alive = {node_id: r.load(now) for node_id, r in self._nodes.items() if r.alive}
+        candidates = await self._nacos_listed() if self._directory else None
+        alive = {node_id: r.load(now) for node_id, r in self._nodes.items()
+                 if r.alive and (candidates is None or node_id in candidates)}
         chosen = least_connections(alive, user_id)
         if chosen is None:
             return None
         self._nodes[chosen].pending.append(now)
         return self._nodes[chosen].endpoint
 
-    async def _nacos_loads(self, now: float) -> dict[str, int] | None:
+    async def _nacos_listed(self) -> set[str] | None:
+        """Node ids of the healthy `imray-socket` instances in Nacos; None when Nacos is away."""
         try:
             instances = await self._directory.instances()
         except Exception as exc:  # Nacos away: fall back to the supervisor's own view
             log.warning("nacos: listing %s failed: %r", SOCKET_SERVICE, exc)
             return None
-        loads = {}
-        for instance in instances:
-            record = self._nodes.get(instance["metadata"].get("node_id", ""))
-            if record is not None and record.alive:
-                connections = int(instance["metadata"].get("connections", "0") or 0)
-                loads[record.endpoint["node_id"]] = connections + record.load(now) - record.connections
-        return loads
+        return {instance["metadata"].get("node_id", "") for instance in instances}
 
     async def _watch(self) -> None:
         while True:
