@@ -9,7 +9,7 @@ from sqlalchemy import and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from imray.storage.schema import conversations, messages, read_cursors
-from imray.storage.sql_compat import insert_ignore, upsert
+from imray.storage.sql_compat import DriverStatement, insert_ignore, upsert_statement
 
 
 def message_view(row: Any) -> dict:
@@ -43,12 +43,17 @@ def find_by_client_ids(conn: Connection, keys: Iterable[tuple[int, str]]) -> dic
     return found
 
 
+_insert_messages = DriverStatement(lambda _dialect: insert(messages),
+                                   ["msg_id", "conv", "seq", "sender_id", "client_id", "kind", "body", "file_id", "ts"])
+_upsert_heads = DriverStatement(
+    lambda dialect: upsert_statement(dialect, conversations, keys=["conv"], update=["last_seq", "updated_at"]),
+    ["conv", "last_seq", "updated_at"])
+
+
 def commit_batch(conn: Connection, rows: Sequence[dict], heads: dict[str, int], now: int) -> None:
     """Messages and the conversations' new last seq, in the caller's one transaction."""
-    if rows:
-        conn.execute(insert(messages), list(rows))
-    upsert(conn, conversations, [{"conv": c, "last_seq": s, "updated_at": now} for c, s in heads.items()],
-           keys=["conv"], update=["last_seq", "updated_at"])
+    _insert_messages.execute(conn, rows)
+    _upsert_heads.execute(conn, [{"conv": c, "last_seq": s, "updated_at": now} for c, s in heads.items()])
 
 
 def add_cursors(conn: Connection, conv: str, user_ids: Iterable[int], seq: int = 0) -> None:

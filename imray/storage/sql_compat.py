@@ -1,12 +1,14 @@
-"""The two statements that differ between SQLite and MySQL: insert-or-ignore and upsert."""
+"""Statements that differ between SQLite and MySQL (insert-or-ignore, upsert), and the hot-path
+statements compiled once and run through the DB-API driver."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql import Executable
 
 
 def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict]) -> None:
@@ -18,15 +20,41 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict]) -> None:
         conn.execute(mysql.insert(table).prefix_with("IGNORE"), list(rows))
 
 
-def upsert(conn: Connection, table: Table, rows: Sequence[dict], keys: Sequence[str],
-           update: Sequence[str]) -> None:
-    if not rows:
-        return
-    if conn.dialect.name == "sqlite":
+def upsert_statement(dialect_name: str, table: Table, keys: Sequence[str], update: Sequence[str]) -> Executable:
+    if dialect_name == "sqlite":
         stmt = sqlite.insert(table)
-        stmt = stmt.on_conflict_do_update(index_elements=list(keys),
-                                          set_={c: stmt.excluded[c] for c in update})
-    else:
-        stmt = mysql.insert(table)
-        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
-    conn.execute(stmt, list(rows))
+        return stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in update})
+    stmt = mysql.insert(table)
+    return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
+
+
+class DriverStatement:
+    """A Core statement over fixed columns, compiled once per dialect, executed many rows at a time
+    straight through the DB-API cursor (`exec_driver_sql`).
+
+    For the group commit, the one write that runs all the time. SQLAlchemy's Core executemany
+    builds an execution context and processes every row's parameters; measured on SQLite, a commit
+    of 20 messages took 0.87 ms that way and 0.36 ms as the same SQL through the driver (1 message:
+    0.62 against 0.17 ms). Rows hold only ints, strings and None, which need no type processing.
+    """
+
+    def __init__(self, build: Callable[[str], Executable], columns: Sequence[str]) -> None:
+        self._build = build  # dialect name -> statement
+        self._columns = list(columns)
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+
+    def _compile(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
+        compiled = self._build(dialect.name).compile(dialect=dialect, column_keys=self._columns)
+        order = tuple(compiled.positiontup) if compiled.positional else None  # None: named (pyformat)
+        self._compiled[dialect.name] = (str(compiled), order)
+        return self._compiled[dialect.name]
+
+    def execute(self, conn: Connection, rows: Sequence[Mapping]) -> None:
+        if not rows:
+            return
+        sql, order = self._compiled.get(conn.dialect.name) or self._compile(conn.dialect)
+        if order is None:
+            params: list = [{c: row[c] for c in self._columns} for row in rows]
+        else:
+            params = [tuple(row[c] for c in order) for row in rows]
+        conn.exec_driver_sql(sql, params)
