@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from imray.storage.schema import conversations, messages, read_cursors
-from imray.storage.sql_compat import DriverStatement, insert_ignore, upsert_statement
+from imray.storage.sql_compat import DriverQuery, DriverStatement, insert_ignore, upsert_statement
 
 
 def message_view(row: Any) -> dict:
@@ -69,16 +69,20 @@ def advance_cursors(conn: Connection, moves: Sequence[tuple[int, str, int]]) -> 
         ).values(read_seq=seq))
 
 
+# Catching up (`after_seq`) is the read every reconnect makes: it goes through the driver.
+_page_after = DriverQuery(select(messages).where(messages.c.conv == bindparam("conv"),
+                                                 messages.c.seq > bindparam("after"))
+                          .order_by(messages.c.seq).limit(bindparam("limit")))
+
+
 def history(conn: Connection, conv: str, after_seq: int | None, before_seq: int | None, limit: int) -> list[dict]:
-    query = select(messages).where(messages.c.conv == conv)
-    if before_seq is not None:
-        query = query.where(messages.c.seq < before_seq)
-        if after_seq is not None:
-            query = query.where(messages.c.seq > after_seq)
-        rows = conn.execute(query.order_by(messages.c.seq.desc()).limit(limit)).all()[::-1]
-    else:
-        query = query.where(messages.c.seq > (after_seq or 0))
-        rows = conn.execute(query.order_by(messages.c.seq).limit(limit)).all()
+    if before_seq is None:
+        rows = _page_after.execute(conn, conv=conv, after=after_seq or 0, limit=limit)
+        return [message_view(r) for r in rows]
+    query = select(messages).where(messages.c.conv == conv, messages.c.seq < before_seq)
+    if after_seq is not None:
+        query = query.where(messages.c.seq > after_seq)
+    rows = conn.execute(query.order_by(messages.c.seq.desc()).limit(limit)).all()[::-1]
     return [message_view(r) for r in rows]
 
 
