@@ -9,7 +9,7 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, tuple_, updat
 from sqlalchemy.engine import Connection
 
 from imray.storage.schema import conversations, messages, read_cursors
-from imray.storage.sql_compat import DriverQuery, DriverStatement, insert_ignore, upsert_statement
+from imray.storage.sql_compat import DriverSql, insert_ignore, upsert_statement
 
 
 def message_view(row: Any) -> dict:
@@ -43,17 +43,17 @@ def find_by_client_ids(conn: Connection, keys: Iterable[tuple[int, str]]) -> dic
     return found
 
 
-_insert_messages = DriverStatement(lambda _dialect: insert(messages),
-                                   ["msg_id", "conv", "seq", "sender_id", "client_id", "kind", "body", "file_id", "ts"])
-_upsert_heads = DriverStatement(
+_insert_messages = DriverSql(lambda _dialect: insert(messages),
+                             ["msg_id", "conv", "seq", "sender_id", "client_id", "kind", "body", "file_id", "ts"])
+_upsert_heads = DriverSql(
     lambda dialect: upsert_statement(dialect, conversations, keys=["conv"], update=["last_seq", "updated_at"]),
     ["conv", "last_seq", "updated_at"])
 
 
 def commit_batch(conn: Connection, rows: Sequence[dict], heads: dict[str, int], now: int) -> None:
     """Messages and the conversations' new last seq, in the caller's one transaction."""
-    _insert_messages.execute(conn, rows)
-    _upsert_heads.execute(conn, [{"conv": c, "last_seq": s, "updated_at": now} for c, s in heads.items()])
+    _insert_messages.execute_many(conn, rows)
+    _upsert_heads.execute_many(conn, [{"conv": c, "last_seq": s, "updated_at": now} for c, s in heads.items()])
 
 
 def add_cursors(conn: Connection, conv: str, user_ids: Iterable[int], seq: int = 0) -> None:
@@ -70,9 +70,9 @@ def advance_cursors(conn: Connection, moves: Sequence[tuple[int, str, int]]) -> 
 
 
 # Catching up (`after_seq`) is the read every reconnect makes: it goes through the driver.
-_page_after = DriverQuery(select(messages).where(messages.c.conv == bindparam("conv"),
-                                                 messages.c.seq > bindparam("after"))
-                          .order_by(messages.c.seq).limit(bindparam("limit")))
+_page_after = DriverSql(lambda _dialect: select(messages)
+                        .where(messages.c.conv == bindparam("conv"), messages.c.seq > bindparam("after"))
+                        .order_by(messages.c.seq).limit(bindparam("limit")))
 
 
 def history(conn: Connection, conv: str, after_seq: int | None, before_seq: int | None, limit: int) -> list[dict]:
