@@ -76,7 +76,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _undeploy(settings: Settings, address: str) -> None:
+    """The graceful part of `imray down`, in a child process that can be abandoned if it hangs."""
+    from imray import runtime
+
+    try:
+        _connect(settings, address)
+        runtime.undeploy(settings)
+    except ConnectionError as exc:
+        print(f"cluster unreachable ({exc}); stopping what is left")
+    _disconnect()
+
+
 def cmd_down(args: argparse.Namespace) -> int:
+    import multiprocessing
+
     from imray import runtime
 
     settings = _settings(args)
@@ -84,13 +98,17 @@ def cmd_down(args: argparse.Namespace) -> int:
     if address is None:
         print("imray is not running (no cluster recorded in the data dir)")
         return 0
-    try:
-        _connect(settings, address)
-        runtime.undeploy(settings)
-    except ConnectionError as exc:
-        print(f"cluster unreachable ({exc}); stopping what is left")
-    _disconnect()
-    runtime.stop_local_cluster(settings)
+    # A half-dead cluster can block ray.init or serve.delete for many minutes: give the graceful
+    # part a deadline, then stop the local cluster by force.
+    graceful = multiprocessing.get_context("spawn").Process(target=_undeploy, args=(settings, address))
+    graceful.start()
+    graceful.join(args.timeout)
+    forced = graceful.is_alive()
+    if forced:
+        graceful.kill()
+        graceful.join()
+        print(f"the cluster did not undeploy within {args.timeout:g} s; stopping it by force")
+    runtime.stop_local_cluster(settings, force=forced)
     print("imray is down")
     return 0
 
@@ -204,7 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--socket-nodes", type=int, help="number of socket-node actors (default 2)")
     up.add_argument("--address", help="join this Ray cluster ('auto' on a cluster node) instead of starting one")
     up.set_defaults(func=cmd_up)
-    sub.add_parser("down", help="undeploy imray and stop the local cluster").set_defaults(func=cmd_down)
+    down = sub.add_parser("down", help="undeploy imray and stop the local cluster")
+    down.add_argument("--timeout", type=float, default=90.0,
+                      help="seconds for a graceful undeploy before the local cluster is stopped by force")
+    down.set_defaults(func=cmd_down)
     sub.add_parser("status", help="socket nodes, their endpoints and connections").set_defaults(func=cmd_status)
     clients = sub.add_parser("clients", help="OAuth2 clients").add_subparsers(dest="clients_command", required=True)
     create = clients.add_parser("create", help="create a confidential client (client-credentials grant)")

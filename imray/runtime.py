@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -168,13 +169,32 @@ def start_local_cluster(settings: Settings) -> str:
     return address
 
 
-def stop_local_cluster(settings: Settings) -> None:
+def stop_local_cluster(settings: Settings, force: bool = False) -> None:
+    """`ray stop` (SIGTERM, SIGKILL after its grace period), or `ray stop --force` (SIGKILL at once)."""
     state = _state_file(settings)
     if state.exists():
-        done = subprocess.run([_ray_cli(), "stop"], check=False, capture_output=True, text=True)
+        done = subprocess.run([_ray_cli(), "stop", *(["--force"] if force else [])], check=False,
+                              capture_output=True, text=True)
         if done.returncode != 0:
             log.warning("ray stop: %s", done.stderr.strip()[-2000:])
+        _stop_orphaned_ingress()
         state.unlink()
+
+
+def _stop_orphaned_ingress() -> None:
+    """Serve's HAProxy is a child of its HAProxyManager actor without a parent-death signal: when
+    that actor is killed rather than stopped, HAProxy lives on, holding the HTTP port, and the
+    next `imray up` cannot start its ingress. `ray stop` does not know the process; we do: it was
+    started with a configuration file under Serve's HAProxy directory."""
+    import psutil
+
+    base = os.path.dirname(os.environ.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "/tmp/haproxy-serve/x")) + "/"
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline and os.path.basename(cmdline[0]) == "haproxy" and any(a.startswith(base) for a in cmdline):
+            log.warning("stopping Serve's HAProxy %d, left behind by its actor", proc.pid)
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def cluster_address(settings: Settings) -> str | None:

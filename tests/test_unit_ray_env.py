@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -52,3 +56,23 @@ def test_the_cluster_imray_starts_uses_a_token_kept_private_in_the_data_dir(
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # an operator's choice wins
     assert token_environment(load_settings(data_dir=str(tmp_path / "other"))) == {}
     assert not (tmp_path / "other" / "ray-auth-token").exists()
+
+
+def test_a_stop_by_force_also_stops_serves_haproxy_left_behind(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HAProxy outlives a killed HAProxyManager actor and keeps port 8000; `ray stop` misses it."""
+    serve_dir, elsewhere = tmp_path / "haproxy-serve", tmp_path / "other"
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", str(serve_dir / "haproxy.cfg"))
+    binary = tmp_path / "haproxy"  # a process that looks like HAProxy: its argv[0] is named so
+    binary.symlink_to(sys.executable)
+    sleeper = "import time; time.sleep(60)"
+    orphan = subprocess.Popen([str(binary), "-c", sleeper, "-db", "-f", f"{serve_dir}/node/haproxy.cfg.forwardfor"])
+    other = subprocess.Popen([str(binary), "-c", sleeper, "-f", f"{elsewhere}/haproxy.cfg"])
+    try:
+        time.sleep(0.5)
+        runtime._stop_orphaned_ingress()
+        assert orphan.wait(10) == -signal.SIGKILL
+        assert other.poll() is None  # an HAProxy that is not Serve's is left alone
+    finally:
+        for proc in (orphan, other):
+            proc.kill()
+            proc.wait()
