@@ -41,6 +41,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     key = runtime.prepare(settings)
     started_here = not settings.ray_address
+    if started_here and (taken := runtime.ports_in_use(settings)):
+        print(f"ports {', '.join(map(str, taken))} are in use: is imray (or what it left behind) still running? "
+              "`imray down` stops it", file=sys.stderr)
+        return 1
     address = settings.ray_address or runtime.start_local_cluster(settings)
     context = _connect(settings, address)
     try:

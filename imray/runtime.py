@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -153,6 +154,22 @@ def ray_environment(settings: Settings) -> dict[str, str]:
             # Its metrics listener defaults to port 9101, our first socket node's; Ray's own metrics suffice.
             "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0", "RAY_SERVE_HAPROXY_METRICS_PORT": "9190",
             "RAY_SERVE_HAPROXY_NBTHREAD": "1"}
+
+
+def ports_in_use(settings: Settings) -> list[int]:
+    """The ports a local `imray up` needs that something already holds (checked before Ray starts:
+    a taken HTTP port otherwise surfaces as Serve's ingress failing its health checks)."""
+    wanted = [settings.ray_port, settings.dashboard_port, settings.http_port,
+              *range(settings.socket_base_port, settings.socket_base_port + settings.socket_nodes)]
+    taken = []
+    for port in wanted:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((settings.socket_host or settings.http_host, port))
+            except OSError:
+                taken.append(port)
+    return taken
 
 
 def start_local_cluster(settings: Settings) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,3 +78,16 @@ def test_a_stop_by_force_also_stops_serves_haproxy_left_behind(tmp_path, monkeyp
         for proc in (orphan, other):
             proc.kill()
             proc.wait()
+
+
+def test_up_finds_the_ports_it_needs_already_taken() -> None:
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        free = spare.getsockname()[1]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        settings = dataclasses.replace(load_settings(socket_nodes=1), http_port=taken, socket_base_port=free)
+        found = runtime.ports_in_use(settings)
+        assert taken in found and free not in found
