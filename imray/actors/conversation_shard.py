@@ -73,7 +73,17 @@ class ConversationShard:
         self._streams: dict[str, NodeStream] = {}  # by node id
         self._secret = secrets.token_hex(32)  # handed out through Ray, which authenticates who asks
         self._serving: asyncio.Future[dict] | None = None
+        # Looked up here, not at the first fan-out: a first lookup loads the actor's class and its
+        # modules (Serve, FastAPI, websockets...: measured 150 ms), and on the loop that stalled the
+        # first seconds of traffic after every start (p99 0.8 s).
+        self._supervisor: ray.actor.ActorHandle | None = self._find_supervisor()
         freeze_startup_heap()
+
+    def _find_supervisor(self) -> ray.actor.ActorHandle | None:
+        try:
+            return ray.get_actor(names.SUPERVISOR, namespace=self._settings.namespace)
+        except ValueError:  # not there (yet, or any more): asked again at the next fan-out
+            return None
 
     def _ensure_loops(self) -> None:
         if self._wakeup is None:
@@ -258,8 +268,14 @@ class ConversationShard:
         """The supervisor's live socket nodes, asked at most once a second."""
         now = time.monotonic()
         if now - self._nodes_seen_at > NODES_TTL_S:
-            supervisor = ray.get_actor(names.SUPERVISOR, namespace=self._settings.namespace)
-            self._live = [n["node_id"] for n in await supervisor.nodes.remote() if n["alive"]]
+            self._supervisor = self._supervisor or self._find_supervisor()
+            if self._supervisor is None:
+                raise RuntimeError("no supervisor to say which socket nodes are live")
+            try:
+                self._live = [n["node_id"] for n in await self._supervisor.nodes.remote() if n["alive"]]
+            except ray.exceptions.RayActorError:
+                self._supervisor = None  # replaced: look it up again next time
+                raise
             self._nodes_seen_at = now
         return self._live
 
