@@ -22,8 +22,11 @@ log = logging.getLogger("imray.batching")
 
 
 class Batcher(Generic[K, I, R]):
-    def __init__(self, send: Callable[[K, list[I]], Awaitable[Sequence[R] | None]]) -> None:
+    def __init__(self, send: Callable[[K, list[I]], Awaitable[Sequence[R] | None]], linger_s: float = 0.0) -> None:
+        """`linger_s`: how long a first item waits for company before its call goes out (0: the
+        next turn of the loop), for destinations where fewer, larger calls beat a quick answer."""
         self._send = send
+        self._linger_s = linger_s
         self._pending: dict[K, tuple[list[I], list[asyncio.Future[R] | None]]] = {}
         self._busy: set[K] = set()
         self._scheduled = False
@@ -45,7 +48,11 @@ class Batcher(Generic[K, I, R]):
         futures.append(future)
         if not self._scheduled and key not in self._busy:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            if self._linger_s:
+                loop.call_later(self._linger_s, self._flush)
+            else:
+                loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False

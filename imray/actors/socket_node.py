@@ -55,6 +55,7 @@ CLOSE_WRONG_NODE = 4003
 CLOSE_TOO_SLOW = 4008
 CUT_GRACE_S = 2.0
 MAX_IN_FLIGHT = 1000  # sends awaiting their ack, per session
+PRESENCE_LINGER_S = 0.01
 PONG = dumps({"type": "pong"})
 
 
@@ -166,7 +167,9 @@ class SocketNode:
         self._presence = make_presence(self._settings)
         self._supervisor = ray.get_actor(names.SUPERVISOR, namespace=ns)
         self._to_shards: Batcher[int, Item, Outcome] = Batcher(self._call_shard)
-        self._to_presence: Batcher[str, tuple[int, int], None] = Batcher(self._call_presence)
+        # A presence call costs the node and the presence actor ~0.3 ms of CPU each; in a burst of
+        # logins, 10 ms of waiting folds ~5 sessions into one call, at 10 ms on each auth_ok.
+        self._to_presence: Batcher[str, tuple[int, int], None] = Batcher(self._call_presence, PRESENCE_LINGER_S)
         self._host = self._settings.socket_host or ray.util.get_node_ip_address()
         self._server = await serve(
             self._handle, self._host, self._port, compression=None,
