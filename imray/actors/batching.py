@@ -46,7 +46,11 @@ class Batcher(Generic[K, I, R]):
         items, futures = self._pending.setdefault(key, ([], []))
         items.append(item)
         futures.append(future)
-        if not self._scheduled and key not in self._busy:
+        if key not in self._busy:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
             self._scheduled = True
             loop = asyncio.get_running_loop()
             if self._linger_s:
@@ -82,4 +86,7 @@ class Batcher(Generic[K, I, R]):
         finally:
             self._busy.discard(key)
             if key in self._pending:
-                self._start(key)
+                if self._linger_s:
+                    self._schedule()  # what came meanwhile may wait for more company too
+                else:
+                    self._start(key)
