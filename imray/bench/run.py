@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -331,7 +332,16 @@ def _sessions(base_url: str, options: BenchOptions, acked: dict[str, list], audi
     _command(pipes, "close")
     for proc in procs:
         proc.join(10)
+    _until_sessions_gone()  # tearing 20,000 sessions down is not the next scenario's cost
     return result
+
+
+def _until_sessions_gone(within_s: float = 60.0) -> None:
+    """Wait until the socket nodes hold no session (bounded), then a moment for what follows a close."""
+    deadline = time.monotonic() + within_s
+    while (stats := _node_stats()) and sum(n["connections"] for n in stats) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
 
 
 def _start_relay(stack: ExitStack) -> str:
@@ -352,7 +362,9 @@ def _local_imray(stack: ExitStack, options: BenchOptions) -> str:
     if not loopback_only():
         raise RuntimeError("run the benchmark inside a loopback-only namespace: scripts/netns-run imray bench")
     # As `imray up` runs it (IMRAY_* settings apply): shards by default, one for SQLite (a single writer).
-    settings = load_settings(data_dir=tempfile.mkdtemp(prefix="imray-bench-"), socket_nodes=2)
+    data_dir = tempfile.mkdtemp(prefix="imray-bench-")
+    stack.callback(shutil.rmtree, data_dir, ignore_errors=True)  # runs last: after the cluster stopped
+    settings = load_settings(data_dir=data_dir, socket_nodes=2)
     stack.enter_context(local_cluster(workers=2, env=runtime.ray_environment(settings)))
     key = runtime.prepare(settings)
     runtime.deploy(settings, key)
