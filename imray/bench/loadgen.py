@@ -180,9 +180,12 @@ def one2one_worker(job: tuple[list[Pair], float | None, float, int, str]) -> dic
         return asyncio.run(_one2one(*job))
 
 
-async def _http(base_url: str, logins: list[tuple[str, str]], history: tuple[str, str] | None,
+async def _http(base_url: str, logins: list[tuple[str, str]], history: list[tuple[str, str]] | None,
                 duration: float, concurrency: int) -> dict:
-    """Closed loops of logins or history reads (aiohttp: the client's CPU is the server's, on one box)."""
+    """Closed loops of logins or history reads (aiohttp: the client's CPU is the server's, on one box).
+
+    `history`: (token, conv) of several users, spread over the loops, as many readers are (one user
+    alone would meet the per-user rate limit)."""
     done: dict = {"logins": 0, "history": 0, "errors": 0, "error_statuses": {}}
 
     def count(kind: str, status: int) -> None:
@@ -206,8 +209,8 @@ async def _http(base_url: str, logins: list[tuple[str, str]], history: tuple[str
                     count("logins", r.status)
                 i += concurrency
 
-        async def history_loop() -> None:
-            token, conv = history
+        async def history_loop(k: int) -> None:
+            token, conv = history[k % len(history)]
             while time.perf_counter() < stop_at:
                 async with http.get(f"/api/conversations/{conv}/messages", params={"after_seq": "0", "limit": "50"},
                                     headers={"Authorization": f"Bearer {token}"}) as r:
@@ -218,12 +221,12 @@ async def _http(base_url: str, logins: list[tuple[str, str]], history: tuple[str
         if history is None:
             await asyncio.gather(*(login_loop(k) for k in range(concurrency)))
         else:
-            await asyncio.gather(*(history_loop() for _ in range(concurrency)))
+            await asyncio.gather(*(history_loop(k) for k in range(concurrency)))
         done["elapsed_s"] = time.perf_counter() - start
     return done
 
 
-def http_worker(job: tuple[str, list[tuple[str, str]], tuple[str, str] | None, float, int]) -> dict:
+def http_worker(job: tuple[str, list[tuple[str, str]], list[tuple[str, str]] | None, float, int]) -> dict:
     return asyncio.run(_http(*job))
 
 

@@ -172,13 +172,14 @@ async def _audit(base_url: str, pairs: list[Pair], acked: dict[str, list], live:
             "history_gaps": gaps, "ok": lost == 0 and duplicates + live_dups == 0 and order == 0 and gaps == 0}
 
 
-def _http(pool, base_url: str, logins: list[dict], history_token: tuple[str, str], options: BenchOptions) -> dict:
+def _http(pool, base_url: str, logins: list[dict], readers: list[tuple[str, str]], options: BenchOptions) -> dict:
     creds = [(x["username"], PASSWORD) for x in logins]
     per = max(1, options.http_concurrency // options.processes)
     _say(options, f"http: password-grant logins, {options.http_concurrency} concurrent")
     logins_runs = pool.map(http_worker, [(base_url, creds, None, options.duration, per)] * options.processes)
     _say(options, f"http: history reads, {options.http_concurrency} concurrent")
-    reads = pool.map(http_worker, [(base_url, creds, history_token, options.duration, per)] * options.processes)
+    reads = pool.map(http_worker, [(base_url, creds, readers[k::options.processes] or readers, options.duration, per)
+                                   for k in range(options.processes)])
     return {"logins_per_s": round(sum(r["logins"] for r in logins_runs) / options.duration, 1),
             "login_errors": sum(r["errors"] for r in logins_runs),
             "history_per_s": round(sum(r["history"] for r in reads) / options.duration, 1),
@@ -404,7 +405,7 @@ def bench(options: BenchOptions) -> dict:
         if "connections" in options.scenarios or "storm" in options.scenarios:
             results["connections"] = _sessions(base_url, options, acked, audit_pairs, stack)
         if "http" in options.scenarios:
-            results["http"] = _http(pool, base_url, logins, (pairs[0].receiver.token, pairs[0].conv), options)
+            results["http"] = _http(pool, base_url, logins, [(p.receiver.token, p.conv) for p in pairs], options)
         _say(options, "audit: history of every conversation against every ack")
         if fanout is not None:  # the group's history is audited like a conversation of its own
             acked[fanout["conv"]] = fanout["acked_ids"]
