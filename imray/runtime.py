@@ -205,7 +205,7 @@ def _stop_orphaned_ingress() -> None:
     started with a configuration file under Serve's HAProxy directory."""
     import psutil
 
-    base = os.path.dirname(os.environ.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "/tmp/haproxy-serve/x")) + "/"
+    base = os.path.dirname(os.environ.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "/tmp/haproxy-serve/haproxy.cfg")) + "/"
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
         if cmdline and os.path.basename(cmdline[0]) == "haproxy" and any(a.startswith(base) for a in cmdline):
