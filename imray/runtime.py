@@ -143,12 +143,17 @@ def _real_haproxy() -> str | None:
 
 def ray_environment(settings: Settings) -> dict[str, str]:
     """What Ray's processes must find in their environment when the cluster starts."""
+    # Serve's documented high-throughput mode: user code on the replica's own event loop (no thread
+    # hop per request), handles over gRPC, buffered request logs. Measured on the http scenario,
+    # 2 rounds each of 2 fresh clusters: history reads 883 -> 1,025/s, logins 55 -> 59/s.
+    # An operator's own value wins.
+    fast = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")}
     real = _real_haproxy() if settings.serve_haproxy else None
     if real is None:
         if settings.serve_haproxy:
             log.warning("no usable HAProxy binary: Serve's Python proxy serves HTTP instead")
-        return {}
-    return {"RAY_SERVE_ENABLE_HA_PROXY": "1",
+        return fast
+    return {**fast, "RAY_SERVE_ENABLE_HA_PROXY": "1",
             # Serve's HAProxy, with X-Forwarded-For added: the gateway sees each client's address.
             "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WRAPPER), "IMRAY_HAPROXY_BINARY": real,
             # Its metrics listener defaults to port 9101, our first socket node's; Ray's own metrics suffice.

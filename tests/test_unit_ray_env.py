@@ -35,10 +35,19 @@ def test_an_environment_already_set_by_ray_env_does_not_point_the_wrapper_at_its
 
 
 def test_without_a_usable_haproxy_or_when_off_serve_keeps_its_python_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", raising=False)
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/nonexistent/haproxy")
-    assert runtime.ray_environment(load_settings()) == {}
+    assert runtime.ray_environment(load_settings()) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH")
-    assert runtime.ray_environment(load_settings(serve_haproxy=False)) == {}
+    assert runtime.ray_environment(load_settings(serve_haproxy=False)) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+def test_serve_runs_in_its_throughput_mode_unless_the_operator_says_otherwise(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", raising=False)
+    assert runtime.ray_environment(load_settings())["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    monkeypatch.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")
+    assert runtime.ray_environment(load_settings())["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
 
 
 def test_the_cluster_imray_starts_uses_a_token_kept_private_in_the_data_dir(
