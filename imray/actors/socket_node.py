@@ -34,7 +34,7 @@ from imray.domain.conversations import parse_conv, shard_of
 from imray.domain.errors import BadRequest, DomainError, Unauthorized
 from imray.domain.messaging import NOT_STORED, Item, Outcome, ReadItem, SendItem, TypingItem, check_send
 from imray.domain.tokens import Principal, PublicKey, TokenVerifier
-from imray.heap import freeze_startup_heap
+from imray.heap import collect_fully_less_often, freeze_startup_heap
 from imray.protocol.frames import (
     Auth,
     Ping,
@@ -183,6 +183,7 @@ class SocketNode:
             await self._nacos.register(self._nacos_metadata())
             self._nacos_updater = asyncio.create_task(self._keep_nacos_current())
         freeze_startup_heap()
+        collect_fully_less_often()
         return self.endpoint()
 
     def _nacos_metadata(self) -> dict[str, str]:
