@@ -47,4 +47,4 @@ class HistoryReader:
                 raise NotFound("no such conversation")
             return page
 
-        return {"messages": await self._db.run(read)}
+        return {"messages": await self._db.read(read)}

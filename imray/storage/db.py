@@ -55,6 +55,16 @@ class Database:
     async def run(self, fn: Callable[[Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.transaction, fn)
 
+    def _read_only(self, fn: Callable[[Connection], T]) -> T:
+        # No COMMIT: the pool's rollback on return ends the transaction, one round trip fewer on a
+        # database server (a history page on MariaDB: 0.93 -> 0.83 ms).
+        with self.engine.connect() as conn:
+            return fn(conn)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Like run(), for work that only reads."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read_only, fn)
+
     async def run_write(self, fn: Callable[[Connection], T]) -> T:
         """Like run(), except that an embedded (SQLite) database does the work on the calling thread.
 

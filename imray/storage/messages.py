@@ -69,16 +69,26 @@ def advance_cursors(conn: Connection, moves: Sequence[tuple[int, str, int]]) -> 
         ).values(read_seq=seq))
 
 
-# Catching up (`after_seq`) is the read every reconnect makes: it goes through the driver.
-_page_after = DriverSql(lambda _dialect: select(messages)
+# Catching up (`after_seq`) is the read every reconnect makes: it goes through the driver, and its
+# rows stay plain tuples, in this column order.
+_PAGE_COLUMNS = ("conv", "seq", "msg_id", "sender_id", "kind", "body", "ts", "file_id")
+_page_after = DriverSql(lambda _dialect: select(*(messages.c[name] for name in _PAGE_COLUMNS))
                         .where(messages.c.conv == bindparam("conv"), messages.c.seq > bindparam("after"))
                         .order_by(messages.c.seq).limit(bindparam("limit")))
 
 
+def _page_view(row: tuple) -> dict:
+    conv, seq, msg_id, sender_id, kind, body, ts, file_id = row
+    view = {"type": "msg", "conv": conv, "seq": seq, "msg_id": msg_id, "from": sender_id, "kind": kind,
+            "body": body, "ts": ts}
+    if file_id is not None:
+        view["file_id"] = file_id
+    return view
+
+
 def history(conn: Connection, conv: str, after_seq: int | None, before_seq: int | None, limit: int) -> list[dict]:
     if before_seq is None:
-        rows = _page_after.execute(conn, conv=conv, after=after_seq or 0, limit=limit)
-        return [message_view(r) for r in rows]
+        return [_page_view(r) for r in _page_after.fetch_tuples(conn, conv=conv, after=after_seq or 0, limit=limit)]
     query = select(messages).where(messages.c.conv == conv, messages.c.seq < before_seq)
     if after_seq is not None:
         query = query.where(messages.c.seq > after_seq)
