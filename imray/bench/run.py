@@ -188,6 +188,15 @@ def _http(pool, base_url: str, logins: list[dict], readers: list[tuple[str, str]
                                         for r in [*logins_runs, *reads]), Counter()))}
 
 
+def _seed(pairs: list[Pair], acked: dict[str, list], count: int) -> None:
+    """`count` acked messages in each pair's conversation (audited with the rest)."""
+    async def send() -> list[list[tuple[int, str]]]:
+        return await asyncio.gather(*(send_all(p.sender, p.conv, count, f"seed{k}.") for k, p in enumerate(pairs)))
+
+    for pair, got in zip(pairs, asyncio.run(send()), strict=True):
+        acked.setdefault(pair.conv, []).extend(got)
+
+
 def _fanout_run(pool, members: list[Endpoint], sender: Endpoint, conv: str, options: BenchOptions) -> dict:
     chunks = [members[i::options.processes] for i in range(options.processes)]
     start_at = time.time() + 3 + len(members) / 100  # everyone connected first
@@ -405,6 +414,8 @@ def bench(options: BenchOptions) -> dict:
         if "connections" in options.scenarios or "storm" in options.scenarios:
             results["connections"] = _sessions(base_url, options, acked, audit_pairs, stack)
         if "http" in options.scenarios:
+            if "one2one" not in options.scenarios:  # pages of 50 messages to read, as after the 1:1 scenario
+                _seed(pairs, acked, 50)
             results["http"] = _http(pool, base_url, logins, [(p.receiver.token, p.conv) for p in pairs], options)
         _say(options, "audit: history of every conversation against every ack")
         if fanout is not None:  # the group's history is audited like a conversation of its own
