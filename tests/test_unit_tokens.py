@@ -156,6 +156,28 @@ def test_expired_token_refused(key: SigningKey, verifier: TokenVerifier) -> None
     assert "expired" in refuse(verifier, token).lower()
 
 
+def test_a_remembered_token_is_refused_once_it_expires(key: SigningKey) -> None:
+    verifier = TokenVerifier([key.public()], ISSUER, remember=2)
+    token = TokenIssuer(key, ISSUER, ttl_s=1).issue_user(1, "imray-app", "n1")
+    assert verifier.verify(token).user_id == 1
+    assert verifier.verify(token).user_id == 1  # from memory
+    header, payload, signature = token.split(".")
+    refuse(verifier, f"{header}.{b64json({**unb64(payload), 'sub': '2'})}.{signature}")  # no memory of that
+    time.sleep(max(0.0, unb64(payload)["exp"] + 1 - time.time()) + 0.05)
+    assert "expired" in refuse(verifier, token).lower()
+    assert "expired" in refuse(verifier, token).lower()  # and stays refused
+
+
+def test_remembering_is_bounded_and_changes_no_answer(key: SigningKey, other_key: SigningKey) -> None:
+    verifier = TokenVerifier([key.public()], ISSUER, remember=2)
+    issuer = TokenIssuer(key, ISSUER, 60)
+    tokens = [issuer.issue_user(u, "imray-app", "n") for u in (1, 2, 3, 4)]
+    for _ in range(2):
+        assert [verifier.verify(t).user_id for t in tokens] == [1, 2, 3, 4]
+    refuse(verifier, TokenIssuer(other_key, ISSUER, 60).issue_user(1, "imray-app", "n"))
+    assert len(verifier._verified) == 2
+
+
 def test_wrong_key_refused(other_key: SigningKey, verifier: TokenVerifier) -> None:
     refuse(verifier, TokenIssuer(other_key, ISSUER, 900).issue_user(1, "imray-app", "n1"))
 

@@ -40,6 +40,7 @@ app = FastAPI(title="imray", version="0.1.0",
               description="Distributed instant messaging on Ray. Real time goes over the socket nodes.")
 BODY_LIMIT = {"bytes": 1048576, "upload": 20 * 1048576}  # set from settings when the Gateway starts
 UPLOAD_PATHS = ("/api/files", "/api/users/me/avatar")
+TOKENS_REMEMBERED = 10000  # verified access tokens a replica keeps (about 1 KB each)
 
 
 def _body_limit(path: str) -> int:
@@ -155,7 +156,7 @@ class Gateway:
         self._auth, self._users, self._web = auth, users, web
         self._settings = settings
         self._keys = keys
-        self._verifier = TokenVerifier(keys, settings.base_url)
+        self._verifier = TokenVerifier(keys, settings.base_url, remember=TOKENS_REMEMBERED)
         self._limiter = (SharedRateLimiter(settings.redis_url, settings.rate_limit_per_minute) if settings.redis_url
                          else RateLimiter(settings.rate_limit_per_minute))
         self._cache = make_cache(settings)

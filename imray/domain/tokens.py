@@ -110,15 +110,37 @@ class TokenIssuer:
 
 
 class TokenVerifier:
-    """Checks signature (RS256 only: `none` and HMAC tokens are refused), issuer, expiry and shape."""
+    """Checks signature (RS256 only: `none` and HMAC tokens are refused), issuer, expiry and shape.
 
-    def __init__(self, keys: list[PublicKey], issuer: str) -> None:
+    `remember`: how many verified tokens to keep, so that a client's next request with the same
+    token costs a lookup and an expiry check instead of a signature check (56 us, 9 % of a
+    gateway's history read). Only tokens that passed every check are kept, by their exact text;
+    revocation is the caller's check, on every request, as before.
+    """
+
+    def __init__(self, keys: list[PublicKey], issuer: str, remember: int = 0) -> None:
         self._keys = {k.kid: jwk.construct(k.public_pem, ALGORITHM) for k in keys}  # parsed once, not per token
         self._issuer = issuer
+        self._remember = remember
+        self._verified: dict[str, Principal] = {}  # insertion order: the oldest goes first
 
     def verify(self, token: object) -> Principal:
         if not isinstance(token, str) or not token or len(token) > 8192:
             raise Unauthorized("missing or malformed token")
+        known = self._verified.get(token)
+        if known is not None:
+            if int(time.time()) <= known.exp:  # python-jose's own rule: expired once past `exp`'s second
+                return known
+            del self._verified[token]
+            raise Unauthorized("invalid token: Signature has expired.")
+        principal = self._check(token)
+        if self._remember:
+            if len(self._verified) >= self._remember:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = principal
+        return principal
+
+    def _check(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
             key = self._keys.get(header.get("kid")) if len(self._keys) > 1 else next(iter(self._keys.values()))
