@@ -29,3 +29,11 @@ def test_bench_smoke_run_passes_its_audit(stack, tmp_path):
     names = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert names == ["latency.png", "results.json", "results.md"]
     assert "Audit: PASS" in markdown(results)
+
+
+def test_an_http_run_alone_reads_pages_it_wrote_first(stack):
+    options = BenchOptions(scenarios=("http",), duration=1.0, pairs=2, processes=1, http_concurrency=2,
+                           target=stack.base_url, results=None, progress=False)
+    results = bench(options)
+    assert results["audit"]["ok"] and results["audit"]["acked"] == 2 * 50, results["audit"]
+    assert results["http"]["history_errors"] == 0 and results["http"]["history_per_s"] > 0
