@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -211,12 +210,26 @@ def _stop_orphaned_ingress() -> None:
     import psutil
 
     base = os.path.dirname(os.environ.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "/tmp/haproxy-serve/haproxy.cfg")) + "/"
+    in_use: set[str] = set()
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
         if cmdline and os.path.basename(cmdline[0]) == "haproxy" and any(a.startswith(base) for a in cmdline):
             log.warning("stopping Serve's HAProxy %d, left behind by its actor", proc.pid)
-            with contextlib.suppress(psutil.Error):
+            try:
                 proc.kill()
+            except psutil.Error:  # not ours to stop: its directory stays
+                in_use.update(a[len(base):].split("/", 1)[0] for a in cmdline if a.startswith(base))
+    _remove_stale_ingress_dirs(Path(base), in_use)
+
+
+def _remove_stale_ingress_dirs(base: Path, in_use: set[str]) -> None:
+    """Serve makes a directory (configuration, admin socket, logs) for every HAProxy it starts and
+    never removes it: hundreds pile up over many `imray up`s. Once Ray is stopped, none is live."""
+    if not base.is_dir():
+        return
+    for entry in base.iterdir():
+        if entry.is_dir() and entry.name not in in_use and (entry / "haproxy.cfg").exists():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def cluster_address(settings: Settings) -> str | None:

@@ -78,11 +78,18 @@ def test_a_stop_by_force_also_stops_serves_haproxy_left_behind(tmp_path, monkeyp
     sleeper = "import time; time.sleep(60)"
     orphan = subprocess.Popen([str(binary), "-c", sleeper, "-db", "-f", f"{serve_dir}/node/haproxy.cfg.forwardfor"])
     other = subprocess.Popen([str(binary), "-c", sleeper, "-f", f"{elsewhere}/haproxy.cfg"])
+    for name, files in (("node", ["haproxy.cfg", "haproxy.cfg.forwardfor"]), ("old", ["haproxy.cfg", "admin.sock"]),
+                        ("not-serves", ["notes.txt"])):
+        (serve_dir / name).mkdir(parents=True)
+        for file in files:
+            (serve_dir / name / file).write_text("x")
     try:
         time.sleep(0.5)
         runtime._stop_orphaned_ingress()
         assert orphan.wait(10) == -signal.SIGKILL
         assert other.poll() is None  # an HAProxy that is not Serve's is left alone
+        # Serve's directories go with their HAProxy; anything else there stays.
+        assert sorted(p.name for p in serve_dir.iterdir()) == ["not-serves"]
     finally:
         for proc in (orphan, other):
             proc.kill()
