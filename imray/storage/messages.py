@@ -12,12 +12,18 @@ from imray.storage.schema import conversations, messages, read_cursors
 from imray.storage.sql_compat import DriverSql, insert_ignore, upsert_statement
 
 
-def message_view(row: Any) -> dict:
-    view = {"type": "msg", "conv": row.conv, "seq": row.seq, "msg_id": row.msg_id, "from": row.sender_id,
-            "kind": row.kind, "body": row.body, "ts": row.ts}
-    if row.file_id is not None:
-        view["file_id"] = row.file_id
+def _view(conv: str, seq: int, msg_id: str, sender_id: int, kind: str, body: str, ts: int,
+          file_id: str | None) -> dict:
+    """A stored message as the wire's `msg` frame (PROTOCOL §2.4): `file_id` only when it has one."""
+    view = {"type": "msg", "conv": conv, "seq": seq, "msg_id": msg_id, "from": sender_id, "kind": kind,
+            "body": body, "ts": ts}
+    if file_id is not None:
+        view["file_id"] = file_id
     return view
+
+
+def message_view(row: Any) -> dict:
+    return _view(row.conv, row.seq, row.msg_id, row.sender_id, row.kind, row.body, row.ts, row.file_id)
 
 
 def last_seq(conn: Connection, conv: str) -> int:
@@ -70,25 +76,16 @@ def advance_cursors(conn: Connection, moves: Sequence[tuple[int, str, int]]) -> 
 
 
 # Catching up (`after_seq`) is the read every reconnect makes: it goes through the driver, and its
-# rows stay plain tuples, in this column order.
+# rows stay plain tuples, in `_view`'s argument order.
 _PAGE_COLUMNS = ("conv", "seq", "msg_id", "sender_id", "kind", "body", "ts", "file_id")
 _page_after = DriverSql(lambda _dialect: select(*(messages.c[name] for name in _PAGE_COLUMNS))
                         .where(messages.c.conv == bindparam("conv"), messages.c.seq > bindparam("after"))
                         .order_by(messages.c.seq).limit(bindparam("limit")))
 
 
-def _page_view(row: tuple) -> dict:
-    conv, seq, msg_id, sender_id, kind, body, ts, file_id = row
-    view = {"type": "msg", "conv": conv, "seq": seq, "msg_id": msg_id, "from": sender_id, "kind": kind,
-            "body": body, "ts": ts}
-    if file_id is not None:
-        view["file_id"] = file_id
-    return view
-
-
 def history(conn: Connection, conv: str, after_seq: int | None, before_seq: int | None, limit: int) -> list[dict]:
     if before_seq is None:
-        return [_page_view(r) for r in _page_after.fetch_tuples(conn, conv=conv, after=after_seq or 0, limit=limit)]
+        return [_view(*r) for r in _page_after.fetch_tuples(conn, conv=conv, after=after_seq or 0, limit=limit)]
     query = select(messages).where(messages.c.conv == conv, messages.c.seq < before_seq)
     if after_seq is not None:
         query = query.where(messages.c.seq > after_seq)

@@ -53,19 +53,21 @@ class DriverSql:
             compiled = self._compiled[dialect.name] = (str(statement), order, dict(statement.params))
         return compiled
 
-    def execute(self, conn: Connection, **values: object) -> CursorResult:
+    def _bound(self, conn: Connection, values: Mapping[str, object]) -> tuple[str, dict | tuple]:
+        """The statement's SQL and its parameters, in the form the driver's paramstyle wants."""
         sql, order, defaults = self._for(conn.dialect)
         params = {**defaults, **values}
-        return conn.exec_driver_sql(sql, params if order is None else tuple(params[k] for k in order))
+        return sql, params if order is None else tuple(params[k] for k in order)
+
+    def execute(self, conn: Connection, **values: object) -> CursorResult:
+        return conn.exec_driver_sql(*self._bound(conn, values))
 
     def fetch_tuples(self, conn: Connection, **values: object) -> list[tuple]:
         """A query's rows as the driver's plain tuples, read on the connection's DB-API cursor: no
         SQLAlchemy Row per row (a 50-message history page: 0.29 against 0.10 ms on SQLite)."""
-        sql, order, defaults = self._for(conn.dialect)
-        params = {**defaults, **values}
         cursor = conn.connection.cursor()
         try:
-            cursor.execute(sql, params if order is None else tuple(params[k] for k in order))
+            cursor.execute(*self._bound(conn, values))
             return list(cursor.fetchall())
         finally:
             cursor.close()
