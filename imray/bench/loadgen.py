@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+try:
+    import uvloop
+except ImportError:  # a platform without it: the stock loop
+    uvloop = None
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,17 @@ async def open_session(url: str, token: str, source: str | None = None, wait_s: 
         ws.transport.abort()
         raise RuntimeError(f"auth refused: {reply}")
     return ws
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on uvloop, the loop Ray gives imray's actors, unless RAY_USE_UVLOOP says no.
+
+    A load generator shares the box's cores with the server it measures: a cheaper loop leaves
+    more of them to the server, and the relay baseline runs on the same loop as imray."""
+    wanted = os.environ.get("RAY_USE_UVLOOP", "1").lower() in ("1", "true")
+    factory = uvloop.new_event_loop if uvloop and wanted else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 @contextmanager
@@ -177,7 +197,7 @@ async def _one2one(pairs: list[Pair], rate: float | None, duration: float, windo
 def one2one_worker(job: tuple[list[Pair], float | None, float, int, str]) -> dict:
     """Entry point of a load-generator process."""
     with no_collector_pauses():
-        return asyncio.run(_one2one(*job))
+        return run(_one2one(*job))
 
 
 async def _http(base_url: str, logins: list[tuple[str, str]], history: list[tuple[str, str]] | None,
@@ -227,7 +247,7 @@ async def _http(base_url: str, logins: list[tuple[str, str]], history: list[tupl
 
 
 def http_worker(job: tuple[str, list[tuple[str, str]], list[tuple[str, str]] | None, float, int]) -> dict:
-    return asyncio.run(_http(*job))
+    return run(_http(*job))
 
 
 async def _fanout(members: list[Endpoint], sender: Endpoint | None, conv: str, start_at: float, duration: float,
@@ -300,7 +320,7 @@ async def _fanout(members: list[Endpoint], sender: Endpoint | None, conv: str, s
 
 def fanout_worker(job: tuple[list[Endpoint], Endpoint | None, str, float, float, int, str]) -> dict:
     with no_collector_pauses():
-        return asyncio.run(_fanout(*job))
+        return run(_fanout(*job))
 
 
 async def send_all(sender: Endpoint, conv: str, count: int, tag: str) -> list[tuple[int, str]]:

@@ -23,6 +23,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from imray.bench.loadgen import run
+
 
 def _frame(text: bytes) -> bytes:
     return Frame(Opcode.TEXT, text).serialize(mask=False, extensions=[])
@@ -93,4 +95,4 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9300)
     args = parser.parse_args()
-    asyncio.run(main(args.host, args.port))
+    run(main(args.host, args.port))

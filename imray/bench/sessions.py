@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 from websockets.asyncio.client import ClientConnection
 
-from imray.bench.loadgen import no_collector_pauses, open_session
+from imray.bench.loadgen import no_collector_pauses, open_session, run
 
 RETRIES = 8  # per session and phase, with backoff: a real client retries too
 
@@ -175,6 +175,6 @@ def session_worker(pipe: Connection, specs: list[SessionSpec], base_url: str, co
     """Entry point of a session-holding load-generator process."""
     _raise_fd_limit()
     try:
-        asyncio.run(_serve(pipe, specs, base_url, concurrency))
+        run(_serve(pipe, specs, base_url, concurrency))
     except Exception as exc:  # the bench must hear of it rather than wait forever
         pipe.send({"fatal": repr(exc)})
