@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
-from imray.storage.schema import conversations, messages, read_cursors
+from imray.storage.schema import conversations, group_members, messages, read_cursors
 from imray.storage.sql_compat import DriverSql, insert_ignore, upsert_statement
 
 
@@ -81,6 +81,21 @@ _PAGE_COLUMNS = ("conv", "seq", "msg_id", "sender_id", "kind", "body", "ts", "fi
 _page_after = DriverSql(lambda _dialect: select(*(messages.c[name] for name in _PAGE_COLUMNS))
                         .where(messages.c.conv == bindparam("conv"), messages.c.seq > bindparam("after"))
                         .order_by(messages.c.seq).limit(bindparam("limit")))
+# The same page of a group's conversation, only while `user` is a member: the access check and the
+# read in one statement, one round trip (on MariaDB each costs the gateway ~0.2 ms of CPU).
+_member_page_after = DriverSql(lambda _dialect: select(*(messages.c[name] for name in _PAGE_COLUMNS))
+                               .where(messages.c.conv == bindparam("conv"), messages.c.seq > bindparam("after"),
+                                      exists().where(group_members.c.group_id == bindparam("group"),
+                                                     group_members.c.user_id == bindparam("user")))
+                               .order_by(messages.c.seq).limit(bindparam("limit")))
+
+
+def member_page_after(conn: Connection, group_id: int, user_id: int, after_seq: int, limit: int) -> list[dict]:
+    """`g:<group_id>`'s messages after `after_seq`, if `user_id` is a member; else, like an empty
+    page, nothing (the caller tells a stranger from a member who is up to date)."""
+    rows = _member_page_after.fetch_tuples(conn, conv=f"g:{group_id}", after=after_seq, group=group_id,
+                                           user=user_id, limit=limit)
+    return [_view(*r) for r in rows]
 
 
 def history(conn: Connection, conv: str, after_seq: int | None, before_seq: int | None, limit: int) -> list[dict]:
