@@ -113,6 +113,28 @@ def test_setup_installs_imray(prepared: dict[str, Any]) -> None:
         assert any("pip install" in c and "imray" in c for c in prepared[key]), prepared[key]
 
 
+def _runs_with_token_auth(command: str) -> bool:
+    """RAY_AUTH_MODE=token is in the environment `ray start` runs in (set earlier in the same line)."""
+    before = command[:re.search(r"\bray start\b", command).start()]
+    return re.search(r"(^|&&|;|\s)(export\s+)?RAY_AUTH_MODE=token(\s|&&|;)", before) is not None
+
+
+def test_every_node_starts_ray_with_token_auth(prepared: dict[str, Any]) -> None:
+    # Without it the dashboard (on 0.0.0.0) and the GCS run code for anyone who reaches them.
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = _ray_start(prepared[key])
+        assert _runs_with_token_auth(start), start
+
+
+def test_the_token_reaches_every_node_privately(raw: dict[str, Any], prepared: dict[str, Any]) -> None:
+    # Ray's default token path on each node, from the same path where `ray get-auth-token --generate`
+    # wrote it on the machine running `ray up`; readable by its owner only.
+    assert raw["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    for key in ("head_setup_commands", "worker_setup_commands"):
+        assert "chmod 600 ~/.ray/auth_token" in prepared[key], prepared[key]
+    assert "ray get-auth-token --generate" in CLUSTER_YAML.read_text()
+
+
 # --- the checks above can fail -------------------------------------------------------------
 
 _UNQUOTED_WORKER_CMD = """
@@ -140,3 +162,11 @@ def test_missing_provider_is_rejected(raw: dict[str, Any]) -> None:
     # hence the full prepare-then-validate path above; here only the schema part is checked).
     with pytest.raises(jsonschema.ValidationError, match="'provider' is a required property"):
         validate_config({**broken, "cluster_synced_files": []})
+
+
+def test_token_auth_check_tells_a_start_without_it() -> None:
+    assert _runs_with_token_auth('export RAY_AUTH_MODE=token && eval "$(imray ray-env)" && ray start --head')
+    assert _runs_with_token_auth("RAY_AUTH_MODE=token ray start --head")
+    assert not _runs_with_token_auth('eval "$(imray ray-env)" && ray start --head')
+    assert not _runs_with_token_auth("export RAY_AUTH_MODE=disabled && ray start --head")
+    assert not _runs_with_token_auth("ray start --head && export RAY_AUTH_MODE=token")
