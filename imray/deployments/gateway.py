@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from imray.adapters.cache import make_cache, revoked_family_key
 from imray.adapters.live_config import LiveSettings
 from imray.adapters.nacos import GATEWAY_SERVICE, NacosInstance
+from imray.adapters.revocations import RevocationFollower
 from imray.deployments.auth import OAuthError
 from imray.deployments.common import call
 from imray.deployments.history import HistoryReader
@@ -160,7 +161,9 @@ class Gateway:
         self._limiter = (SharedRateLimiter(settings.redis_url, settings.rate_limit_per_minute) if settings.redis_url
                          else RateLimiter(settings.rate_limit_per_minute))
         self._cache = make_cache(settings)
-        self._history = HistoryReader(Database(settings.db_url))
+        self._db = Database(settings.db_url)
+        self._history = HistoryReader(self._db)
+        self._revocations: asyncio.Task[None] | None = None
         self._live = LiveSettings(settings)
         self._started: asyncio.Task[None] | None = None
         self._nacos: NacosInstance | None = None
@@ -193,6 +196,9 @@ class Gateway:
             self._limiter.per_minute = int(values["rate_limit_per_minute"])
 
         self._live.on_change(follow)
+        if not self._settings.redis_url:  # no shared denylist: follow revoked logins in the database
+            follower = RevocationFollower(self._db, self._cache, self._settings.access_token_ttl_s)
+            self._revocations = asyncio.get_running_loop().create_task(follower.run())
         try:
             await self._live.start(f"gateway-{os.getpid()}")
             if self._settings.nacos_server:

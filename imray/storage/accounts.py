@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from imray.domain.errors import Conflict
-from imray.storage.schema import blocks, clients, refresh_tokens, users
+from imray.storage.schema import blocks, clients, refresh_tokens, revoked_logins, users
 from imray.storage.sql_compat import insert_ignore
 
 USER_COLUMNS = (users.c.id, users.c.username, users.c.nickname, users.c.avatar_url)
@@ -73,8 +73,21 @@ def revoke_family(conn: Connection, token_hash: str) -> str | None:
     """Revoke the login a refresh token belongs to (RFC 7009); returns its family, if known."""
     family = conn.execute(select(refresh_tokens.c.family).where(refresh_tokens.c.token_hash == token_hash)).scalar()
     if family is not None:
-        conn.execute(update(refresh_tokens).where(refresh_tokens.c.family == family).values(used=True))
+        _revoke(conn, family)
     return family
+
+
+def _revoke(conn: Connection, family: str) -> None:
+    """Every refresh token of the login spent, and the login on the denylist, in one transaction."""
+    conn.execute(update(refresh_tokens).where(refresh_tokens.c.family == family).values(used=True))
+    insert_ignore(conn, revoked_logins, [{"family": family, "revoked_at": now_ms()}])
+
+
+def revoked_since(conn: Connection, since_ms: int) -> list[tuple[str, int]]:
+    """(family, revoked_at) of the logins revoked at or after `since_ms`."""
+    rows = conn.execute(select(revoked_logins.c.family, revoked_logins.c.revoked_at)
+                        .where(revoked_logins.c.revoked_at >= since_ms))
+    return [(r.family, int(r.revoked_at)) for r in rows]
 
 
 def consume_refresh(conn: Connection, token_hash: str) -> dict | None:
@@ -87,7 +100,7 @@ def consume_refresh(conn: Connection, token_hash: str) -> dict | None:
     if row is None:
         return None
     if row.used:
-        conn.execute(update(refresh_tokens).where(refresh_tokens.c.family == row.family).values(used=True))
+        _revoke(conn, row.family)
         return {"reused": True, "family": row.family}
     claimed = conn.execute(update(refresh_tokens).where(
         refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used.is_(False)).values(used=True))

@@ -50,6 +50,15 @@ refresh_tokens = Table(
     Column("used", Boolean, nullable=False, default=False),
 )
 
+# Logins revoked (RFC 7009, or a reused refresh token): their access tokens die before they expire.
+# With Redis every process reads the denylist there; on the embedded stack each process follows
+# this table (see adapters.revocations).
+revoked_logins = Table(
+    "revoked_logins", metadata,
+    Column("family", String(32), primary_key=True),
+    Column("revoked_at", BigInteger, nullable=False, index=True),  # ms since the epoch
+)
+
 groups = Table(
     "chat_groups", metadata,
     Column("id", Id, primary_key=True, autoincrement=True),

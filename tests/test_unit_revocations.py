@@ -1,0 +1,80 @@
+"""The embedded stack's denylist: a revoked login reaches every process's cache from the database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imray.adapters.cache import LocalCache, revoked_family_key
+from imray.adapters.revocations import RevocationFollower
+from imray.storage import accounts
+from imray.storage.db import Database
+
+TTL_S = 900
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path}/t.db")
+    database.create_schema()
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def _login(db: Database, family: str, refresh_hash: str) -> None:
+    def store(conn):
+        user = accounts.create_user(conn, f"u{family}", "x", "u")["id"]
+        accounts.store_refresh(conn, refresh_hash, family, user, "imray-app", "chat", 3600)
+    db.transaction(store)
+
+
+def test_a_revoked_login_reaches_another_process_cache(db: Database) -> None:
+    _login(db, "fam1", "h1")
+    _login(db, "fam2", "h2")
+    cache = LocalCache()  # another process's: nothing was set in it directly
+    follower = RevocationFollower(db, cache, TTL_S)
+
+    async def scenario() -> None:
+        assert await follower.poll_once() == 0
+        assert db.transaction(lambda c: accounts.revoke_family(c, "h1")) == "fam1"
+        assert await follower.poll_once() == 1
+        assert await cache.get(revoked_family_key("fam1")) is True
+        assert await cache.get(revoked_family_key("fam2")) is None  # another login is not touched
+
+    asyncio.run(scenario())
+
+
+def test_a_reused_refresh_token_revokes_its_login_for_every_process(db: Database) -> None:
+    _login(db, "fam3", "h3")
+    cache = LocalCache()
+    follower = RevocationFollower(db, cache, TTL_S)
+    assert db.transaction(lambda c: accounts.consume_refresh(c, "h3"))["family"] == "fam3"  # rotated once
+    assert db.transaction(lambda c: accounts.consume_refresh(c, "h3")) == {"reused": True, "family": "fam3"}
+    asyncio.run(follower.poll_once())
+    assert asyncio.run(cache.get(revoked_family_key("fam3"))) is True
+
+
+def test_revocations_older_than_any_access_token_are_not_loaded(db: Database) -> None:
+    _login(db, "old", "h4")
+    db.transaction(lambda c: accounts.revoke_family(c, "h4"))
+    cache = LocalCache()
+    # Its tokens would have expired: a follower whose tokens live 0 s sees nothing to deny.
+    follower = RevocationFollower(db, cache, token_ttl_s=0)
+    asyncio.run(follower.poll_once())
+    assert asyncio.run(cache.get(revoked_family_key("old"))) is None
+    # The same revocation with a 15-minute token lifetime is denied.
+    follower = RevocationFollower(db, cache, TTL_S)
+    asyncio.run(follower.poll_once())
+    assert asyncio.run(cache.get(revoked_family_key("old"))) is True
+
+
+def test_revoking_twice_keeps_one_row(db: Database) -> None:
+    _login(db, "fam5", "h5")
+    db.transaction(lambda c: accounts.revoke_family(c, "h5"))
+    db.transaction(lambda c: accounts.revoke_family(c, "h5"))
+    assert [f for f, _ in db.transaction(lambda c: accounts.revoked_since(c, 0))] == ["fam5"]
