@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from imray.settings import Settings, load_settings
+from imray.storage.db import Database
 
 # Which adapters the suite runs on: "embedded" (SQLite, in-cluster presence...) or "real" (the
 # middleware named by IMRAY_* variables; `make test` starts it and runs the suite on both).
@@ -81,3 +82,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def run(coro):
     """Tests are plain functions that run one scenario on a fresh event loop."""
     return asyncio.run(coro)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path) -> Iterator[Database]:
+    """A fresh SQLite database with imray's schema, for tests of storage and domain without Ray."""
+    database = Database(f"sqlite:///{tmp_path}/t.db")
+    database.create_schema()
+    try:
+        yield database
+    finally:
+        database.close()

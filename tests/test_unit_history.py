@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,13 +13,8 @@ from imray.storage.db import Database
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path}/t.db")
-    database.create_schema()
-    try:
-        yield database
-    finally:
-        database.close()
+def db(sqlite_db: Database) -> Database:
+    return sqlite_db
 
 
 def _setup(db: Database) -> tuple[int, int, int, int]:

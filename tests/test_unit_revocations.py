@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,13 +15,8 @@ TTL_S = 900
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path}/t.db")
-    database.create_schema()
-    try:
-        yield database
-    finally:
-        database.close()
+def db(sqlite_db: Database) -> Database:
+    return sqlite_db
 
 
 def _login(db: Database, family: str, refresh_hash: str) -> None:
