@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 
@@ -22,6 +24,14 @@ def _wait(predicate, timeout: float, what: str):
             return value
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not reaped
+    except FileNotFoundError:
+        return False
 
 
 async def _a_talks_to_b_across_nodes(api: Api, messages: int) -> tuple:
@@ -90,7 +100,12 @@ def test_a_killed_shard_restarts_and_open_sessions_carry_on(stack):
         api = Api(stack.base_url)
         b, sa, sb, conv, acked = await _a_talks_to_b_across_nodes(api, 3)
         shard = ray.get_actor(names.owner_of(conv, stack.settings.shard_count), namespace=stack.settings.namespace)
-        ray.kill(shard, no_restart=False)  # Ray restarts it: an empty owner that knows only the store
+        # A crash: SIGKILL, then Ray restarts it, an empty owner that knows only the store. Not
+        # `ray.kill`, which returns before the actor dies: sends made meanwhile could still be acked
+        # by the dying owner, which then takes their deliveries with it (seen in CI).
+        pid = await shard.__ray_call__.remote(lambda _self: os.getpid())
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.to_thread(_wait, lambda: not _alive(pid), 10, f"shard process {pid} to die")
         acked += [await _send_until_acked(sa, conv, f"after {i}") for i in range(3)]
         assert [x["seq"] for x in acked] == [1, 2, 3, 4, 5, 6]
         got = await sb.wait(lambda fs: any(f["type"] == "msg" and f["body"] == "after 2" for f in fs))

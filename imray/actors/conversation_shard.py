@@ -36,6 +36,10 @@ from imray.storage.message_store import SqlMessageStore
 
 log = logging.getLogger("imray.shard")
 NODES_TTL_S = 1.0
+# A Ray call that should take milliseconds and has not answered in this time is taken as lost (seen
+# once: a call to a socket node, made while it reconnected to this restarted shard, never returned),
+# so that one lost call cannot hold back a node's deliveries for good.
+RAY_CALL_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,9 @@ class ConversationShard:
         self._loops: list[asyncio.Task[None]] = []
         self._nodes: dict[str, ray.actor.ActorHandle] = {}
         self._live: list[str] = []
-        self._nodes_seen_at = -NODES_TTL_S
+        self._nodes_refresh: asyncio.Task[None] | None = None
+        self._nodes_asked_at = 0.0
+        self._nodes_answered = False
         # One delivery batch in flight per socket node (on its stream, or a Ray call while it has none):
         # batches merge meanwhile, and order holds.
         self._to_nodes: Batcher[str, DeliveryPart, None] = Batcher(self._deliver)
@@ -92,6 +98,7 @@ class ConversationShard:
             self._loops = [asyncio.create_task(self._commit_loop()),
                            asyncio.create_task(self._fanout_loop()),
                            asyncio.create_task(self._follow_settings())]
+            self._refresh_nodes_if_stale()  # the first fan-out should find the answer there
 
     async def stream_endpoint(self) -> dict:
         """Where socket nodes open their stream to this shard, and the secret that admits them."""
@@ -265,19 +272,36 @@ class ConversationShard:
                     self._to_nodes.post(node_id, (d.frame, [u for u in d.users if u in here], d.skip))
 
     async def _live_nodes(self) -> list[str]:
-        """The supervisor's live socket nodes, asked at most once a second."""
-        now = time.monotonic()
-        if now - self._nodes_seen_at > NODES_TTL_S:
+        """The socket nodes to fan out to: every node with a stream here, and those the supervisor
+        last called live (a node whose stream is reconnecting gets its deliveries by a Ray call).
+
+        The supervisor is asked at most once a second, in the background: a slow answer (seen: over
+        the time of six sends, on a busy box) must not hold deliveries back. Only a new owner's first
+        fan-out waits for the first answer, which it asked for when its first stream came."""
+        self._refresh_nodes_if_stale()
+        if not self._nodes_answered:
+            await asyncio.shield(self._nodes_refresh)
+        return list(dict.fromkeys([*self._live, *self._streams]))
+
+    def _refresh_nodes_if_stale(self) -> None:
+        if self._nodes_refresh is None or (
+                self._nodes_refresh.done() and time.monotonic() - self._nodes_asked_at > NODES_TTL_S):
+            self._nodes_asked_at = time.monotonic()
+            self._nodes_refresh = asyncio.create_task(self._refresh_nodes())
+
+    async def _refresh_nodes(self) -> None:
+        try:
             self._supervisor = self._supervisor or self._find_supervisor()
             if self._supervisor is None:
                 raise RuntimeError("no supervisor to say which socket nodes are live")
-            try:
-                self._live = [n["node_id"] for n in await self._supervisor.nodes.remote() if n["alive"]]
-            except ray.exceptions.RayActorError:
-                self._supervisor = None  # replaced: look it up again next time
-                raise
-            self._nodes_seen_at = now
-        return self._live
+            answer = await asyncio.wait_for(self._supervisor.nodes.remote(), RAY_CALL_TIMEOUT_S)
+            self._live = [n["node_id"] for n in answer if n["alive"]]
+        except (ray.exceptions.RayActorError, TimeoutError, RuntimeError) as exc:
+            self._supervisor = None  # replaced, or not answering: look it up again next time
+            log.warning("shard %s: live socket nodes unknown (%r); using the last known and the streams",
+                        self._index, exc)
+        finally:
+            self._nodes_answered = True
 
     async def _deliver(self, node_id: str, part: list[DeliveryPart]) -> None:
         blob = pack_deliveries(part)
@@ -299,8 +323,9 @@ class ConversationShard:
             except ValueError:
                 return  # gone since presence saw it; its clients catch up from history
         try:
-            await handle.deliver.remote(blob)
-        except ray.exceptions.RayActorError:
+            await asyncio.wait_for(handle.deliver.remote(blob), RAY_CALL_TIMEOUT_S)
+        except (ray.exceptions.RayActorError, TimeoutError) as exc:
+            log.warning("shard %s: delivering %d to node %s failed: %r", self._index, len(part), node_id, exc)
             self._nodes.pop(node_id, None)  # look it up again next time: it may have been replaced
 
     def ping(self) -> int:

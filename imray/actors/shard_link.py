@@ -22,6 +22,7 @@ from imray.actors.stream import DELIVER, DELIVERED, HELLO, OUTCOMES, SUBMIT, fra
 
 log = logging.getLogger("imray.socket")
 RECONNECT_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+ENDPOINT_TIMEOUT_S = 5.0
 
 
 class ShardLinkLost(ConnectionError):
@@ -57,7 +58,9 @@ class ShardLink:
         async with self._lock:
             if self._writer is None:
                 shard = ray.get_actor(names.shard(self._index), namespace=self._namespace)
-                endpoint = await shard.stream_endpoint.remote()
+                # Bounded: this holds the lock every send waits for, and a Ray call made while the
+                # shard restarts was once seen to hang; the next attempt asks afresh.
+                endpoint = await asyncio.wait_for(shard.stream_endpoint.remote(), ENDPOINT_TIMEOUT_S)
                 reader, writer = await asyncio.open_connection(endpoint["host"], endpoint["port"])
                 writer.write(frame(HELLO, orjson.dumps({"node": self._node_id, "secret": endpoint["secret"]})))
                 self._writer = writer
