@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # MariaDB as a local process on 127.0.0.1:3306 (no system service): mariadb.sh start|stop STATE_DIR
+# (MARIADB_PORT=N for another port, as the database tests' private server does).
 # Creates database `imray` and user imray/imray-test on first start. Run inside the test namespace.
 set -euo pipefail
 action=$1 state=$(realpath -m "$2")
 sock=$state/mysqld.sock
+port=${MARIADB_PORT:-3306}
 case $action in
 start)
   command -v mariadbd >/dev/null || { echo "mariadb-server is not installed: run middleware/install.sh first" >&2; exit 1; }
@@ -12,7 +14,7 @@ start)
     mariadb-install-db --user=root --datadir="$state/data" --auth-root-authentication-method=socket \
       --skip-test-db >"$state/install.log" 2>&1
   fi
-  mariadbd --user=root --datadir="$state/data" --socket="$sock" --port=3306 --bind-address=127.0.0.1 \
+  mariadbd --user=root --datadir="$state/data" --socket="$sock" --port="$port" --bind-address=127.0.0.1 \
     --pid-file="$state/mysqld.pid" --log-error="$state/mysqld.log" --skip-name-resolve \
     --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=1 --max-connections=500 &
   for _ in $(seq 1 120); do
@@ -27,7 +29,7 @@ CREATE USER IF NOT EXISTS 'imray'@'localhost' IDENTIFIED BY 'imray-test';
 GRANT ALL ON *.* TO 'imray'@'127.0.0.1';
 GRANT ALL ON *.* TO 'imray'@'localhost';
 SQL
-  echo "mariadb $(mariadb --socket="$sock" -N -e 'select version()') on 127.0.0.1:3306"
+  echo "mariadb $(mariadb --socket="$sock" -N -e 'select version()') on 127.0.0.1:$port"
   ;;
 stop)
   [ -f "$state/mysqld.pid" ] && mariadb-admin --socket="$sock" shutdown 2>/dev/null || true
