@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlalchemy import update
 
 from imray.adapters.cache import LocalCache, revoked_family_key
 from imray.adapters.revocations import RevocationFollower
 from imray.storage import accounts
 from imray.storage.db import Database
+from imray.storage.schema import revoked_logins
 
 TTL_S = 900
 
@@ -34,7 +36,7 @@ def test_a_revoked_login_reaches_another_process_cache(db: Database) -> None:
 
     async def scenario() -> None:
         assert await follower.poll_once() == 0
-        assert db.transaction(lambda c: accounts.revoke_family(c, "h1")) == "fam1"
+        assert db.transaction(lambda c: accounts.revoke_family(c, "h1", keep_s=TTL_S)) == "fam1"
         assert await follower.poll_once() == 1
         assert await cache.get(revoked_family_key("fam1")) is True
         assert await cache.get(revoked_family_key("fam2")) is None  # another login is not touched
@@ -46,15 +48,16 @@ def test_a_reused_refresh_token_revokes_its_login_for_every_process(db: Database
     _login(db, "fam3", "h3")
     cache = LocalCache()
     follower = RevocationFollower(db, cache, TTL_S)
-    assert db.transaction(lambda c: accounts.consume_refresh(c, "h3"))["family"] == "fam3"  # rotated once
-    assert db.transaction(lambda c: accounts.consume_refresh(c, "h3")) == {"reused": True, "family": "fam3"}
+    assert db.transaction(lambda c: accounts.consume_refresh(c, "h3", keep_s=TTL_S))["family"] == "fam3"  # rotated once
+    again = db.transaction(lambda c: accounts.consume_refresh(c, "h3", keep_s=TTL_S))
+    assert again == {"reused": True, "family": "fam3"}
     asyncio.run(follower.poll_once())
     assert asyncio.run(cache.get(revoked_family_key("fam3"))) is True
 
 
 def test_revocations_older_than_any_access_token_are_not_loaded(db: Database) -> None:
     _login(db, "old", "h4")
-    db.transaction(lambda c: accounts.revoke_family(c, "h4"))
+    db.transaction(lambda c: accounts.revoke_family(c, "h4", keep_s=TTL_S))
     cache = LocalCache()
     # Its tokens would have expired: a follower whose tokens live 0 s sees nothing to deny.
     follower = RevocationFollower(db, cache, token_ttl_s=0)
@@ -68,6 +71,19 @@ def test_revocations_older_than_any_access_token_are_not_loaded(db: Database) ->
 
 def test_revoking_twice_keeps_one_row(db: Database) -> None:
     _login(db, "fam5", "h5")
-    db.transaction(lambda c: accounts.revoke_family(c, "h5"))
-    db.transaction(lambda c: accounts.revoke_family(c, "h5"))
+    db.transaction(lambda c: accounts.revoke_family(c, "h5", keep_s=TTL_S))
+    db.transaction(lambda c: accounts.revoke_family(c, "h5", keep_s=TTL_S))
     assert [f for f, _ in db.transaction(lambda c: accounts.revoked_since(c, 0))] == ["fam5"]
+
+
+def test_revocations_past_the_token_lifetime_are_deleted(db: Database) -> None:
+    _login(db, "fam6", "h6")
+    _login(db, "fam7", "h7")
+    db.transaction(lambda c: accounts.revoke_family(c, "h6", keep_s=TTL_S))
+    # Revoked 16 minutes ago: its access tokens (15 minutes) have all expired.
+    db.transaction(lambda c: c.execute(update(revoked_logins).values(revoked_at=revoked_logins.c.revoked_at - 960_000)))
+    db.transaction(lambda c: accounts.revoke_family(c, "h7", keep_s=TTL_S))
+    assert [f for f, _ in db.transaction(lambda c: accounts.revoked_since(c, 0))] == ["fam7"]
+    # The old login stays logged out: its refresh tokens are spent.
+    again = db.transaction(lambda c: accounts.consume_refresh(c, "h6", keep_s=TTL_S))
+    assert again == {"reused": True, "family": "fam6"}

@@ -97,7 +97,8 @@ class AuthService:
         token = form.get("refresh_token")
         if not token:
             raise OAuthError("invalid_request", "refresh_token is required")
-        row = await self._db.run(lambda c: accounts.consume_refresh(c, digest(token[:512])))
+        row = await self._db.run(lambda c: accounts.consume_refresh(
+            c, digest(token[:512]), keep_s=self._settings.access_token_ttl_s))
         if row is not None and row.get("reused"):  # a leaked token: its whole login goes, access tokens too
             await self._cache.set(revoked_family_key(row["family"]), True, self._settings.access_token_ttl_s)
             row = None
@@ -131,7 +132,8 @@ class AuthService:
         token = form.get("token")
         if not token:
             raise OAuthError("invalid_request", "token is required")
-        family = await self._db.run(lambda c: accounts.revoke_family(c, digest(token[:512])))
+        family = await self._db.run(lambda c: accounts.revoke_family(
+            c, digest(token[:512]), keep_s=self._settings.access_token_ttl_s))
         if family is not None:
             await self._cache.set(revoked_family_key(family), True, self._settings.access_token_ttl_s)
 

@@ -69,18 +69,23 @@ def store_refresh(conn: Connection, token_hash: str, family: str, user_id: int, 
         expires_at=now_ms() + ttl_s * 1000, used=False))
 
 
-def revoke_family(conn: Connection, token_hash: str) -> str | None:
-    """Revoke the login a refresh token belongs to (RFC 7009); returns its family, if known."""
+def revoke_family(conn: Connection, token_hash: str, *, keep_s: int) -> str | None:
+    """Revoke the login a refresh token belongs to (RFC 7009); returns its family, if known.
+    `keep_s`: how long a revocation matters (the access tokens' lifetime); older ones are deleted."""
     family = conn.execute(select(refresh_tokens.c.family).where(refresh_tokens.c.token_hash == token_hash)).scalar()
     if family is not None:
-        _revoke(conn, family)
+        _revoke(conn, family, keep_s)
     return family
 
 
-def _revoke(conn: Connection, family: str) -> None:
-    """Every refresh token of the login spent, and the login on the denylist, in one transaction."""
+def _revoke(conn: Connection, family: str, keep_s: int) -> None:
+    """Every refresh token of the login spent, and the login on the denylist, in one transaction.
+    Revocations older than `keep_s` go: every access token of theirs has expired, and the login's
+    refresh tokens stay spent, so the table holds only the last `keep_s` of revocations."""
     conn.execute(update(refresh_tokens).where(refresh_tokens.c.family == family).values(used=True))
-    insert_ignore(conn, revoked_logins, [{"family": family, "revoked_at": now_ms()}])
+    now = now_ms()
+    conn.execute(delete(revoked_logins).where(revoked_logins.c.revoked_at < now - keep_s * 1000))
+    insert_ignore(conn, revoked_logins, [{"family": family, "revoked_at": now}])
 
 
 def revoked_since(conn: Connection, since_ms: int) -> list[tuple[str, int]]:
@@ -90,7 +95,7 @@ def revoked_since(conn: Connection, since_ms: int) -> list[tuple[str, int]]:
     return [(r.family, int(r.revoked_at)) for r in rows]
 
 
-def consume_refresh(conn: Connection, token_hash: str) -> dict | None:
+def consume_refresh(conn: Connection, token_hash: str, *, keep_s: int) -> dict | None:
     """Mark a refresh token used and return it; None if unknown or expired, {"reused"...} if used before.
 
     A second use of a used token means it leaked: the whole family (every token rotated from the
@@ -100,7 +105,7 @@ def consume_refresh(conn: Connection, token_hash: str) -> dict | None:
     if row is None:
         return None
     if row.used:
-        _revoke(conn, row.family)
+        _revoke(conn, row.family, keep_s)
         return {"reused": True, "family": row.family}
     claimed = conn.execute(update(refresh_tokens).where(
         refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used.is_(False)).values(used=True))
