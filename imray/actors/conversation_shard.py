@@ -36,9 +36,9 @@ from imray.storage.message_store import SqlMessageStore
 
 log = logging.getLogger("imray.shard")
 NODES_TTL_S = 1.0
-# A Ray call that should take milliseconds and has not answered in this time is taken as lost (seen
-# once: a call to a socket node, made while it reconnected to this restarted shard, never returned),
-# so that one lost call cannot hold back a node's deliveries for good.
+# A Ray call that should take milliseconds and has not answered in this time is taken as lost, so
+# that one lost call cannot hold back a node's deliveries for good (seen once: after a `deliver` call
+# to a node that was reconnecting to this restarted shard, nothing more reached that node).
 RAY_CALL_TIMEOUT_S = 5.0
 
 

@@ -58,8 +58,8 @@ class ShardLink:
         async with self._lock:
             if self._writer is None:
                 shard = ray.get_actor(names.shard(self._index), namespace=self._namespace)
-                # Bounded: this holds the lock every send waits for, and a Ray call made while the
-                # shard restarts was once seen to hang; the next attempt asks afresh.
+                # Bounded: this holds the lock every send waits for, and once a node's reconnect to a
+                # restarted shard stalled for good (where, unknown); the next attempt asks afresh.
                 endpoint = await asyncio.wait_for(shard.stream_endpoint.remote(), ENDPOINT_TIMEOUT_S)
                 reader, writer = await asyncio.open_connection(endpoint["host"], endpoint["port"])
                 writer.write(frame(HELLO, orjson.dumps({"node": self._node_id, "secret": endpoint["secret"]})))
