@@ -30,7 +30,7 @@ from imray.adapters.cache import make_cache, revoked_family_key
 from imray.adapters.live_config import LiveSettings
 from imray.adapters.nacos import SOCKET_SERVICE, NacosInstance
 from imray.adapters.presence import REFRESH_S, make_presence
-from imray.adapters.revocations import RevocationFollower
+from imray.adapters.revocations import follow_if_embedded
 from imray.domain.conversations import parse_conv, shard_of
 from imray.domain.errors import BadRequest, DomainError, Unauthorized
 from imray.domain.messaging import NOT_STORED, Item, Outcome, ReadItem, SendItem, TypingItem, check_send
@@ -48,7 +48,6 @@ from imray.protocol.frames import (
     parse_frame,
 )
 from imray.settings import Settings
-from imray.storage.db import Database
 
 log = logging.getLogger("imray.socket")
 
@@ -179,10 +178,7 @@ class SocketNode:
             ping_interval=20, ping_timeout=20,
         )
         self._refresher = asyncio.create_task(self._refresh_presence())
-        if not self._settings.redis_url:  # no shared denylist: follow revoked logins in the database
-            follower = RevocationFollower(Database(self._settings.db_url, threads=1), self._cache,
-                                          self._settings.access_token_ttl_s)
-            self._revocations = asyncio.create_task(follower.run())
+        self._revocations = follow_if_embedded(self._settings, self._cache)
         await self._live.start(f"socket-{self.node_id}")
         if self._settings.nacos_server:
             self._nacos = NacosInstance(self._settings, SOCKET_SERVICE, self._host, self._port, f"sn-{self.node_id}")

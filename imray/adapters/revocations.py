@@ -13,6 +13,7 @@ import logging
 import time
 
 from imray.adapters.cache import Cache, revoked_family_key
+from imray.settings import Settings
 from imray.storage import accounts
 from imray.storage.db import Database
 
@@ -46,3 +47,12 @@ class RevocationFollower:
             except Exception as exc:  # the database is busy or away: try again next second
                 log.warning("reading revoked logins failed: %r", exc)
             await asyncio.sleep(POLL_S)
+
+
+def follow_if_embedded(settings: Settings, cache: Cache, db: Database | None = None) -> asyncio.Task[None] | None:
+    """With no Redis (no shared denylist), follow revoked logins in the database into `cache`, on
+    the running loop; `db` defaults to a one-thread Database of its own. With Redis: None."""
+    if settings.redis_url:
+        return None
+    follower = RevocationFollower(db or Database(settings.db_url, threads=1), cache, settings.access_token_ttl_s)
+    return asyncio.get_running_loop().create_task(follower.run())

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from imray.adapters.cache import make_cache, revoked_family_key
 from imray.adapters.live_config import LiveSettings
 from imray.adapters.nacos import GATEWAY_SERVICE, NacosInstance
-from imray.adapters.revocations import RevocationFollower
+from imray.adapters.revocations import follow_if_embedded
 from imray.deployments.auth import OAuthError
 from imray.deployments.common import call
 from imray.deployments.history import HistoryReader
@@ -196,9 +196,7 @@ class Gateway:
             self._limiter.per_minute = int(values["rate_limit_per_minute"])
 
         self._live.on_change(follow)
-        if not self._settings.redis_url:  # no shared denylist: follow revoked logins in the database
-            follower = RevocationFollower(self._db, self._cache, self._settings.access_token_ttl_s)
-            self._revocations = asyncio.get_running_loop().create_task(follower.run())
+        self._revocations = follow_if_embedded(self._settings, self._cache, self._db)
         try:
             await self._live.start(f"gateway-{os.getpid()}")
             if self._settings.nacos_server:
