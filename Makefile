@@ -54,8 +54,9 @@ bench-real: install  ## the same on MariaDB, Redis, S3 and Nacos (installed as f
 	middleware/install.sh
 	scripts/netns-run scripts/bench-real $(BENCH_ARGS)
 
-lint: install
+lint: install  ## ruff, then mypy (its settings: pyproject.toml [tool.mypy])
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -1,4 +1,4 @@
-"""The `imray` command: up, down, status, clients create."""
+"""The `imray` command: up, down, status, clients create, doctor, ray-env, bench, db upgrade."""
 
 from __future__ import annotations
 
@@ -36,22 +36,22 @@ def _disconnect() -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from imray import runtime
+    from imray import localcluster, runtime
 
     settings = _settings(args)
     key = runtime.prepare(settings)
     started_here = not settings.ray_address
-    if started_here and (taken := runtime.ports_in_use(settings)):
+    if started_here and (taken := localcluster.ports_in_use(settings)):
         print(f"ports {', '.join(map(str, taken))} are in use: is imray (or what it left behind) still running? "
               "`imray down` stops it", file=sys.stderr)
         return 1
-    address = settings.ray_address or runtime.start_local_cluster(settings)
+    address = settings.ray_address or localcluster.start_local_cluster(settings)
     context = _connect(settings, address)
     try:
         info = runtime.deploy(settings, key, getattr(context, "dashboard_url", None))
     except BaseException:
         if started_here:
-            runtime.stop_local_cluster(settings)
+            localcluster.stop_local_cluster(settings)
         raise
     print(f"imray is up ({len(info.nodes)} socket nodes)")
     print(f"  API:        {info.api_url}")
@@ -60,7 +60,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if info.dashboard_url and os.environ.get("RAY_AUTH_TOKEN_PATH"):
         print(f"  (the dashboard asks for the cluster's token: {os.environ['RAY_AUTH_TOKEN_PATH']})")
     for node in info.nodes:
-        print(f"  socket {node['node_id']}: {node['url']}  (ray node {node['ray_node_id'][:12]})")
+        print(f"  socket {node.node_id}: {node.url}  (ray node {node.endpoint.ray_node_id[:12]})")
     sys.stdout.flush()
     if args.detach:
         print("detached: `imray status` to look, `imray down` to stop")
@@ -75,7 +75,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     runtime.undeploy(settings)
     _disconnect()
     if started_here:
-        runtime.stop_local_cluster(settings)
+        localcluster.stop_local_cluster(settings)
     print("imray is down")
     return 0
 
@@ -95,10 +95,10 @@ def _undeploy(settings: Settings, address: str) -> None:
 def cmd_down(args: argparse.Namespace) -> int:
     import multiprocessing
 
-    from imray import runtime
+    from imray import localcluster
 
     settings = _settings(args)
-    address = runtime.cluster_address(settings)
+    address = localcluster.cluster_address(settings)
     if address is None:
         print("imray is not running (no cluster recorded in the data dir)")
         return 0
@@ -112,37 +112,38 @@ def cmd_down(args: argparse.Namespace) -> int:
         graceful.kill()
         graceful.join()
         print(f"the cluster did not undeploy within {args.timeout:g} s; stopping it by force")
-    runtime.stop_local_cluster(settings, force=forced)
+    localcluster.stop_local_cluster(settings, force=forced)
     print("imray is down")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from imray import runtime
+    from imray import localcluster, runtime
+    from imray.adapters.named_actors import ActorMissing
 
     settings = _settings(args)
-    address = runtime.cluster_address(settings)
+    address = localcluster.cluster_address(settings)
     if address is None:
         print("imray is not running")
         return 1
     _connect(settings, address)
     try:
         nodes = runtime.status(settings)
-    except ValueError:
+    except ActorMissing:
         print(f"a Ray cluster runs at {address}, but imray is not deployed on it")
         return 1
     print(f"imray on {address}: API {settings.base_url}")
     print(f"{'node':8} {'state':6} {'connections':>11} {'logins':>6} {'RSS MB':>7}  endpoint  ray node")
     for node in nodes:  # logins: pinned here in the last 10 s, counted as load until their sockets show
-        state = "up" if node["alive"] else "down"
-        print(f"{node['node_id']:8} {state:6} {node['connections']:>11} {node['pending_logins']:>6} "
-              f"{node['rss_bytes'] / 2**20:>7.0f}  {node['url']}  {node['ray_node_id'][:12]}")
+        state = "up" if node.alive else "down"
+        print(f"{node.node_id:8} {state:6} {node.connections:>11} {node.pending_logins:>6} "
+              f"{node.rss_bytes / 2**20:>7.0f}  {node.url}  {node.endpoint.ray_node_id[:12]}")
     return 0
 
 
 def cmd_clients_create(args: argparse.Namespace) -> int:
-    from imray.deployments.auth import PUBLIC_CLIENT
     from imray.domain.errors import Conflict
+    from imray.domain.oauth import PUBLIC_CLIENT
     from imray.domain.tokens import digest
     from imray.storage import accounts, migrate
     from imray.storage.db import Database
@@ -183,9 +184,9 @@ def cmd_ray_env(args: argparse.Namespace) -> int:
     """For clusters imray does not start itself (`ray up`): eval "$(imray ray-env)" before `ray start`."""
     import shlex
 
-    from imray import runtime
+    from imray.localcluster import ray_environment
 
-    for name, value in runtime.ray_environment(_settings(args)).items():
+    for name, value in ray_environment(_settings(args)).items():
         print(f"export {name}={shlex.quote(value)}")
     return 0
 

@@ -42,9 +42,9 @@ def check_database(settings: Settings) -> Check:
         try:
             with engine.connect() as conn:
                 if conn.dialect.name == "sqlite":
-                    version = "SQLite " + conn.execute(text("select sqlite_version()")).scalar()
+                    version = f"SQLite {conn.execute(text('select sqlite_version()')).scalar()}"
                 else:
-                    version = conn.execute(text("select version()")).scalar()
+                    version = str(conn.execute(text("select version()")).scalar())
         finally:
             engine.dispose()
         head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
+from imray.domain.nodes import NodeStatus
 from imray.settings import Settings, load_settings
 from imray.storage.db import Database
 
@@ -42,7 +42,7 @@ def fresh_database(url: str) -> None:
 @dataclass
 class Stack:
     settings: Settings
-    nodes: list[dict]
+    nodes: list[NodeStatus]
     worker_node_ids: list[str]
     data_dir: str
     key: object = None
@@ -60,7 +60,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pytest.fail("run the integration tests inside a loopback-only namespace: scripts/netns-run pytest")
     tmp = tmp_path_factory.mktemp("imray")
     from imray import runtime
-    from imray.localcluster import local_cluster
+    from imray.localcluster import local_cluster, ray_environment
 
     settings = load_settings(data_dir=str(tmp / "data"), socket_nodes=2, shards=2, socket_auth_timeout_s=2.0,
                              max_text_length=4000, max_upload_bytes=256 * 1024, max_avatar_bytes=64 * 1024,
@@ -68,7 +68,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                              # The real stack fans out through presence (Redis); the embedded one, with
                              # two nodes, sends to both (the default up to four): both paths are tested.
                              fanout_broadcast_nodes=0 if STACK == "real" else 4)
-    with local_cluster(workers=2, env=runtime.ray_environment(settings)) as (_, workers):
+    with local_cluster(workers=2, env=ray_environment(settings)) as (_, workers):
         if STACK == "real":
             fresh_database(settings.db_url)
         key = runtime.prepare(settings)
@@ -79,9 +79,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             runtime.undeploy(settings)
 
 
-def run(coro):
-    """Tests are plain functions that run one scenario on a fresh event loop."""
-    return asyncio.run(coro)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `runs_last` go after every other test; the order is otherwise left as collected."""
+    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)  # a stable sort
 
 
 @pytest.fixture

@@ -6,10 +6,9 @@ import uuid
 
 import orjson
 from client import Api, Socket, direct, in_chat_pair, one_per_node
-from conftest import run
 
 
-def test_bad_frames_get_error_frames_and_the_session_survives(stack):
+async def test_bad_frames_get_error_frames_and_the_session_survives(stack):
     limit = stack.settings.socket_max_frame_bytes
 
     async def scenario(api, a, b, sa, sb, conv):
@@ -59,74 +58,68 @@ def test_bad_frames_get_error_frames_and_the_session_survives(stack):
         got = await sb.wait(lambda fs: len([f for f in fs if f["type"] == "msg"]) == 2)
         assert [f["body"] for f in got if f["type"] == "msg"] == ["before", "after"]
 
-    run(in_chat_pair(stack.base_url, scenario))
+    await in_chat_pair(stack.base_url, scenario)
 
 
-def test_nobody_reads_or_writes_a_conversation_they_are_not_in(stack):
-    async def scenario():
-        api = Api(stack.base_url)
-        a, b = await one_per_node(api)
-        outsider = await api.user()
-        conv = direct(a.user_id, b.user_id)
-        sa = await Socket.open(a.socket_url, a.access_token)
-        await sa.send_text(conv, "private")
-        so = await Socket.open(outsider.socket_url, outsider.access_token)
-        err = await so.send_text(conv, "let me in")
-        assert err["type"] == "error" and err["code"] == "forbidden"
-        r = await api.get(f"/api/conversations/{conv}/messages", outsider.access_token)
-        assert r.status_code == 403
-        await so.send_json({"type": "read", "conv": conv, "seq": 1})
-        err = await so.wait(lambda fs: any(f["type"] == "error" for f in fs[1:]))
-        assert [f["code"] for f in err if f["type"] == "error"][-1] == "forbidden"
+async def test_nobody_reads_or_writes_a_conversation_they_are_not_in(stack):
+    api = Api(stack.base_url)
+    a, b = await one_per_node(api)
+    outsider = await api.user()
+    conv = direct(a.user_id, b.user_id)
+    sa = await Socket.open(a.socket_url, a.access_token)
+    await sa.send_text(conv, "private")
+    so = await Socket.open(outsider.socket_url, outsider.access_token)
+    err = await so.send_text(conv, "let me in")
+    assert err["type"] == "error" and err["code"] == "forbidden"
+    r = await api.get(f"/api/conversations/{conv}/messages", outsider.access_token)
+    assert r.status_code == 403
+    await so.send_json({"type": "read", "conv": conv, "seq": 1})
+    err = await so.wait(lambda fs: any(f["type"] == "error" for f in fs[1:]))
+    assert [f["code"] for f in err if f["type"] == "error"][-1] == "forbidden"
 
-        group = (await api.post("/api/groups", a.access_token, {"name": "inner", "members": [b.user_id]})).json()
-        err = await so.send_text(group["conv"], "hi group")
-        assert err["code"] == "forbidden"
-        assert (await api.get(f"/api/conversations/{group['conv']}/messages", outsider.access_token)
-                ).status_code == 403
-        assert (await api.get(f"/api/groups/{group['id']}", outsider.access_token)).status_code == 403
-        # Unknown conversations: not_found on the socket, 404 over HTTP.
-        err = await so.send_text("g:999999999", "anyone?")
-        assert err["code"] == "not_found"
-        assert (await api.get("/api/conversations/g:999999999/messages", outsider.access_token)).status_code == 404
-        err = await so.send_text(direct(outsider.user_id, 999999999), "ghost")
-        assert err["code"] == "not_found"
-        # Nothing of it was stored; the outsider's session still works.
-        assert [m["body"] for m in await api.history(a.access_token, conv, after_seq=0)] == ["private"]
-        assert (await so.request({"type": "ping"}, "pong")) == {"type": "pong"}
-        await sa.close()
-        await so.close()
-        await api.close()
-
-    run(scenario())
+    group = (await api.post("/api/groups", a.access_token, {"name": "inner", "members": [b.user_id]})).json()
+    err = await so.send_text(group["conv"], "hi group")
+    assert err["code"] == "forbidden"
+    assert (await api.get(f"/api/conversations/{group['conv']}/messages", outsider.access_token)
+            ).status_code == 403
+    assert (await api.get(f"/api/groups/{group['id']}", outsider.access_token)).status_code == 403
+    # Unknown conversations: not_found on the socket, 404 over HTTP.
+    err = await so.send_text("g:999999999", "anyone?")
+    assert err["code"] == "not_found"
+    assert (await api.get("/api/conversations/g:999999999/messages", outsider.access_token)).status_code == 404
+    err = await so.send_text(direct(outsider.user_id, 999999999), "ghost")
+    assert err["code"] == "not_found"
+    # Nothing of it was stored; the outsider's session still works.
+    assert [m["body"] for m in await api.history(a.access_token, conv, after_seq=0)] == ["private"]
+    assert (await so.request({"type": "ping"}, "pong")) == {"type": "pong"}
+    await sa.close()
+    await so.close()
+    await api.close()
 
 
-def test_bad_http_requests_are_4xx(stack):
-    async def scenario():
-        api = Api(stack.base_url)
-        login = await api.user()
-        auth = {"Authorization": f"Bearer {login.access_token}", "Content-Type": "application/json"}
-        r = await api.http.post("/api/groups", content=b"{broken", headers=auth)
-        assert r.status_code == 422
-        r = await api.http.post("/api/groups", json={"name": "", "members": []}, headers=auth)
-        assert r.status_code == 422
-        r = await api.http.post("/api/groups", json={"name": "g", "members": ["7"]}, headers=auth)
-        assert r.status_code == 422
-        r = await api.http.post("/api/groups", json={"name": "g", "members": [999999999]}, headers=auth)
-        assert r.status_code == 422 and "999999999" in r.json()["detail"]
-        big = b'{"name": "' + b"x" * (stack.settings.max_body_bytes + 1) + b'"}'
-        r = await api.http.post("/api/groups", content=big, headers=auth)
-        assert r.status_code == 413
-        r = await api.get("/api/conversations/not-a-conv/messages", login.access_token)
-        assert r.status_code == 400 and "conversation id" in r.json()["detail"]
-        r = await api.get("/api/conversations/d:1:2/messages", login.access_token, limit=201)
-        assert r.status_code == 422
-        r = await api.get("/api/conversations/d:1:2/messages", login.access_token, after_seq="x")
-        assert r.status_code == 422
-        r = await api.get("/api/groups/abc", login.access_token)
-        assert r.status_code == 422
-        r = await api.http.post("/api/users", content=b"\xff\xfe", headers={"Content-Type": "application/json"})
-        assert r.status_code == 422
-        await api.close()
-
-    run(scenario())
+async def test_bad_http_requests_are_4xx(stack):
+    api = Api(stack.base_url)
+    login = await api.user()
+    auth = {"Authorization": f"Bearer {login.access_token}", "Content-Type": "application/json"}
+    r = await api.http.post("/api/groups", content=b"{broken", headers=auth)
+    assert r.status_code == 422
+    r = await api.http.post("/api/groups", json={"name": "", "members": []}, headers=auth)
+    assert r.status_code == 422
+    r = await api.http.post("/api/groups", json={"name": "g", "members": ["7"]}, headers=auth)
+    assert r.status_code == 422
+    r = await api.http.post("/api/groups", json={"name": "g", "members": [999999999]}, headers=auth)
+    assert r.status_code == 422 and "999999999" in r.json()["detail"]
+    big = b'{"name": "' + b"x" * (stack.settings.max_body_bytes + 1) + b'"}'
+    r = await api.http.post("/api/groups", content=big, headers=auth)
+    assert r.status_code == 413
+    r = await api.get("/api/conversations/not-a-conv/messages", login.access_token)
+    assert r.status_code == 400 and "conversation id" in r.json()["detail"]
+    r = await api.get("/api/conversations/d:1:2/messages", login.access_token, limit=201)
+    assert r.status_code == 422
+    r = await api.get("/api/conversations/d:1:2/messages", login.access_token, after_seq="x")
+    assert r.status_code == 422
+    r = await api.get("/api/groups/abc", login.access_token)
+    assert r.status_code == 422
+    r = await api.http.post("/api/users", content=b"\xff\xfe", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    await api.close()

@@ -8,10 +8,11 @@ import uuid
 import pytest
 import ray
 from client import Api, Socket, direct, in_chat_pair, one_per_node
-from conftest import run
+
+from imray.adapters.named_actors import RayNamedActors
 
 
-def test_direct_chat_both_ways_across_nodes(stack):
+async def test_direct_chat_both_ways_across_nodes(stack):
     async def scenario(api, a, b, sa, sb, conv):
         assert a.socket_node != b.socket_node
 
@@ -30,132 +31,120 @@ def test_direct_chat_both_ways_across_nodes(stack):
         # The sending session never gets its own message back.
         assert not [f for f in sa.frames if f["type"] == "msg" and f["from"] == a.user_id]
 
-    run(in_chat_pair(stack.base_url, scenario))
+    await in_chat_pair(stack.base_url, scenario)
 
 
-def test_every_session_of_every_member_gets_it(stack):
-    async def scenario():
-        api = Api(stack.base_url)
-        a, b = await one_per_node(api)
-        a2 = await api.login(a.username)  # a second login of A, on whichever node the policy picks
-        sessions = [await Socket.open(x.socket_url, x.access_token) for x in (a, a2, b)]
-        sa, sa2, sb = sessions
-        conv = direct(a.user_id, b.user_id)
-        ack = await sa.send_text(conv, "to all")
-        for other in (sa2, sb):
-            frames = await other.wait(lambda fs: any(f["type"] == "msg" for f in fs))
-            assert [f["seq"] for f in frames if f["type"] == "msg"] == [ack["seq"]]
-        await asyncio.sleep(0.3)
-        assert not sa.of_type("msg")
-        for s in sessions:
-            await s.close()
-        await api.close()
-
-    run(scenario())
+async def test_every_session_of_every_member_gets_it(stack):
+    api = Api(stack.base_url)
+    a, b = await one_per_node(api)
+    a2 = await api.login(a.username)  # a second login of A, on whichever node the policy picks
+    sessions = [await Socket.open(x.socket_url, x.access_token) for x in (a, a2, b)]
+    sa, sa2, sb = sessions
+    conv = direct(a.user_id, b.user_id)
+    ack = await sa.send_text(conv, "to all")
+    for other in (sa2, sb):
+        frames = await other.wait(lambda fs: any(f["type"] == "msg" for f in fs))
+        assert [f["seq"] for f in frames if f["type"] == "msg"] == [ack["seq"]]
+    await asyncio.sleep(0.3)
+    assert not sa.of_type("msg")
+    for s in sessions:
+        await s.close()
+    await api.close()
 
 
-def test_five_senders_into_one_group_total_order(stack):
+async def test_five_senders_into_one_group_total_order(stack):
     senders_n, per_sender = 5, 200
     total = senders_n * per_sender
 
-    async def scenario():
-        api = Api(stack.base_url)
-        senders = [await api.user() for _ in range(senders_n)]
-        readers = [await api.user() for _ in range(3)]
-        members = senders + readers
-        assert len({m.socket_node for m in members}) == 2  # spread over both socket nodes
-        r = await api.post("/api/groups", senders[0].access_token,
-                           {"name": "load", "members": [m.user_id for m in members[1:]]})
-        assert r.status_code == 201, r.text
-        conv = r.json()["conv"]
-        socks = [await Socket.open(m.socket_url, m.access_token) for m in members]
+    api = Api(stack.base_url)
+    senders = [await api.user() for _ in range(senders_n)]
+    readers = [await api.user() for _ in range(3)]
+    members = senders + readers
+    assert len({m.socket_node for m in members}) == 2  # spread over both socket nodes
+    r = await api.post("/api/groups", senders[0].access_token,
+                       {"name": "load", "members": [m.user_id for m in members[1:]]})
+    assert r.status_code == 201, r.text
+    conv = r.json()["conv"]
+    socks = [await Socket.open(m.socket_url, m.access_token) for m in members]
 
-        async def send_all(sock: Socket, who: int) -> None:
-            ids = [f"s{who}-{i}" for i in range(per_sender)]
-            for client_id in ids:
-                await sock.send_json({"type": "send", "id": client_id, "conv": conv, "kind": "text",
-                                      "body": f"m{who}-{client_id}"})
-            await sock.wait(lambda fs: sum(1 for f in fs if f["type"] == "ack") >= per_sender, timeout=120)
+    async def send_all(sock: Socket, who: int) -> None:
+        ids = [f"s{who}-{i}" for i in range(per_sender)]
+        for client_id in ids:
+            await sock.send_json({"type": "send", "id": client_id, "conv": conv, "kind": "text",
+                                  "body": f"m{who}-{client_id}"})
+        await sock.wait(lambda fs: sum(1 for f in fs if f["type"] == "ack") >= per_sender, timeout=120)
 
-        await asyncio.gather(*(send_all(s, i) for i, s in enumerate(socks[:senders_n])))
-        for i, sock in enumerate(socks):
-            own = per_sender if i < senders_n else 0
-            await sock.wait(lambda fs, own=own: sum(1 for f in fs if f["type"] == "msg") >= total - own,
-                            timeout=120)
-        await asyncio.sleep(0.5)  # anything extra (a duplicate) would arrive now
-        for i, sock in enumerate(socks):
-            msgs = [f["seq"] for f in sock.frames if f["type"] == "msg"]
-            acks = [f["seq"] for f in sock.frames if f["type"] == "ack"]
-            errors = [f for f in sock.frames if f["type"] == "error"]
-            assert not errors, errors[:3]
-            assert msgs == sorted(msgs), f"session {i}: deliveries out of seq order"
-            assert len(msgs) == len(set(msgs)), f"session {i}: duplicate deliveries"
-            assert sorted(msgs + acks) == list(range(1, total + 1)), f"session {i}: not exactly seq 1..{total}"
-        history = await api.all_history(members[-1].access_token, conv)
-        assert [m["seq"] for m in history] == list(range(1, total + 1))
-        # Per sender, the order it sent in is the order of seq.
-        for who in range(senders_n):
-            mine = [m["body"] for m in history if m["from"] == senders[who].user_id]
-            assert mine == [f"m{who}-s{who}-{i}" for i in range(per_sender)]
-        for s in socks:
-            await s.close()
-        await api.close()
-
-    run(scenario())
+    await asyncio.gather(*(send_all(s, i) for i, s in enumerate(socks[:senders_n])))
+    for i, sock in enumerate(socks):
+        own = per_sender if i < senders_n else 0
+        await sock.wait(lambda fs, own=own: sum(1 for f in fs if f["type"] == "msg") >= total - own,
+                        timeout=120)
+    await asyncio.sleep(0.5)  # anything extra (a duplicate) would arrive now
+    for i, sock in enumerate(socks):
+        msgs = [f["seq"] for f in sock.frames if f["type"] == "msg"]
+        acks = [f["seq"] for f in sock.frames if f["type"] == "ack"]
+        errors = [f for f in sock.frames if f["type"] == "error"]
+        assert not errors, errors[:3]
+        assert msgs == sorted(msgs), f"session {i}: deliveries out of seq order"
+        assert len(msgs) == len(set(msgs)), f"session {i}: duplicate deliveries"
+        assert sorted(msgs + acks) == list(range(1, total + 1)), f"session {i}: not exactly seq 1..{total}"
+    history = await api.all_history(members[-1].access_token, conv)
+    assert [m["seq"] for m in history] == list(range(1, total + 1))
+    # Per sender, the order it sent in is the order of seq.
+    for who in range(senders_n):
+        mine = [m["body"] for m in history if m["from"] == senders[who].user_id]
+        assert mine == [f"m{who}-s{who}-{i}" for i in range(per_sender)]
+    for s in socks:
+        await s.close()
+    await api.close()
 
 
-def test_resend_same_client_id_is_idempotent(stack):
-    async def scenario():
-        api = Api(stack.base_url)
-        a, b = await one_per_node(api)
-        sa = await Socket.open(a.socket_url, a.access_token)
-        conv = direct(a.user_id, b.user_id)
-        client_id = uuid.uuid4().hex
-        first = await sa.send_text(conv, "once", client_id)
-        again = await sa.send_text(conv, "once", client_id)
-        assert first["type"] == "ack" and again == first
-        await sa.close()
-        # A new session (and a new login) resending it still gets the same ack.
-        a2 = await api.login(a.username)
-        sa2 = await Socket.open(a2.socket_url, a2.access_token)
-        assert await sa2.send_text(conv, "once", client_id) == first
-        history = await api.history(b.access_token, conv, after_seq=0)
-        assert [m["body"] for m in history] == ["once"]
-        await sa2.close()
-        await api.close()
-
-    run(scenario())
+async def test_resend_same_client_id_is_idempotent(stack):
+    api = Api(stack.base_url)
+    a, b = await one_per_node(api)
+    sa = await Socket.open(a.socket_url, a.access_token)
+    conv = direct(a.user_id, b.user_id)
+    client_id = uuid.uuid4().hex
+    first = await sa.send_text(conv, "once", client_id)
+    again = await sa.send_text(conv, "once", client_id)
+    assert first["type"] == "ack" and again == first
+    await sa.close()
+    # A new session (and a new login) resending it still gets the same ack.
+    a2 = await api.login(a.username)
+    sa2 = await Socket.open(a2.socket_url, a2.access_token)
+    assert await sa2.send_text(conv, "once", client_id) == first
+    history = await api.history(b.access_token, conv, after_seq=0)
+    assert [m["body"] for m in history] == ["once"]
+    await sa2.close()
+    await api.close()
 
 
-def test_offline_user_catches_up_from_history(stack):
-    async def scenario():
-        api = Api(stack.base_url)
-        a, b = await one_per_node(api)
-        sa = await Socket.open(a.socket_url, a.access_token)
-        conv = direct(a.user_id, b.user_id)
-        acks = [await sa.send_text(conv, f"while you were out {i}") for i in range(30)]
-        assert [x["seq"] for x in acks] == list(range(1, 31))
-        b2 = await api.login(b.username)  # B comes back
-        got = await api.history(b2.access_token, conv, after_seq=0)
-        assert [m["seq"] for m in got] == list(range(1, 31))
-        assert [m["msg_id"] for m in got] == [x["msg_id"] for x in acks]
-        assert [m["seq"] for m in await api.history(b2.access_token, conv, after_seq=25)] == [26, 27, 28, 29, 30]
-        page = await api.history(b2.access_token, conv, before_seq=31, limit=10)
-        assert [m["seq"] for m in page] == list(range(21, 31))
-        page = await api.history(b2.access_token, conv, before_seq=21, limit=10)
-        assert [m["seq"] for m in page] == list(range(11, 21))
-        assert await api.history(b2.access_token, conv, after_seq=30) == []
-        convs = (await api.get("/api/conversations", b2.access_token)).json()
-        entry = next(c for c in convs if c["conv"] == conv)
-        assert entry["last_seq"] == 30 and entry["read_seq"] == 0 and entry["unread"] == 30
-        assert entry["last_message"]["seq"] == 30
-        await sa.close()
-        await api.close()
-
-    run(scenario())
+async def test_offline_user_catches_up_from_history(stack):
+    api = Api(stack.base_url)
+    a, b = await one_per_node(api)
+    sa = await Socket.open(a.socket_url, a.access_token)
+    conv = direct(a.user_id, b.user_id)
+    acks = [await sa.send_text(conv, f"while you were out {i}") for i in range(30)]
+    assert [x["seq"] for x in acks] == list(range(1, 31))
+    b2 = await api.login(b.username)  # B comes back
+    got = await api.history(b2.access_token, conv, after_seq=0)
+    assert [m["seq"] for m in got] == list(range(1, 31))
+    assert [m["msg_id"] for m in got] == [x["msg_id"] for x in acks]
+    assert [m["seq"] for m in await api.history(b2.access_token, conv, after_seq=25)] == [26, 27, 28, 29, 30]
+    page = await api.history(b2.access_token, conv, before_seq=31, limit=10)
+    assert [m["seq"] for m in page] == list(range(21, 31))
+    page = await api.history(b2.access_token, conv, before_seq=21, limit=10)
+    assert [m["seq"] for m in page] == list(range(11, 21))
+    assert await api.history(b2.access_token, conv, after_seq=30) == []
+    convs = (await api.get("/api/conversations", b2.access_token)).json()
+    entry = next(c for c in convs if c["conv"] == conv)
+    assert entry["last_seq"] == 30 and entry["read_seq"] == 0 and entry["unread"] == 30
+    assert entry["last_message"]["seq"] == 30
+    await sa.close()
+    await api.close()
 
 
-def test_read_cursor_receipts_and_typing(stack):
+async def test_read_cursor_receipts_and_typing(stack):
     async def scenario(api, a, b, sa, sb, conv):
         for i in range(3):
             await sa.send_text(conv, f"m{i}")
@@ -183,10 +172,10 @@ def test_read_cursor_receipts_and_typing(stack):
         history = await api.history(a.access_token, conv, after_seq=0)
         assert len(history) == 3  # typing is never stored
 
-    run(in_chat_pair(stack.base_url, scenario))
+    await in_chat_pair(stack.base_url, scenario)
 
 
-def test_a_blocked_user_cannot_write(stack):
+async def test_a_blocked_user_cannot_write(stack):
     async def scenario(api, a, b, sa, sb, conv):
         assert (await sa.send_text(conv, "hi"))["type"] == "ack"
         as_b = {"Authorization": f"Bearer {b.access_token}"}
@@ -206,10 +195,10 @@ def test_a_blocked_user_cannot_write(stack):
         r = await api.http.put("/api/users/me/blocks/999999999", headers=as_b)
         assert r.status_code == 404
 
-    run(in_chat_pair(stack.base_url, scenario))
+    await in_chat_pair(stack.base_url, scenario)
 
 
-def test_a_client_that_stops_reading_is_cut_loose_and_loses_nothing(stack):
+async def test_a_client_that_stops_reading_is_cut_loose_and_loses_nothing(stack):
     """Frames to a session that does not read pile up only to socket_send_queue (100 in the tests):
     then the node closes it. Its user's other session and history still get every message."""
     from websockets.asyncio.client import connect
@@ -244,12 +233,10 @@ def test_a_client_that_stops_reading_is_cut_loose_and_loses_nothing(stack):
         ack = await sa.send_text(conv, "still fine")  # the node goes on serving everyone else
         assert ack["seq"] == sent + 1
 
-    run(in_chat_pair(stack.base_url, scenario))
+    await in_chat_pair(stack.base_url, scenario)
 
 
 def node_connections(stack, node_id: str) -> int:
     """The socket node's own count of open sessions (asked through Ray, as `imray status` does)."""
-    from imray.actors import names
-
-    supervisor = ray.get_actor(names.SUPERVISOR, namespace=stack.settings.namespace)
-    return next(n["connections"] for n in ray.get(supervisor.node_stats.remote()) if n["node_id"] == node_id)
+    supervisor = RayNamedActors(stack.settings.namespace, stack.settings.shard_count).supervisor()
+    return next(n.connections for n in ray.get(supervisor.node_stats.remote()) if n.node_id == node_id)

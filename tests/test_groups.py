@@ -3,62 +3,58 @@
 from __future__ import annotations
 
 from client import Api, Socket
-from conftest import run
 
 
-def test_group_lifecycle_and_rules(stack):
-    async def scenario():
-        api = Api(stack.base_url)
-        owner, m1, m2, newcomer, outsider = [await api.user() for _ in range(5)]
-        r = await api.post("/api/groups", owner.access_token, {"name": "team", "members": [m1.user_id, m2.user_id]})
-        assert r.status_code == 201
-        group = r.json()
-        assert set(group) == {"id", "conv", "name", "owner_id", "members"}
-        assert group["conv"] == f"g:{group['id']}" and group["owner_id"] == owner.user_id
-        assert group["members"] == [owner.user_id, m1.user_id, m2.user_id]
-        gid, conv = group["id"], group["conv"]
+async def test_group_lifecycle_and_rules(stack):
+    api = Api(stack.base_url)
+    owner, m1, m2, newcomer, outsider = [await api.user() for _ in range(5)]
+    r = await api.post("/api/groups", owner.access_token, {"name": "team", "members": [m1.user_id, m2.user_id]})
+    assert r.status_code == 201
+    group = r.json()
+    assert set(group) == {"id", "conv", "name", "owner_id", "members"}
+    assert group["conv"] == f"g:{group['id']}" and group["owner_id"] == owner.user_id
+    assert group["members"] == [owner.user_id, m1.user_id, m2.user_id]
+    gid, conv = group["id"], group["conv"]
 
-        # Outsiders cannot add; members can.
-        r = await api.post(f"/api/groups/{gid}/members", outsider.access_token, {"user_ids": [outsider.user_id]})
-        assert r.status_code == 403
-        r = await api.post(f"/api/groups/{gid}/members", m1.access_token, {"user_ids": [newcomer.user_id]})
-        assert r.status_code == 200 and newcomer.user_id in r.json()["members"]
-        s_new = await Socket.open(newcomer.socket_url, newcomer.access_token)
-        assert (await s_new.send_text(conv, "I just joined"))["type"] == "ack"
+    # Outsiders cannot add; members can.
+    r = await api.post(f"/api/groups/{gid}/members", outsider.access_token, {"user_ids": [outsider.user_id]})
+    assert r.status_code == 403
+    r = await api.post(f"/api/groups/{gid}/members", m1.access_token, {"user_ids": [newcomer.user_id]})
+    assert r.status_code == 200 and newcomer.user_id in r.json()["members"]
+    s_new = await Socket.open(newcomer.socket_url, newcomer.access_token)
+    assert (await s_new.send_text(conv, "I just joined"))["type"] == "ack"
 
-        # A member cannot remove others; it can remove itself; the owner removes anyone.
-        r = await api.http.delete(f"/api/groups/{gid}/members/{m2.user_id}",
-                                  headers={"Authorization": f"Bearer {m1.access_token}"})
-        assert r.status_code == 403
-        r = await api.http.delete(f"/api/groups/{gid}/members/{m1.user_id}",
-                                  headers={"Authorization": f"Bearer {m1.access_token}"})
-        assert r.status_code == 204
-        r = await api.http.delete(f"/api/groups/{gid}/members/{newcomer.user_id}",
-                                  headers={"Authorization": f"Bearer {owner.access_token}"})
-        assert r.status_code == 204
-        # Removed at once: the shard sees the change before the next message.
-        err = await s_new.send_text(conv, "still here?")
-        assert err["type"] == "error" and err["code"] == "forbidden"
-        assert (await api.get(f"/api/conversations/{conv}/messages", newcomer.access_token)).status_code == 403
-        r = await api.http.delete(f"/api/groups/{gid}/members/{newcomer.user_id}",
-                                  headers={"Authorization": f"Bearer {owner.access_token}"})
-        assert r.status_code == 404
+    # A member cannot remove others; it can remove itself; the owner removes anyone.
+    r = await api.http.delete(f"/api/groups/{gid}/members/{m2.user_id}",
+                              headers={"Authorization": f"Bearer {m1.access_token}"})
+    assert r.status_code == 403
+    r = await api.http.delete(f"/api/groups/{gid}/members/{m1.user_id}",
+                              headers={"Authorization": f"Bearer {m1.access_token}"})
+    assert r.status_code == 204
+    r = await api.http.delete(f"/api/groups/{gid}/members/{newcomer.user_id}",
+                              headers={"Authorization": f"Bearer {owner.access_token}"})
+    assert r.status_code == 204
+    # Removed at once: the shard sees the change before the next message.
+    err = await s_new.send_text(conv, "still here?")
+    assert err["type"] == "error" and err["code"] == "forbidden"
+    assert (await api.get(f"/api/conversations/{conv}/messages", newcomer.access_token)).status_code == 403
+    r = await api.http.delete(f"/api/groups/{gid}/members/{newcomer.user_id}",
+                              headers={"Authorization": f"Bearer {owner.access_token}"})
+    assert r.status_code == 404
 
-        # The owner leaving hands the group to the longest-standing member.
-        r = await api.http.delete(f"/api/groups/{gid}/members/{owner.user_id}",
-                                  headers={"Authorization": f"Bearer {owner.access_token}"})
-        assert r.status_code == 204
-        g = (await api.get(f"/api/groups/{gid}", m2.access_token)).json()
-        assert g["owner_id"] == m2.user_id and g["members"] == [m2.user_id]
+    # The owner leaving hands the group to the longest-standing member.
+    r = await api.http.delete(f"/api/groups/{gid}/members/{owner.user_id}",
+                              headers={"Authorization": f"Bearer {owner.access_token}"})
+    assert r.status_code == 204
+    g = (await api.get(f"/api/groups/{gid}", m2.access_token)).json()
+    assert g["owner_id"] == m2.user_id and g["members"] == [m2.user_id]
 
-        convs = (await api.get("/api/conversations", m2.access_token)).json()
-        entry = next(c for c in convs if c["conv"] == conv)
-        assert entry["last_seq"] == 1 and entry["unread"] == 1
-        assert entry["last_message"]["body"] == "I just joined"
-        assert all(c["conv"] != conv for c in (await api.get("/api/conversations", m1.access_token)).json())
-        assert (await api.post("/api/groups/999999/members", m2.access_token, {"user_ids": [m1.user_id]})
-                ).status_code == 404
-        await s_new.close()
-        await api.close()
-
-    run(scenario())
+    convs = (await api.get("/api/conversations", m2.access_token)).json()
+    entry = next(c for c in convs if c["conv"] == conv)
+    assert entry["last_seq"] == 1 and entry["unread"] == 1
+    assert entry["last_message"]["body"] == "I just joined"
+    assert all(c["conv"] != conv for c in (await api.get("/api/conversations", m1.access_token)).json())
+    assert (await api.post("/api/groups/999999/members", m2.access_token, {"user_ids": [m1.user_id]})
+            ).status_code == 404
+    await s_new.close()
+    await api.close()

@@ -16,9 +16,8 @@ import httpx
 import ray
 import redis
 from client import Api, Socket, bearer, direct, eventually, in_chat_pair, one_per_node
-from conftest import run
 
-from imray.actors import names
+from imray.adapters.named_actors import RayNamedActors
 
 NACOS = "http://" + os.environ.get("IMRAY_NACOS_SERVER", "127.0.0.1:8848") + "/nacos"
 
@@ -40,40 +39,37 @@ def publish_config(content: str | None) -> None:
                    timeout=10).raise_for_status()
 
 
-def test_nacos_mirrors_socket_nodes_and_gateway(stack):
+async def test_nacos_mirrors_socket_nodes_and_gateway(stack):
     hosts = nacos_instances("imray-socket")
     by_node = {h["metadata"]["node_id"]: h for h in hosts}
-    assert set(by_node) == {n["node_id"] for n in stack.nodes}
+    assert set(by_node) == {n.node_id for n in stack.nodes}
     for node in stack.nodes:
-        host = by_node[node["node_id"]]
-        assert (host["ip"], host["port"]) == (node["host"], node["port"])
-        assert host["metadata"]["ray_node_id"] == node["ray_node_id"] and host["ephemeral"]
+        host = by_node[node.node_id]
+        assert (host["ip"], host["port"]) == (node.endpoint.host, node.endpoint.port)
+        assert host["metadata"]["ray_node_id"] == node.endpoint.ray_node_id and host["ephemeral"]
 
-    async def scenario():
-        async def gateway_listed():
-            return nacos_instances("imray-gateway")
-        gateways = await eventually(gateway_listed, 15, "the gateway registering as imray-gateway")
-        assert gateways[0]["port"] == stack.settings.http_port
+    async def gateway_listed():
+        return nacos_instances("imray-gateway")
+    gateways = await eventually(gateway_listed, 15, "the gateway registering as imray-gateway")
+    assert gateways[0]["port"] == stack.settings.http_port
 
-        api = Api(stack.base_url)
-        login = await api.user()
-        socks = [await Socket.open(login.socket_url, login.access_token) for _ in range(3)]
+    api = Api(stack.base_url)
+    login = await api.user()
+    socks = [await Socket.open(login.socket_url, login.access_token) for _ in range(3)]
 
-        async def counted():
-            meta = {h["metadata"]["node_id"]: h["metadata"] for h in nacos_instances("imray-socket")}
-            return int(meta[login.socket_node]["connections"]) >= 3
-        await eventually(counted, 10, "Nacos metadata showing the live connection count")
-        for s in socks:
-            await s.close()
-        await api.close()
-
-    run(scenario())
+    async def counted():
+        meta = {h["metadata"]["node_id"]: h["metadata"] for h in nacos_instances("imray-socket")}
+        return int(meta[login.socket_node]["connections"]) >= 3
+    await eventually(counted, 10, "Nacos metadata showing the live connection count")
+    for s in socks:
+        await s.close()
+    await api.close()
 
 
-def test_killed_node_leaves_nacos_and_its_replacement_appears(stack):
-    node_id = stack.nodes[0]["node_id"]
+async def test_killed_node_leaves_nacos_and_its_replacement_appears(stack):
+    node_id = stack.nodes[0].node_id
     before = {h["metadata"]["node_id"]: h["metadata"]["actor_id"] for h in nacos_instances("imray-socket")}
-    ray.kill(ray.get_actor(names.socket_node(node_id), namespace=stack.settings.namespace), no_restart=True)
+    ray.kill(RayNamedActors(stack.settings.namespace, stack.settings.shard_count).socket_node(node_id), no_restart=True)
     killed_at = time.monotonic()
 
     async def replaced():
@@ -84,88 +80,83 @@ def test_killed_node_leaves_nacos_and_its_replacement_appears(stack):
         actors = {h["metadata"]["actor_id"] for h in nacos_instances("imray-socket")}
         return before[node_id] not in actors
 
-    run(eventually(old_gone, 15, "the dead node's instance leaving Nacos"))
+    await eventually(old_gone, 15, "the dead node's instance leaving Nacos")
     gone_after = time.monotonic() - killed_at
-    run(eventually(replaced, 30, "the replacement registering in Nacos"))
+    await eventually(replaced, 30, "the replacement registering in Nacos")
     assert gone_after <= 15
 
-    async def login_works():  # logins pick from what Nacos shows, and the new node serves them
-        api = Api(stack.base_url)
-        for _ in range(4):
-            login = await api.user()
-            sock = await Socket.open(login.socket_url, login.access_token)
-            assert sock.auth["type"] == "auth_ok"
-            await sock.close()
-        await api.close()
-
-    run(login_works())
+    # Logins pick from what Nacos shows, and the new node serves them.
+    api = Api(stack.base_url)
+    for _ in range(4):
+        login = await api.user()
+        sock = await Socket.open(login.socket_url, login.access_token)
+        assert sock.auth["type"] == "auth_ok"
+        await sock.close()
+    await api.close()
 
 
-def test_live_config_from_nacos_without_restart(stack):
-    async def scenario():
-        api = Api(stack.base_url)
-        a, b = await one_per_node(api)
-        sa = await Socket.open(a.socket_url, a.access_token)
-        conv = direct(a.user_id, b.user_id)
-        assert (await sa.send_text(conv, "x" * 80))["type"] == "ack"
-        strangers = [await api.user() for _ in range(6)]  # new direct conversations, on both shards
-        try:
-            publish_config("max_text_length: 50\n")
+async def test_live_config_from_nacos_without_restart(stack):
+    api = Api(stack.base_url)
+    a, b = await one_per_node(api)
+    sa = await Socket.open(a.socket_url, a.access_token)
+    conv = direct(a.user_id, b.user_id)
+    assert (await sa.send_text(conv, "x" * 80))["type"] == "ack"
+    strangers = [await api.user() for _ in range(6)]  # new direct conversations, on both shards
+    try:
+        publish_config("max_text_length: 50\n")
 
-            async def refused():
-                reply = await sa.send_text(conv, "y" * 80)
-                return reply["type"] == "error" and reply["code"] == "too_large" and reply
-            await eventually(refused, 20, "the lower max_text_length to apply")
-            assert (await sa.send_text(conv, "short enough"))["type"] == "ack"
+        async def refused():
+            reply = await sa.send_text(conv, "y" * 80)
+            return reply["type"] == "error" and reply["code"] == "too_large" and reply
+        await eventually(refused, 20, "the lower max_text_length to apply")
+        assert (await sa.send_text(conv, "short enough"))["type"] == "ack"
 
-            # Direct-message policy, live: "existing" lets this conversation go on, refuses new ones.
-            publish_config("max_text_length: 50\ndirect_messages: existing\n")
+        # Direct-message policy, live: "existing" lets this conversation go on, refuses new ones.
+        publish_config("max_text_length: 50\ndirect_messages: existing\n")
 
-            async def new_dm_refused():  # a new stranger each try: an accepted first DM makes it "existing"
-                c = await api.user()
-                reply = await sa.send_text(direct(a.user_id, c.user_id), "hello stranger")
-                return reply["type"] == "error" and reply["code"] == "forbidden"
-            await eventually(new_dm_refused, 20, "direct_messages: existing to apply")
-            assert (await sa.send_text(conv, "still talking"))["type"] == "ack"
+        async def new_dm_refused():  # a new stranger each try: an accepted first DM makes it "existing"
+            c = await api.user()
+            reply = await sa.send_text(direct(a.user_id, c.user_id), "hello stranger")
+            return reply["type"] == "error" and reply["code"] == "forbidden"
+        await eventually(new_dm_refused, 20, "direct_messages: existing to apply")
+        assert (await sa.send_text(conv, "still talking"))["type"] == "ack"
 
-            # Rate limits, live: a low limit refuses the next requests with 429.
-            publish_config("rate_limit_per_minute: 3\n")
+        # Rate limits, live: a low limit refuses the next requests with 429.
+        publish_config("rate_limit_per_minute: 3\n")
 
-            async def limited():
-                codes = [(await api.get("/api/users/me", b.access_token)).status_code for _ in range(5)]
-                return 429 in codes
-            await eventually(limited, 20, "rate_limit_per_minute: 3 to apply")
+        async def limited():
+            codes = [(await api.get("/api/users/me", b.access_token)).status_code for _ in range(5)]
+            return 429 in codes
+        await eventually(limited, 20, "rate_limit_per_minute: 3 to apply")
 
-            # Before login the limit is per client address, which the gateway sees through the
-            # HAProxy ingress (X-Forwarded-For): one address used up, another one is unaffected.
-            async def bad_login(http: httpx.AsyncClient) -> int:
-                r = await http.post("/oauth2/token", data={"grant_type": "password", "username": "nobody-here",
-                                                           "password": "wrong-password", "client_id": "imray-app"})
-                return r.status_code
-            codes = [await bad_login(api.http) for _ in range(5)]
-            assert 429 in codes, codes
-            other = httpx.AsyncClient(base_url=stack.base_url,
-                                      transport=httpx.AsyncHTTPTransport(local_address="127.0.0.3"))
-            assert await bad_login(other) == 400  # invalid_grant, not 429
-            await other.aclose()
-        finally:
-            publish_config(None)
+        # Before login the limit is per client address, which the gateway sees through the
+        # HAProxy ingress (X-Forwarded-For): one address used up, another one is unaffected.
+        async def bad_login(http: httpx.AsyncClient) -> int:
+            r = await http.post("/oauth2/token", data={"grant_type": "password", "username": "nobody-here",
+                                                       "password": "wrong-password", "client_id": "imray-app"})
+            return r.status_code
+        codes = [await bad_login(api.http) for _ in range(5)]
+        assert 429 in codes, codes
+        other = httpx.AsyncClient(base_url=stack.base_url,
+                                  transport=httpx.AsyncHTTPTransport(local_address="127.0.0.3"))
+        assert await bad_login(other) == 400  # invalid_grant, not 429
+        await other.aclose()
+    finally:
+        publish_config(None)
 
-        async def restored():  # every process follows the removal: socket nodes, shards, gateway
-            reply = await sa.send_text(conv, "z" * 80)
-            http = await api.get("/api/users/me", b.access_token)
-            if reply["type"] != "ack" or http.status_code != 200:
-                return False
-            dms = [await sa.send_text(direct(a.user_id, s.user_id), "hi") for s in strangers]
-            return all(d["type"] == "ack" for d in dms)
-        await eventually(restored, 30, "every live setting to come back to its default")
-        await sa.close()
-        await api.close()
-
-    run(scenario())
+    async def restored():  # every process follows the removal: socket nodes, shards, gateway
+        reply = await sa.send_text(conv, "z" * 80)
+        http = await api.get("/api/users/me", b.access_token)
+        if reply["type"] != "ack" or http.status_code != 200:
+            return False
+        dms = [await sa.send_text(direct(a.user_id, s.user_id), "hi") for s in strangers]
+        return all(d["type"] == "ack" for d in dms)
+    await eventually(restored, 30, "every live setting to come back to its default")
+    await sa.close()
+    await api.close()
 
 
-def test_presence_in_redis_and_a_redis_restart_loses_nothing(stack):
+async def test_presence_in_redis_and_a_redis_restart_loses_nothing(stack):
     state = os.environ["IMRAY_TEST_REDIS_STATE"]
     r = redis.Redis.from_url(stack.settings.redis_url)
 
@@ -196,7 +187,7 @@ def test_presence_in_redis_and_a_redis_restart_loses_nothing(stack):
         # HTTP keeps working through it too (rate limits fell back to local counters meanwhile).
         assert (await api.http.get("/api/users/me", headers=bearer(b.access_token))).status_code == 200
 
-    run(in_chat_pair(stack.base_url, scenario))
+    await in_chat_pair(stack.base_url, scenario)
 
 
 def test_doctor_reports_each_backend(stack):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from imray.deployments.history import HistoryReader
@@ -29,39 +27,39 @@ def _setup(db: Database) -> tuple[int, int, int, int]:
     return db.transaction(setup)
 
 
-def _read(db: Database, user: int, conv: str, after: int | None = None, before: int | None = None,
-          limit: int = 50) -> list[dict]:
-    return asyncio.run(HistoryReader(db).read(user, conv, after, before, limit))["messages"]
+async def _read(db: Database, user: int, conv: str, after: int | None = None, before: int | None = None,
+                limit: int = 50) -> list[dict]:
+    return (await HistoryReader(db).read(user, conv, after, before, limit))["messages"]
 
 
-def test_members_catch_up_a_group_page_by_page(db: Database) -> None:
+async def test_members_catch_up_a_group_page_by_page(db: Database) -> None:
     alice, bob, _, gid = _setup(db)
     conv = f"g:{gid}"
-    page = _read(db, bob, conv, after=0)
+    page = await _read(db, bob, conv, after=0)
     assert [m["seq"] for m in page] == [1, 2, 3]
     assert page[0] == {"type": "msg", "conv": conv, "seq": 1, "msg_id": "m1", "from": alice, "kind": "text",
                        "body": "hello 1", "ts": 1001}
-    assert [m["seq"] for m in _read(db, bob, conv, after=1, limit=1)] == [2]
-    assert [m["seq"] for m in _read(db, alice, conv)] == [1, 2, 3]  # no after_seq: from the start
-    assert _read(db, bob, conv, after=3) == []  # up to date: an empty page, not an error
-    assert [m["seq"] for m in _read(db, bob, conv, before=3)] == [1, 2]
+    assert [m["seq"] for m in await _read(db, bob, conv, after=1, limit=1)] == [2]
+    assert [m["seq"] for m in await _read(db, alice, conv)] == [1, 2, 3]  # no after_seq: from the start
+    assert await _read(db, bob, conv, after=3) == []  # up to date: an empty page, not an error
+    assert [m["seq"] for m in await _read(db, bob, conv, before=3)] == [1, 2]
 
 
-def test_strangers_and_removed_members_read_nothing_of_a_group(db: Database) -> None:
+async def test_strangers_and_removed_members_read_nothing_of_a_group(db: Database) -> None:
     _, bob, carol, gid = _setup(db)
     conv = f"g:{gid}"
     for after in (None, 0, 2, 3):
         with pytest.raises(Forbidden):
-            _read(db, carol, conv, after=after)
+            await _read(db, carol, conv, after=after)
     with pytest.raises(Forbidden):
-        _read(db, carol, conv, before=3)
+        await _read(db, carol, conv, before=3)
     db.transaction(lambda conn: groups.remove_member(conn, gid, bob))
     with pytest.raises(Forbidden):  # at once: there is no cache of membership
-        _read(db, bob, conv, after=0)
+        await _read(db, bob, conv, after=0)
 
 
-def test_an_unknown_group_is_not_found(db: Database) -> None:
+async def test_an_unknown_group_is_not_found(db: Database) -> None:
     _, bob, _, gid = _setup(db)
     for after in (None, 0):
         with pytest.raises(NotFound):
-            _read(db, bob, f"g:{gid + 1000}", after=after)
+            await _read(db, bob, f"g:{gid + 1000}", after=after)

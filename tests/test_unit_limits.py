@@ -1,13 +1,10 @@
-"""The gateway's per-caller rate limiter (no HTTP needed)."""
+"""The gateway's per-caller rate limiter (no HTTP needed), on a clock the tests move."""
 
 from __future__ import annotations
 
-import types
-
 import pytest
 
-from imray.deployments import limits
-from imray.deployments.limits import RateLimiter
+from imray.adapters.rate_limits import RateLimiter
 
 
 class Clock:
@@ -19,31 +16,43 @@ class Clock:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock(60 * 28_000_000 + 1.0)  # one second into a minute window
-    monkeypatch.setattr(limits, "time", types.SimpleNamespace(time=clock.time))
-    return clock
+def clock() -> Clock:
+    return Clock(60 * 28_000_000 + 1.0)  # one second into a minute window
 
 
 def test_allows_n_per_minute_then_refuses(clock: Clock) -> None:
-    limiter = RateLimiter(per_minute=5)
+    limiter = RateLimiter(per_minute=5, clock=clock.time)
     assert [limiter.allow("alice") for _ in range(8)] == [True] * 5 + [False] * 3
 
 
 def test_callers_are_independent(clock: Clock) -> None:
-    limiter = RateLimiter(per_minute=2)
+    limiter = RateLimiter(per_minute=2, clock=clock.time)
     assert [limiter.allow("alice") for _ in range(3)] == [True, True, False]
     assert [limiter.allow("bob") for _ in range(3)] == [True, True, False]
     assert limiter.allow("alice") is False
 
 
 def test_next_minute_resets(clock: Clock) -> None:
-    limiter = RateLimiter(per_minute=3)
+    limiter = RateLimiter(per_minute=3, clock=clock.time)
     assert [limiter.allow("alice") for _ in range(4)] == [True, True, True, False]
     clock.now += 30  # same window
     assert limiter.allow("alice") is False
     clock.now += 30  # next window
     assert [limiter.allow("alice") for _ in range(4)] == [True, True, True, False]
+
+
+def test_a_window_is_a_whole_minute_of_the_clock_not_a_minute_from_the_first_request(clock: Clock) -> None:
+    clock.now += 58  # 59 s into the window
+    limiter = RateLimiter(per_minute=1, clock=clock.time)
+    assert [limiter.allow("alice") for _ in range(2)] == [True, False]
+    clock.now += 1  # the next minute starts, one second after the first request
+    assert limiter.allow("alice") is True
+
+
+async def test_check_counts_as_allow_does(clock: Clock) -> None:
+    limiter = RateLimiter(per_minute=2, clock=clock.time)
+    assert [await limiter.check("alice") for _ in range(3)] == [True, True, False]
+    assert limiter.allow("alice") is False
 
 
 def test_real_clock() -> None:
@@ -54,14 +63,14 @@ def test_real_clock() -> None:
 
 
 def test_bounded_memory(clock: Clock) -> None:
-    limiter = RateLimiter(per_minute=1, max_callers=10)
+    limiter = RateLimiter(per_minute=1, max_callers=10, clock=clock.time)
     for i in range(1000):
         limiter.allow(f"caller-{i}")
     assert len(limiter._counts) <= 10
 
 
 def test_oldest_caller_forgotten_first(clock: Clock) -> None:
-    limiter = RateLimiter(per_minute=1, max_callers=3)
+    limiter = RateLimiter(per_minute=1, max_callers=3, clock=clock.time)
     assert limiter.allow("old") is True
     assert limiter.allow("busy") is True
     for i in range(2):

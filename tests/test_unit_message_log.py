@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -79,22 +78,20 @@ def send(sender: int, conv: str, client_id: str, body: str = "hi", session: str 
                     file_id=file_id)
 
 
-def run_batch(log: ConversationLog, store: SqlMessageStore, items: Sequence[Item]) -> Batch:
+async def run_batch(log: ConversationLog, store: SqlMessageStore, items: Sequence[Item]) -> Batch:
     """What the shard actor does: plan, commit durably, then tell the log."""
-    async def go() -> Batch:
-        batch = await log.plan(items)
-        await store.commit(batch)
-        log.committed(batch)
-        return batch
-    return asyncio.run(go())
+    batch = await log.plan(items)
+    await store.commit(batch)
+    log.committed(batch)
+    return batch
 
 
-def plan(log: ConversationLog, items: Sequence[Item]) -> Batch:
-    return asyncio.run(log.plan(items))
+async def plan(log: ConversationLog, items: Sequence[Item]) -> Batch:
+    return await log.plan(items)
 
 
 def seqs(batch: Batch) -> list[int | None]:
-    return [o.ack["seq"] if o.ack else None for o in batch.outcomes]
+    return [json.loads(o.ack)["seq"] if o.ack else None for o in batch.outcomes]
 
 
 def errors(batch: Batch) -> list[str | None]:
@@ -103,14 +100,14 @@ def errors(batch: Batch) -> list[str | None]:
 
 # --- seq ---------------------------------------------------------------------------------------
 
-def test_seq_from_one_without_gaps(world: World) -> None:
+async def test_seq_from_one_without_gaps(world: World) -> None:
     log = ConversationLog(world.store)
     conv = world.direct
     got: list[int] = []
     for size in (1, 3, 2, 5):
         start = len(got)
-        batch = run_batch(log, world.store, [send(world.alice if i % 2 else world.bob, conv, f"c{start + i}")
-                                             for i in range(size)])
+        batch = await run_batch(log, world.store, [send(world.alice if i % 2 else world.bob, conv, f"c{start + i}")
+                                                   for i in range(size)])
         assert errors(batch) == [None] * size
         got += seqs(batch)
     assert got == list(range(1, 12))
@@ -119,18 +116,19 @@ def test_seq_from_one_without_gaps(world: World) -> None:
     assert len({m["msg_id"] for m in stored}) == 11
 
 
-def test_seqs_are_per_conversation(world: World) -> None:
+async def test_seqs_are_per_conversation(world: World) -> None:
     log = ConversationLog(world.store)
-    batch = run_batch(log, world.store, [send(world.alice, world.direct, "a1"), send(world.alice, world.gconv, "a2"),
-                                         send(world.bob, world.direct, "b1"), send(world.bob, world.gconv, "b2")])
+    batch = await run_batch(log, world.store, [send(world.alice, world.direct, "a1"),
+                                               send(world.alice, world.gconv, "a2"),
+                                               send(world.bob, world.direct, "b1"), send(world.bob, world.gconv, "b2")])
     assert seqs(batch) == [1, 1, 2, 2]
     assert batch.heads == {world.direct: 2, world.gconv: 2}
 
 
-def test_ack_shape(world: World) -> None:
+async def test_ack_shape(world: World) -> None:
     log = ConversationLog(world.store)
-    batch = run_batch(log, world.store, [send(world.alice, world.direct, "cid-1", body="hello")])
-    ack = batch.outcomes[0].ack
+    batch = await run_batch(log, world.store, [send(world.alice, world.direct, "cid-1", body="hello")])
+    ack = json.loads(batch.outcomes[0].ack)
     assert set(ack) == {"type", "id", "msg_id", "conv", "seq", "ts"}
     assert ack["type"] == "ack" and ack["id"] == "cid-1" and ack["conv"] == world.direct and ack["seq"] == 1
     assert isinstance(ack["ts"], int) and ack["ts"] > 1_600_000_000_000  # milliseconds
@@ -140,11 +138,11 @@ def test_ack_shape(world: World) -> None:
 
 # --- idempotent resend -----------------------------------------------------------------------------
 
-def test_resend_within_one_batch(world: World) -> None:
+async def test_resend_within_one_batch(world: World) -> None:
     log = ConversationLog(world.store)
-    batch = run_batch(log, world.store, [send(world.alice, world.direct, "dup", body="first"),
-                                         send(world.alice, world.direct, "other"),
-                                         send(world.alice, world.direct, "dup", body="second")])
+    batch = await run_batch(log, world.store, [send(world.alice, world.direct, "dup", body="first"),
+                                               send(world.alice, world.direct, "other"),
+                                               send(world.alice, world.direct, "dup", body="second")])
     assert batch.outcomes[0].ack == batch.outcomes[2].ack
     assert seqs(batch) == [1, 2, 1]
     assert len(batch.rows) == 2
@@ -152,24 +150,24 @@ def test_resend_within_one_batch(world: World) -> None:
     assert [m["body"] for m in world.history(world.direct)] == ["first", "hi"]
 
 
-def test_resend_across_batches(world: World) -> None:
+async def test_resend_across_batches(world: World) -> None:
     log = ConversationLog(world.store)
-    first = run_batch(log, world.store, [send(world.alice, world.direct, "dup")])
-    again = run_batch(log, world.store, [send(world.alice, world.direct, "dup", body="changed")])
+    first = await run_batch(log, world.store, [send(world.alice, world.direct, "dup")])
+    again = await run_batch(log, world.store, [send(world.alice, world.direct, "dup", body="changed")])
     assert again.outcomes[0].ack == first.outcomes[0].ack
     assert again.rows == [] and again.heads == {} and again.deliveries == []
     assert len(world.history(world.direct)) == 1
-    assert seqs(run_batch(log, world.store, [send(world.alice, world.direct, "next")])) == [2]
+    assert seqs(await run_batch(log, world.store, [send(world.alice, world.direct, "next")])) == [2]
 
 
-def test_resend_after_restart_is_deduplicated_by_the_database(world: World) -> None:
+async def test_resend_after_restart_is_deduplicated_by_the_database(world: World) -> None:
     first_log = ConversationLog(world.store)
-    first = run_batch(first_log, world.store, [send(world.alice, world.direct, "dup"),
-                                               send(world.bob, world.gconv, "g-dup")])
+    first = await run_batch(first_log, world.store, [send(world.alice, world.direct, "dup"),
+                                                     send(world.bob, world.gconv, "g-dup")])
     log = ConversationLog(world.store)  # a restarted shard: nothing in memory
-    again = run_batch(log, world.store, [send(world.alice, world.direct, "dup"),
-                                         send(world.bob, world.gconv, "g-dup"),
-                                         send(world.alice, world.direct, "fresh")])
+    again = await run_batch(log, world.store, [send(world.alice, world.direct, "dup"),
+                                               send(world.bob, world.gconv, "g-dup"),
+                                               send(world.alice, world.direct, "fresh")])
     assert again.outcomes[0].ack == first.outcomes[0].ack
     assert again.outcomes[1].ack == first.outcomes[1].ack
     assert seqs(again) == [1, 1, 2]  # the head was reloaded from the database too
@@ -177,27 +175,27 @@ def test_resend_after_restart_is_deduplicated_by_the_database(world: World) -> N
     assert world.count_rows() == 3
 
 
-def test_dedupe_survives_memory_eviction(world: World) -> None:
+async def test_dedupe_survives_memory_eviction(world: World) -> None:
     log = ConversationLog(world.store, dedupe_capacity=1)
-    first = run_batch(log, world.store, [send(world.alice, world.direct, "a")])
-    run_batch(log, world.store, [send(world.alice, world.direct, "b"), send(world.alice, world.direct, "c")])
-    again = run_batch(log, world.store, [send(world.alice, world.direct, "a")])
+    first = await run_batch(log, world.store, [send(world.alice, world.direct, "a")])
+    await run_batch(log, world.store, [send(world.alice, world.direct, "b"), send(world.alice, world.direct, "c")])
+    again = await run_batch(log, world.store, [send(world.alice, world.direct, "a")])
     assert again.outcomes[0].ack == first.outcomes[0].ack and again.rows == []
 
 
-def test_same_client_id_from_another_sender_is_a_new_message(world: World) -> None:
+async def test_same_client_id_from_another_sender_is_a_new_message(world: World) -> None:
     log = ConversationLog(world.store)
-    batch = run_batch(log, world.store, [send(world.alice, world.direct, "same"),
-                                         send(world.bob, world.direct, "same")])
+    batch = await run_batch(log, world.store, [send(world.alice, world.direct, "same"),
+                                               send(world.bob, world.direct, "same")])
     assert seqs(batch) == [1, 2]
-    assert batch.outcomes[0].ack["msg_id"] != batch.outcomes[1].ack["msg_id"]
+    assert json.loads(batch.outcomes[0].ack)["msg_id"] != json.loads(batch.outcomes[1].ack)["msg_id"]
 
 
 # --- refusals --------------------------------------------------------------------------------
 
-def test_non_member_forbidden(world: World) -> None:
+async def test_non_member_forbidden(world: World) -> None:
     log = ConversationLog(world.store)
-    batch = run_batch(log, world.store, [
+    batch = await run_batch(log, world.store, [
         send(world.carol, world.gconv, "c1"),
         send(world.carol, world.direct, "c2"),
         ReadItem(world.carol, "s", world.gconv, 1),
@@ -211,10 +209,10 @@ def test_non_member_forbidden(world: World) -> None:
     assert [len(world.history(c)) for c in (world.gconv, world.direct)] == [1, 0]
 
 
-def test_unknown_conversation_not_found(world: World) -> None:
+async def test_unknown_conversation_not_found(world: World) -> None:
     log = ConversationLog(world.store)
     unknown_user = world.carol + 1000
-    batch = plan(log, [
+    batch = await plan(log, [
         send(world.alice, f"g:{world.group + 1000}", "x1"),
         send(world.alice, f"d:{world.alice}:{unknown_user}", "x2"),
         ReadItem(world.alice, "s", f"g:{world.group + 1000}", 3),
@@ -225,45 +223,46 @@ def test_unknown_conversation_not_found(world: World) -> None:
 
 
 @pytest.mark.parametrize("conv", ["d:2:1", "d:1:1", "x", "", "g:01", "g:0"])
-def test_bad_conv_id(world: World, conv: str) -> None:
+async def test_bad_conv_id(world: World, conv: str) -> None:
     log = ConversationLog(world.store)
-    batch = plan(log, [send(world.alice, conv, "bad"), send(world.alice, world.direct, "good")])
+    batch = await plan(log, [send(world.alice, conv, "bad"), send(world.alice, world.direct, "good")])
     assert errors(batch) == ["bad_request", None]
     assert seqs(batch) == [None, 1]
 
 
-def test_membership_change_after_forget(world: World) -> None:
+async def test_membership_change_after_forget(world: World) -> None:
     log = ConversationLog(world.store)
-    assert errors(run_batch(log, world.store, [send(world.carol, world.gconv, "c1")])) == ["forbidden"]
+    assert errors(await run_batch(log, world.store, [send(world.carol, world.gconv, "c1")])) == ["forbidden"]
     world.db.transaction(lambda c: groups.add_members(c, world.group, [world.carol]))
     log.forget(world.gconv)
-    batch = run_batch(log, world.store, [send(world.carol, world.gconv, "c1")])
+    batch = await run_batch(log, world.store, [send(world.carol, world.gconv, "c1")])
     assert errors(batch) == [None] and seqs(batch) == [1]
 
 
 # --- rollback ----------------------------------------------------------------------------------
 
-def test_rollback_restores_the_head(world: World) -> None:
+async def test_rollback_restores_the_head(world: World) -> None:
     log = ConversationLog(world.store)
-    run_batch(log, world.store, [send(world.alice, world.direct, "m1")])
-    failed = plan(log, [send(world.alice, world.direct, "m2"), send(world.bob, world.direct, "m3"),
-                        send(world.alice, world.gconv, "g1")])
+    await run_batch(log, world.store, [send(world.alice, world.direct, "m1")])
+    failed = await plan(log, [send(world.alice, world.direct, "m2"), send(world.bob, world.direct, "m3"),
+                              send(world.alice, world.gconv, "g1")])
     assert seqs(failed) == [2, 3, 1]
     log.rollback(failed)  # the commit failed
-    batch = run_batch(log, world.store, [send(world.bob, world.direct, "m4"), send(world.alice, world.gconv, "g2")])
+    batch = await run_batch(log, world.store, [send(world.bob, world.direct, "m4"),
+                                               send(world.alice, world.gconv, "g2")])
     assert seqs(batch) == [2, 1]
     # the rolled-back client ids were never stored, so sending them again is a new message
-    retry = run_batch(log, world.store, [send(world.alice, world.direct, "m2")])
+    retry = await run_batch(log, world.store, [send(world.alice, world.direct, "m2")])
     assert seqs(retry) == [3] and len(retry.rows) == 1
     assert [m["seq"] for m in world.history(world.direct)] == [1, 2, 3]
 
 
-def test_rollback_of_a_first_message_recreates_cursors(world: World) -> None:
+async def test_rollback_of_a_first_message_recreates_cursors(world: World) -> None:
     log = ConversationLog(world.store)
-    failed = plan(log, [send(world.alice, world.direct, "m1")])
+    failed = await plan(log, [send(world.alice, world.direct, "m1")])
     assert world.direct in failed.new_directs
     log.rollback(failed)
-    batch = run_batch(log, world.store, [send(world.alice, world.direct, "m1")])
+    batch = await run_batch(log, world.store, [send(world.alice, world.direct, "m1")])
     assert seqs(batch) == [1]
     assert batch.new_directs == {world.direct: tuple(sorted((world.alice, world.bob)))}
     assert world.direct in world.convs(world.bob)
@@ -271,10 +270,10 @@ def test_rollback_of_a_first_message_recreates_cursors(world: World) -> None:
 
 # --- reads, typing, deliveries -----------------------------------------------------------------------
 
-def test_read_cursor_is_clamped_to_the_head(world: World) -> None:
+async def test_read_cursor_is_clamped_to_the_head(world: World) -> None:
     log = ConversationLog(world.store)
-    run_batch(log, world.store, [send(world.alice, world.direct, f"m{i}") for i in range(3)])
-    batch = run_batch(log, world.store, [ReadItem(world.bob, "bob-s", world.direct, 99)])
+    await run_batch(log, world.store, [send(world.alice, world.direct, f"m{i}") for i in range(3)])
+    batch = await run_batch(log, world.store, [ReadItem(world.bob, "bob-s", world.direct, 99)])
     assert errors(batch) == [None] and batch.outcomes[0].ack is None
     assert batch.cursor_moves == [(world.bob, world.direct, 3)]
     [receipt] = batch.deliveries
@@ -283,22 +282,22 @@ def test_read_cursor_is_clamped_to_the_head(world: World) -> None:
     assert world.convs(world.bob)[world.direct]["read_seq"] == 3
 
 
-def test_read_cursor_only_moves_forward(world: World) -> None:
+async def test_read_cursor_only_moves_forward(world: World) -> None:
     log = ConversationLog(world.store)
-    run_batch(log, world.store, [send(world.alice, world.direct, f"m{i}") for i in range(4)])
-    run_batch(log, world.store, [ReadItem(world.bob, "s", world.direct, 3)])
-    batch = run_batch(log, world.store, [ReadItem(world.bob, "s", world.direct, 1)])
+    await run_batch(log, world.store, [send(world.alice, world.direct, f"m{i}") for i in range(4)])
+    await run_batch(log, world.store, [ReadItem(world.bob, "s", world.direct, 3)])
+    batch = await run_batch(log, world.store, [ReadItem(world.bob, "s", world.direct, 1)])
     assert batch.cursor_moves == [] and batch.deliveries == []  # no move: nothing stored, no receipt
     assert world.convs(world.bob)[world.direct]["read_seq"] == 3
     # A fresh owner (a restarted shard) does not know the cursor; the store still never moves it back.
-    batch = run_batch(ConversationLog(world.store), world.store, [ReadItem(world.bob, "s", world.direct, 1)])
+    batch = await run_batch(ConversationLog(world.store), world.store, [ReadItem(world.bob, "s", world.direct, 1)])
     assert batch.cursor_moves == [(world.bob, world.direct, 1)]
     assert world.convs(world.bob)[world.direct]["read_seq"] == 3
 
 
-def test_typing_is_relayed_not_stored(world: World) -> None:
+async def test_typing_is_relayed_not_stored(world: World) -> None:
     log = ConversationLog(world.store)
-    batch = run_batch(log, world.store, [TypingItem(world.alice, "s1", world.gconv)])
+    batch = await run_batch(log, world.store, [TypingItem(world.alice, "s1", world.gconv)])
     assert errors(batch) == [None] and batch.rows == [] and batch.cursor_moves == []
     [typing] = batch.deliveries
     assert json.loads(typing.frame) == {"type": "typing", "conv": world.gconv, "user_id": world.alice}
@@ -306,14 +305,14 @@ def test_typing_is_relayed_not_stored(world: World) -> None:
     assert world.history(world.gconv) == []
 
 
-def test_deliveries_skip_only_the_sending_session(world: World) -> None:
+async def test_deliveries_skip_only_the_sending_session(world: World) -> None:
     log = ConversationLog(world.store)
-    batch = run_batch(log, world.store, [send(world.alice, world.gconv, "c1", body="yo", session="alice-phone")])
+    batch = await run_batch(log, world.store, [send(world.alice, world.gconv, "c1", body="yo", session="alice-phone")])
     [delivery] = batch.deliveries
     assert delivery.skip == "alice-phone"
     assert set(delivery.users) == {world.alice, world.bob}  # alice's other sessions get it too
     frame = json.loads(delivery.frame)
-    ack = batch.outcomes[0].ack
+    ack = json.loads(batch.outcomes[0].ack)
     assert frame == {"type": "msg", "conv": world.gconv, "seq": 1, "msg_id": ack["msg_id"], "from": world.alice,
                      "kind": "text", "body": "yo", "ts": ack["ts"]}
 
@@ -326,12 +325,12 @@ def _upload(world: World, file_id: str, owner: int, content_type: str) -> None:
         "content_type": content_type, "size": 10, "filename": None}))
 
 
-def test_file_message(world: World) -> None:
+async def test_file_message(world: World) -> None:
     _upload(world, "F1", world.alice, "image/png")
     _upload(world, "T1", world.alice, "text/plain")
     _upload(world, "B1", world.bob, "image/png")
     log = ConversationLog(world.store)
-    batch = run_batch(log, world.store, [
+    batch = await run_batch(log, world.store, [
         send(world.alice, world.direct, "f1", body="", kind="image", file_id="F1"),
         send(world.alice, world.direct, "f2", body="", kind="image", file_id="NOPE"),  # no such upload
         send(world.alice, world.direct, "f3", body="", kind="file", file_id="B1"),  # bob's, not alice's
@@ -347,12 +346,13 @@ def test_file_message(world: World) -> None:
 
 # --- storage views ---------------------------------------------------------------------------------
 
-def test_commit_then_history_in_order(world: World) -> None:
+async def test_commit_then_history_in_order(world: World) -> None:
     log = ConversationLog(world.store)
     bodies = [f"message {i}" for i in range(7)]
     for i in range(0, 7, 3):
-        run_batch(log, world.store, [send(world.alice if j % 2 else world.bob, world.gconv, f"c{j}", body=bodies[j])
-                                     for j in range(i, min(i + 3, 7))])
+        await run_batch(log, world.store, [send(world.alice if j % 2 else world.bob, world.gconv, f"c{j}",
+                                                body=bodies[j])
+                                           for j in range(i, min(i + 3, 7))])
     rows = world.history(world.gconv)
     assert [r["seq"] for r in rows] == list(range(1, 8))
     assert [r["body"] for r in rows] == bodies
@@ -363,29 +363,29 @@ def test_commit_then_history_in_order(world: World) -> None:
     assert [r["seq"] for r in before] == [4, 5]
 
 
-def test_conversation_list_unread_excludes_own_messages(world: World) -> None:
+async def test_conversation_list_unread_excludes_own_messages(world: World) -> None:
     log = ConversationLog(world.store)
-    run_batch(log, world.store, [send(world.alice, world.direct, f"a{i}") for i in range(3)]
-              + [send(world.bob, world.direct, "b0", body="b0")]
-              + [send(world.alice, world.gconv, f"g{i}") for i in range(2)])
+    await run_batch(log, world.store, [send(world.alice, world.direct, f"a{i}") for i in range(3)]
+                    + [send(world.bob, world.direct, "b0", body="b0")]
+                    + [send(world.alice, world.gconv, f"g{i}") for i in range(2)])
     bob, alice = world.convs(world.bob), world.convs(world.alice)
     assert bob[world.direct]["unread"] == 3 and alice[world.direct]["unread"] == 1
     assert bob[world.gconv]["unread"] == 2 and alice[world.gconv]["unread"] == 0
     assert bob[world.direct]["last_seq"] == 4 and bob[world.direct]["read_seq"] == 0
     assert bob[world.direct]["last_message"]["body"] == "b0"
     assert world.convs(world.carol) == {}
-    run_batch(log, world.store, [ReadItem(world.bob, "s", world.direct, 2)])
+    await run_batch(log, world.store, [ReadItem(world.bob, "s", world.direct, 2)])
     assert world.convs(world.bob)[world.direct]["unread"] == 1
-    run_batch(log, world.store, [ReadItem(world.bob, "s", world.direct, 4)])
+    await run_batch(log, world.store, [ReadItem(world.bob, "s", world.direct, 4)])
     assert world.convs(world.bob)[world.direct]["unread"] == 0
 
 
-def test_new_member_does_not_inherit_unread_history(world: World) -> None:
+async def test_new_member_does_not_inherit_unread_history(world: World) -> None:
     log = ConversationLog(world.store)
-    run_batch(log, world.store, [send(world.alice, world.gconv, f"g{i}") for i in range(3)])
+    await run_batch(log, world.store, [send(world.alice, world.gconv, f"g{i}") for i in range(3)])
     world.db.transaction(lambda c: groups.add_members(c, world.group, [world.carol]))
     log.forget(world.gconv)
-    run_batch(log, world.store, [send(world.alice, world.gconv, "g3")])
+    await run_batch(log, world.store, [send(world.alice, world.gconv, "g3")])
     carol = world.convs(world.carol)[world.gconv]
     assert (carol["read_seq"], carol["last_seq"], carol["unread"]) == (3, 4, 1)
 
@@ -414,36 +414,21 @@ def test_check_send_refuses(kind: str, body: str, file_id: str | None, error: ty
     assert info.value.message
 
 
-def test_same_client_id_committed_by_another_shard_first(world: World) -> None:
+async def test_same_client_id_committed_by_another_shard_first(world: World) -> None:
     """Two shards own two conversations; the sender reuses a client id in both. The database's unique
     (sender, client id) refuses the second commit; after a rollback, planning again turns it into a resend."""
     shard_a, shard_b = ConversationLog(world.store), ConversationLog(world.store)
-    planned_b = plan(shard_b, [send(world.alice, world.gconv, "dup"), send(world.bob, world.gconv, "other")])
-    first = run_batch(shard_a, world.store, [send(world.alice, world.direct, "dup")])
+    planned_b = await plan(shard_b, [send(world.alice, world.gconv, "dup"), send(world.bob, world.gconv, "other")])
+    first = await run_batch(shard_a, world.store, [send(world.alice, world.direct, "dup")])
     with pytest.raises(IntegrityError):
-        asyncio.run(world.store.commit(planned_b))
+        await world.store.commit(planned_b)
     assert world.history(world.gconv) == []  # the failed batch left nothing behind
     shard_b.rollback(planned_b)
-    again = run_batch(shard_b, world.store, [send(world.alice, world.gconv, "dup"),
-                                             send(world.bob, world.gconv, "other")])
+    again = await run_batch(shard_b, world.store, [send(world.alice, world.gconv, "dup"),
+                                                   send(world.bob, world.gconv, "other")])
     assert again.outcomes[0].ack == first.outcomes[0].ack
-    assert seqs(again) == [1, 1] and again.outcomes[1].ack["conv"] == world.gconv
+    assert seqs(again) == [1, 1] and json.loads(again.outcomes[1].ack)["conv"] == world.gconv
     assert [m["seq"] for m in world.history(world.gconv)] == [1]
-
-
-def test_items_outcomes_and_deliveries_cross_the_wire_unchanged() -> None:
-    """Socket nodes and shards pass them as one orjson blob per Ray call."""
-    from imray.actors import wire
-    from imray.domain.messaging import Outcome, ReadItem, SendItem, TypingItem
-
-    items = [SendItem(1, "s", "c1", "d:1:2", "image", "caption ✓ 𝄞", "f" * 32),
-             SendItem(1, "s", "c", "g:3", "text", "x"), ReadItem(2, "s", "g:3", 7), TypingItem(2, "s", "d:1:2")]
-    assert wire.unpack_items(wire.pack_items(items)) == items
-    outcomes = [Outcome(ack={"type": "ack", "seq": 1}), Outcome(error=("forbidden", "no")), Outcome()]
-    assert wire.unpack_outcomes(wire.pack_outcomes(outcomes)) == outcomes
-    part = [('{"type":"msg"}', [1, 2], "session"), ('{"type":"receipt"}', (3,), None)]
-    assert [tuple(d) for d in wire.unpack_deliveries(wire.pack_deliveries(part))] == [
-        ('{"type":"msg"}', [1, 2], "session"), ('{"type":"receipt"}', [3], None)]
 
 
 def test_message_ids_grow_with_time_and_stay_apart_between_logs() -> None:

@@ -12,15 +12,15 @@ import time
 
 import pytest
 
-from imray import runtime
+from imray import localcluster
 from imray.settings import load_settings
 
 
 def test_haproxy_goes_through_the_forwardfor_wrapper_to_a_real_binary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
-    env = runtime.ray_environment(load_settings())
+    env = localcluster.ray_environment(load_settings())
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
-    assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(runtime.HAPROXY_WRAPPER)
+    assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(localcluster.HAPROXY_WRAPPER)
     assert os.access(env["RAY_SERVE_HAPROXY_BINARY_PATH"], os.X_OK)  # the package ships it executable
     assert os.access(env["IMRAY_HAPROXY_BINARY"], os.X_OK)
     assert env["RAY_SERVE_HAPROXY_METRICS_PORT"] != str(load_settings().socket_base_port)
@@ -28,26 +28,26 @@ def test_haproxy_goes_through_the_forwardfor_wrapper_to_a_real_binary(monkeypatc
 
 def test_an_environment_already_set_by_ray_env_does_not_point_the_wrapper_at_itself(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(runtime.HAPROXY_WRAPPER))  # eval "$(imray ray-env)"
-    env = runtime.ray_environment(load_settings())
-    assert env["IMRAY_HAPROXY_BINARY"] != str(runtime.HAPROXY_WRAPPER)
-    assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(runtime.HAPROXY_WRAPPER)  # left as it was
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(localcluster.HAPROXY_WRAPPER))  # eval "$(imray ray-env)"
+    env = localcluster.ray_environment(load_settings())
+    assert env["IMRAY_HAPROXY_BINARY"] != str(localcluster.HAPROXY_WRAPPER)
+    assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(localcluster.HAPROXY_WRAPPER)  # left as it was
 
 
 def test_without_a_usable_haproxy_or_when_off_serve_keeps_its_python_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", raising=False)
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/nonexistent/haproxy")
-    assert runtime.ray_environment(load_settings()) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    assert localcluster.ray_environment(load_settings()) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH")
-    assert runtime.ray_environment(load_settings(serve_haproxy=False)) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    assert localcluster.ray_environment(load_settings(serve_haproxy=False)) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
 def test_serve_runs_in_its_throughput_mode_unless_the_operator_says_otherwise(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", raising=False)
-    assert runtime.ray_environment(load_settings())["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert localcluster.ray_environment(load_settings())["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     monkeypatch.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")
-    assert runtime.ray_environment(load_settings())["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
+    assert localcluster.ray_environment(load_settings())["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
 
 
 def test_the_cluster_imray_starts_uses_a_token_kept_private_in_the_data_dir(
@@ -85,7 +85,7 @@ def test_a_stop_by_force_also_stops_serves_haproxy_left_behind(tmp_path, monkeyp
             (serve_dir / name / file).write_text("x")
     try:
         time.sleep(0.5)
-        runtime._stop_orphaned_ingress()
+        localcluster._stop_orphaned_ingress()
         assert orphan.wait(10) == -signal.SIGKILL
         assert other.poll() is None  # an HAProxy that is not Serve's is left alone
         # Serve's directories go with their HAProxy; anything else there stays.
@@ -105,5 +105,5 @@ def test_up_finds_the_ports_it_needs_already_taken() -> None:
         holder.listen()
         taken = holder.getsockname()[1]
         settings = dataclasses.replace(load_settings(socket_nodes=1), http_port=taken, socket_base_port=free)
-        found = runtime.ports_in_use(settings)
+        found = localcluster.ports_in_use(settings)
         assert taken in found and free not in found

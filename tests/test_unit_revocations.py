@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from sqlalchemy import update
 
 from imray.adapters.cache import LocalCache, revoked_family_key
-from imray.adapters.revocations import RevocationFollower
+from imray.adapters.revocations import CachedRevocations, RevocationFollower
 from imray.storage import accounts
 from imray.storage.db import Database
 from imray.storage.schema import revoked_logins
@@ -28,45 +26,41 @@ def _login(db: Database, family: str, refresh_hash: str) -> None:
     db.transaction(store)
 
 
-def test_a_revoked_login_reaches_another_process_cache(db: Database) -> None:
+async def test_a_revoked_login_reaches_another_process_cache(db: Database) -> None:
     _login(db, "fam1", "h1")
     _login(db, "fam2", "h2")
     cache = LocalCache()  # another process's: nothing was set in it directly
     follower = RevocationFollower(db, cache, TTL_S)
-
-    async def scenario() -> None:
-        assert await follower.poll_once() == 0
-        assert db.transaction(lambda c: accounts.revoke_family(c, "h1", keep_s=TTL_S)) == "fam1"
-        assert await follower.poll_once() == 1
-        assert await cache.get(revoked_family_key("fam1")) is True
-        assert await cache.get(revoked_family_key("fam2")) is None  # another login is not touched
-
-    asyncio.run(scenario())
+    assert await follower.poll_once() == 0
+    assert db.transaction(lambda c: accounts.revoke_family(c, "h1", keep_s=TTL_S)) == "fam1"
+    assert await follower.poll_once() == 1
+    assert await cache.get(revoked_family_key("fam1")) is True
+    assert await cache.get(revoked_family_key("fam2")) is None  # another login is not touched
 
 
-def test_a_reused_refresh_token_revokes_its_login_for_every_process(db: Database) -> None:
+async def test_a_reused_refresh_token_revokes_its_login_for_every_process(db: Database) -> None:
     _login(db, "fam3", "h3")
     cache = LocalCache()
     follower = RevocationFollower(db, cache, TTL_S)
     assert db.transaction(lambda c: accounts.consume_refresh(c, "h3", keep_s=TTL_S))["family"] == "fam3"  # rotated once
     again = db.transaction(lambda c: accounts.consume_refresh(c, "h3", keep_s=TTL_S))
     assert again == {"reused": True, "family": "fam3"}
-    asyncio.run(follower.poll_once())
-    assert asyncio.run(cache.get(revoked_family_key("fam3"))) is True
+    await follower.poll_once()
+    assert await cache.get(revoked_family_key("fam3")) is True
 
 
-def test_revocations_older_than_any_access_token_are_not_loaded(db: Database) -> None:
+async def test_revocations_older_than_any_access_token_are_not_loaded(db: Database) -> None:
     _login(db, "old", "h4")
     db.transaction(lambda c: accounts.revoke_family(c, "h4", keep_s=TTL_S))
     cache = LocalCache()
     # Its tokens would have expired: a follower whose tokens live 0 s sees nothing to deny.
     follower = RevocationFollower(db, cache, token_ttl_s=0)
-    asyncio.run(follower.poll_once())
-    assert asyncio.run(cache.get(revoked_family_key("old"))) is None
+    await follower.poll_once()
+    assert await cache.get(revoked_family_key("old")) is None
     # The same revocation with a 15-minute token lifetime is denied.
     follower = RevocationFollower(db, cache, TTL_S)
-    asyncio.run(follower.poll_once())
-    assert asyncio.run(cache.get(revoked_family_key("old"))) is True
+    await follower.poll_once()
+    assert await cache.get(revoked_family_key("old")) is True
 
 
 def test_revoking_twice_keeps_one_row(db: Database) -> None:
@@ -87,3 +81,20 @@ def test_revocations_past_the_token_lifetime_are_deleted(db: Database) -> None:
     # The old login stays logged out: its refresh tokens are spent.
     again = db.transaction(lambda c: accounts.consume_refresh(c, "h6", keep_s=TTL_S))
     assert again == {"reused": True, "family": "fam6"}
+
+
+async def test_a_login_the_follower_loaded_is_revoked_for_the_authenticator(db: Database) -> None:
+    _login(db, "fam8", "h8")
+    cache = LocalCache()
+    revoked = CachedRevocations(cache)  # what the process's Authenticator asks
+    assert await revoked.is_revoked("fam8") is False
+    db.transaction(lambda c: accounts.revoke_family(c, "h8", keep_s=TTL_S))
+    await RevocationFollower(db, cache, TTL_S).poll_once()
+    assert await revoked.is_revoked("fam8") is True
+
+
+async def test_a_login_revoked_in_this_process_is_revoked_at_once_and_only_that_login() -> None:
+    revoked = CachedRevocations(LocalCache())
+    await revoked.revoke("fam9", ttl_s=TTL_S)
+    assert await revoked.is_revoked("fam9") is True
+    assert await revoked.is_revoked("fam10") is False

@@ -1,10 +1,12 @@
-"""Group many small calls into one call per destination, one call in flight per destination.
+"""Group many small items into one call per destination, one call in flight per destination.
 
-One Ray call per message caps near 2.5k msgs/s; one call per destination per flush scales with
-the batch. Items for a destination whose previous call is still in flight wait and go out
-together when it returns (group commit's natural batching). Keeping a single call in flight per
-destination is also what keeps order: Ray does not promise that an async actor runs calls in
-the order they were submitted.
+A call (a frame on a stream, a Ray call, a presence update) costs about the same whatever it
+carries, so items go out as one call per destination per flush. Items for a destination whose
+previous call is still in flight wait and go out together when it returns: batches grow by
+themselves while the destination is slow (group commit's natural batching). A single call in
+flight per destination is also what keeps order: each batch leaves only after the previous one
+has been answered, whatever the transport does with calls sent side by side (Ray does not promise
+that an async actor runs calls in the order they were submitted).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741
@@ -80,7 +82,9 @@ class Batcher(Generic[K, I, R]):
                 if future is not None and not future.done():
                     future.set_exception(exc)
         else:
-            for future, result in zip(futures, results or [None] * len(futures), strict=True):
+            # A destination that answers nothing (None) has a result type of None.
+            answers: Sequence[R] = results if results is not None else [cast(R, None)] * len(futures)
+            for future, result in zip(futures, answers, strict=True):
                 if future is not None and not future.done():
                     future.set_result(result)
         finally:
@@ -90,3 +94,10 @@ class Batcher(Generic[K, I, R]):
                     self._schedule()  # what came meanwhile may wait for more company too
                 else:
                     self._start(key)
+
+    async def stop(self) -> None:
+        """Cancel the calls in flight; their waiting items fail with CancelledError."""
+        running = list(self._tasks)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)

@@ -15,13 +15,14 @@ from collections import deque
 from collections.abc import Callable
 
 import orjson
-import ray
 
-from imray.actors import names
 from imray.actors.stream import DELIVER, DELIVERED, HELLO, OUTCOMES, SUBMIT, frame, read_frame
+from imray.adapters.named_actors import NamedActors
+from imray.domain.nodes import ShardEndpoint
+from imray.lifecycle import Tasks
 
 log = logging.getLogger("imray.socket")
-RECONNECT_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+RECONNECT_S = (0.1, 0.25, 0.5, 1.0, 2.0)  # backoff while a shard restarts: quick first, then 2 s apart
 ENDPOINT_TIMEOUT_S = 5.0
 
 
@@ -30,25 +31,35 @@ class ShardLinkLost(ConnectionError):
 
 
 class ShardLink:
-    def __init__(self, node_id: str, index: int, namespace: str, on_deliver: Callable[[bytes], None]) -> None:
+    def __init__(self, node_id: str, index: int, actors: NamedActors, on_deliver: Callable[[bytes], None]) -> None:
         self._node_id = node_id
         self._index = index
-        self._namespace = namespace
+        self._actors = actors
         self._on_deliver = on_deliver
         self._writer: asyncio.StreamWriter | None = None
         self._waiting: deque[asyncio.Future[bytes]] = deque()
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks(f"{node_id} stream to shard {index}")
+        self._stopped = False
 
     def start(self) -> None:
         """Connect now, in the background: the shard's deliveries need the stream before any send."""
-        self._spawn(self._reconnect())
+        self._tasks.spawn(self._reconnect(), name=f"connect to shard {self._index}")
+
+    async def stop(self) -> None:
+        """Stop reconnecting, close the stream, and fail every batch still waiting for its outcome."""
+        self._stopped = True
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._fail_waiting()
+        await self._tasks.cancel_all()
 
     async def submit(self, blob: bytes) -> bytes:
         """One batch of items; their outcomes, once the shard has committed them."""
         writer = await self._connected()
         if writer.is_closing():
-            raise ShardLinkLost(f"stream to shard {self._index} lost")
+            raise self._lost()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting.append(future)
         writer.write(frame(SUBMIT, blob))
@@ -56,15 +67,17 @@ class ShardLink:
 
     async def _connected(self) -> asyncio.StreamWriter:
         async with self._lock:
+            if self._stopped:
+                raise self._lost()
             if self._writer is None:
-                shard = ray.get_actor(names.shard(self._index), namespace=self._namespace)
-                # Bounded: this holds the lock every send waits for, and once a node's reconnect to a
-                # restarted shard stalled for good (where, unknown); the next attempt asks afresh.
-                endpoint = await asyncio.wait_for(shard.stream_endpoint.remote(), ENDPOINT_TIMEOUT_S)
-                reader, writer = await asyncio.open_connection(endpoint["host"], endpoint["port"])
-                writer.write(frame(HELLO, orjson.dumps({"node": self._node_id, "secret": endpoint["secret"]})))
+                shard = self._actors.shard(self._index)
+                # Bounded: this holds the lock every send waits for, and an endpoint call that never
+                # answers must not stall them all; the next attempt asks afresh.
+                endpoint: ShardEndpoint = await asyncio.wait_for(shard.stream_endpoint.remote(), ENDPOINT_TIMEOUT_S)
+                reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+                writer.write(frame(HELLO, orjson.dumps({"node": self._node_id, "secret": endpoint.secret})))
                 self._writer = writer
-                self._spawn(self._read(reader, writer))
+                self._tasks.spawn(self._read(reader, writer), name=f"read shard {self._index}")
             return self._writer
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -86,24 +99,30 @@ class ShardLink:
             writer.close()
             if self._writer is writer:
                 self._writer = None
-            lost = ShardLinkLost(f"stream to shard {self._index} lost")
-            while self._waiting:
-                future = self._waiting.popleft()
-                if not future.done():
-                    future.set_exception(lost)
-            self._spawn(self._reconnect())
+            self._fail_waiting()
+            if not self._stopped:
+                self._tasks.spawn(self._reconnect(), name=f"reconnect to shard {self._index}")
 
     async def _reconnect(self) -> None:
-        for attempt in range(1_000_000):  # as long as this node lives; the shard restarts by itself
+        attempt = 0
+        while not self._stopped:  # as long as this node lives; the shard restarts by itself
             try:
                 await self._connected()
                 return
             except Exception as exc:  # the shard is restarting or gone for now
+                if self._stopped:
+                    return
                 if attempt % 10 == 0:
                     log.warning("no stream to shard %s yet: %r", self._index, exc)
                 await asyncio.sleep(RECONNECT_S[min(attempt, len(RECONNECT_S) - 1)])
+                attempt += 1
 
-    def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _fail_waiting(self) -> None:
+        lost = self._lost()
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(lost)
+
+    def _lost(self) -> ShardLinkLost:
+        return ShardLinkLost(f"stream to shard {self._index} lost")

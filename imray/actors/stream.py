@@ -4,10 +4,11 @@ Measured on a 2-core box between two async actors: a Ray actor call takes 1.2 ms
 (p50, one at a time; 3.7 ms with eight in flight, 2,000 calls/s at most), a frame on an open stream
 between the same two actors 0.08 ms (86,000/s). So Ray stays the control plane (it places, restarts
 and finds the actors, and hands each node a shard's address and the secret that admits it) and the
-batches travel on the stream. TCP keeps them in order, and so do both ends, which is what keeps
-per-conversation order, as the one Ray call in flight per destination did before. Deliveries are
-acknowledged, one batch in flight per node as before: otherwise a node slower than its shards (a
-big group's fan-out) lets seconds of deliveries wait in socket buffers, out of reach of batching.
+batches travel on the stream. TCP keeps them in order, and so do both ends (each handles a
+stream's frames in the order they came): that is what keeps per-conversation order. Deliveries are
+acknowledged, and a shard keeps one DELIVER batch in flight per node: otherwise a node slower than
+its shards (a big group's fan-out) lets seconds of deliveries wait in socket buffers, out of reach
+of batching.
 
 A frame is 1 byte of kind, 4 bytes of big-endian length, then the payload (see `wire`).
 """

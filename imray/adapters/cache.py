@@ -13,8 +13,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from imray.settings import Settings
-
 log = logging.getLogger("imray.cache")
 # No sentinel object here: Serve pickles deployment classes by value, which would copy a sentinel.
 # Absent is None, so cached values are never None themselves.
@@ -55,6 +53,9 @@ class RedisCache:
 
         self._redis = aioredis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
 
+    async def close(self) -> None:
+        await self._redis.aclose()
+
     async def get(self, key: str) -> Any:
         try:
             raw = await self._redis.get(key)
@@ -74,10 +75,6 @@ class RedisCache:
             await self._redis.delete(*keys)
         except Exception as exc:  # a stale entry then lives until its TTL: keep TTLs short
             log.warning("cache invalidation of %s failed: %r", keys, exc)
-
-
-def make_cache(settings: Settings) -> Cache:
-    return RedisCache(settings.redis_url) if settings.redis_url else LocalCache()
 
 
 def user_key(user_id: int) -> str:

@@ -10,8 +10,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from imray.settings import Settings
+
+if TYPE_CHECKING:  # the SDK is imported only where Nacos is configured (and it is untyped: Any)
+    from v2.nacos import ClientConfig, NacosConfigService, NacosNamingService
 
 log = logging.getLogger("imray.nacos")
 SOCKET_SERVICE = "imray-socket"
@@ -40,7 +44,15 @@ def _allow_loopback_only_hosts() -> None:
     _patched = True
 
 
-def client_config(settings: Settings, name: str):
+class NacosHost(TypedDict):
+    """A healthy instance of a service, as Nacos lists it."""
+
+    ip: str
+    port: int
+    metadata: dict[str, str]
+
+
+def client_config(settings: Settings, name: str) -> ClientConfig:
     from v2.nacos import ClientConfigBuilder
 
     _allow_loopback_only_hosts()
@@ -60,7 +72,7 @@ class NacosInstance:
 
     def __init__(self, settings: Settings, service: str, ip: str, port: int, name: str) -> None:
         self._settings, self._service, self._ip, self._port, self._name = settings, service, ip, port, name
-        self._naming = None
+        self._naming: NacosNamingService | None = None
         self._metadata: dict[str, str] = {}
 
     async def register(self, metadata: dict[str, str]) -> None:
@@ -94,9 +106,9 @@ class NacosDirectory:
 
     def __init__(self, settings: Settings, service: str, name: str) -> None:
         self._settings, self._service, self._name = settings, service, name
-        self._naming = None
+        self._naming: NacosNamingService | None = None
 
-    async def instances(self) -> list[dict]:
+    async def instances(self) -> list[NacosHost]:
         from v2.nacos import ListInstanceParam, NacosNamingService
 
         if self._naming is None:
@@ -105,15 +117,29 @@ class NacosDirectory:
             service_name=self._service, group_name=self._settings.nacos_group, subscribe=True, healthy_only=True))
         return [{"ip": h.ip, "port": h.port, "metadata": dict(h.metadata or {})} for h in hosts]
 
+    async def node_ids(self) -> set[str] | None:
+        """The `node_id`s of the healthy instances; None when Nacos does not answer."""
+        try:
+            instances = await self.instances()
+        except Exception as exc:  # Nacos away: the caller falls back to its own view
+            log.warning("nacos: listing %s failed: %r", self._service, exc)
+            return None
+        return {instance["metadata"].get("node_id", "") for instance in instances}
+
+    async def close(self) -> None:
+        if self._naming is not None:
+            await self._naming.shutdown()
+            self._naming = None
+
 
 class NacosConfig:
     """The `imray.yaml` data id: read once, then every change is handed to `on_change`."""
 
     def __init__(self, settings: Settings, name: str) -> None:
         self._settings, self._name = settings, name
-        self._service = None
+        self._service: NacosConfigService | None = None
 
-    async def _client(self):
+    async def _client(self) -> NacosConfigService:
         from v2.nacos import NacosConfigService
 
         if self._service is None:
@@ -142,3 +168,8 @@ class NacosConfig:
                 await result
 
         await service.add_listener(CONFIG_DATA_ID, self._settings.nacos_group, listener)
+
+    async def close(self) -> None:
+        if self._service is not None:
+            await self._service.shutdown()
+            self._service = None

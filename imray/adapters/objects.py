@@ -83,8 +83,3 @@ class S3Objects:
     def describe(self) -> str:
         return f"S3 bucket {self._bucket} at {self._endpoint}"
 
-
-def make_objects(settings: Settings) -> ObjectStore:
-    if settings.s3_endpoint:
-        return S3Objects(settings)
-    return LocalObjects(settings.data_path / "objects")

@@ -8,18 +8,14 @@ saying so is forgotten, and a Redis that restarted empty is full again within on
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import ray
-
-from imray.actors import names
-from imray.settings import Settings
+from typing import Any, Protocol
 
 REFRESH_S = 15.0
 TTL_S = 45
 
 
 class PresencePort(Protocol):
+    async def epoch(self) -> str: ...  # changes when the store restarted empty: nodes then resync
     async def apply(self, node: str, changes: list[tuple[int, int]]) -> None: ...
     async def replace_node(self, node: str, sessions: dict[int, int]) -> None: ...
     async def drop_node(self, node: str) -> None: ...
@@ -29,8 +25,11 @@ class PresencePort(Protocol):
 class ActorPresence:
     """The embedded adapter: one named actor holds the table."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._actor = ray.get_actor(names.PRESENCE, namespace=settings.namespace)
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+
+    async def epoch(self) -> str:
+        return str(await self._actor.epoch.remote())
 
     async def apply(self, node: str, changes: list[tuple[int, int]]) -> None:
         await self._actor.apply.remote([(node, changes)])
@@ -70,6 +69,12 @@ class RedisPresence:
         self._redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
                                               retry_on_timeout=False, health_check_interval=10)
         self._apply = self._redis.register_script(_APPLY)
+
+    async def epoch(self) -> str:
+        return "redis"  # a Redis that restarted empty is refilled by the nodes' periodic rewrite
+
+    async def close(self) -> None:
+        await self._redis.aclose()
 
     @staticmethod
     def _user_key(user: int) -> str:
@@ -114,6 +119,3 @@ class RedisPresence:
                 out.setdefault(node.decode() if isinstance(node, bytes) else node, []).append(user)
         return out
 
-
-def make_presence(settings: Settings) -> PresencePort:
-    return RedisPresence(settings.redis_url) if settings.redis_url else ActorPresence(settings)

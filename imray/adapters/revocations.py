@@ -1,9 +1,9 @@
-"""The embedded stack's denylist of revoked logins, followed from the database.
+"""The denylist of revoked logins: kept in a cache, and on the embedded stack followed from the database.
 
-With Redis every process reads revoked logins there. Without it each process's cache is its own,
-so a login revoked in AuthService would stay usable elsewhere until its access tokens expired
-(15 min). Here each process that checks tokens reads the logins revoked lately, every second,
-into its cache: a revocation takes effect everywhere within about a second.
+With Redis the cache is shared, and every process reads revoked logins there. Without it each
+process's cache is its own, so a login revoked in AuthService would stay usable elsewhere until its
+access tokens expired (15 min): there each process that checks tokens runs a `RevocationFollower`,
+which reads the logins revoked lately, every second, into its cache.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 import time
 
 from imray.adapters.cache import Cache, revoked_family_key
-from imray.settings import Settings
 from imray.storage import accounts
 from imray.storage.db import Database
 
@@ -22,6 +21,20 @@ POLL_S = 1.0
 # Rows are read again for this long: one revoked while the previous read ran, or stamped by
 # another process's clock a little behind, is still seen.
 OVERLAP_MS = 10_000
+
+
+class CachedRevocations:
+    """`RevokedLogins` (domain.authenticator) over a cache; entries live as long as the login's
+    last access token could."""
+
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
+
+    async def is_revoked(self, family: str) -> bool:
+        return bool(await self._cache.get(revoked_family_key(family)))
+
+    async def revoke(self, family: str, ttl_s: int) -> None:
+        await self._cache.set(revoked_family_key(family), True, ttl_s)
 
 
 class RevocationFollower:
@@ -48,11 +61,3 @@ class RevocationFollower:
                 log.warning("reading revoked logins failed: %r", exc)
             await asyncio.sleep(POLL_S)
 
-
-def follow_if_embedded(settings: Settings, cache: Cache, db: Database | None = None) -> asyncio.Task[None] | None:
-    """With no Redis (no shared denylist), follow revoked logins in the database into `cache`, on
-    the running loop; `db` defaults to a one-thread Database of its own. With Redis: None."""
-    if settings.redis_url:
-        return None
-    follower = RevocationFollower(db or Database(settings.db_url, threads=1), cache, settings.access_token_ttl_s)
-    return asyncio.get_running_loop().create_task(follower.run())

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 try:
     import uvloop
 except ImportError:  # a platform without it: the stock loop
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 
@@ -151,12 +151,13 @@ async def _one2one(pairs: list[Pair], rate: float | None, duration: float, windo
     async def send_loop(i: int) -> None:
         pair, ws, state = pairs[i], senders[i], states[i]
         n = 0
+        in_flight = asyncio.Semaphore(window)
         if rate is None:  # closed loop: `window` messages in flight, the next goes when one is acked
-            state.in_flight = asyncio.Semaphore(window)
+            state.in_flight = in_flight
         per_pair = (rate / len(pairs)) if rate else 0.0
         while time.perf_counter() < stop_at:
             if rate is None:
-                await state.in_flight.acquire()
+                await in_flight.acquire()
             else:
                 due = start + n / per_pair + (i / len(pairs)) / per_pair
                 delay = due - time.perf_counter()
@@ -229,7 +230,7 @@ async def _http(base_url: str, logins: list[tuple[str, str]], history: list[tupl
                     count("logins", r.status)
                 i += concurrency
 
-        async def history_loop(k: int) -> None:
+        async def history_loop(k: int, history: list[tuple[str, str]]) -> None:
             token, conv = history[k % len(history)]
             while time.perf_counter() < stop_at:
                 async with http.get(f"/api/conversations/{conv}/messages", params={"after_seq": "0", "limit": "50"},
@@ -241,7 +242,7 @@ async def _http(base_url: str, logins: list[tuple[str, str]], history: list[tupl
         if history is None:
             await asyncio.gather(*(login_loop(k) for k in range(concurrency)))
         else:
-            await asyncio.gather(*(history_loop(k) for k in range(concurrency)))
+            await asyncio.gather(*(history_loop(k, history) for k in range(concurrency)))
         done["elapsed_s"] = time.perf_counter() - start
     return done
 

@@ -23,6 +23,7 @@ import httpx
 from imray.bench import report
 from imray.bench.loadgen import Endpoint, Pair, fanout_worker, http_worker, one2one_worker, send_all
 from imray.bench.sessions import SessionSpec, session_worker
+from imray.domain.nodes import NodeStats
 
 PASSWORD = "bench-password-1"
 RELAY_PORT = 9300
@@ -234,21 +235,23 @@ def _fanout(pool, base_url: str, relay_url: str, options: BenchOptions) -> dict:
     return result
 
 
-def _node_stats() -> list[dict] | None:
+def _node_stats() -> list[NodeStats] | None:
     """The socket nodes' own figures, when this process is connected to imray's Ray cluster."""
     import ray
 
     if not ray.is_initialized():
         return None
-    from imray.actors import names
+    from imray.adapters.named_actors import RayNamedActors
     from imray.settings import load_settings
 
-    supervisor = ray.get_actor(names.SUPERVISOR, namespace=load_settings().namespace)
-    return ray.get(supervisor.node_stats.remote(), timeout=60)
+    settings = load_settings()
+    supervisor = RayNamedActors(settings.namespace, settings.shard_count).supervisor()
+    stats: list[NodeStats] = ray.get(supervisor.node_stats.remote(), timeout=60)
+    return stats
 
 
-def _rss(stats: list[dict] | None) -> int | None:
-    return sum(n["rss_bytes"] for n in stats) if stats else None
+def _rss(stats: list[NodeStats] | None) -> int | None:
+    return sum(n.rss_bytes for n in stats) if stats else None
 
 
 def _groups_for(base_url: str, logins: list[dict], size: int) -> list[tuple[dict, str]]:
@@ -313,7 +316,7 @@ def _sessions(base_url: str, options: BenchOptions, acked: dict[str, list], audi
         "connect_errors": _sum(opened, "errors"), "connect_failed": _sum(opened, "failed"),
         "first_error": next((r["first_error"] for r in opened if r["first_error"]), ""),
         "connect_all_s": round(max(r["end"] for r in opened) - min(r["start"] for r in opened), 2),
-        "server_connections": sum(n["connections"] for n in after) if after else None,
+        "server_connections": sum(n.connections for n in after) if after else None,
         "server_rss_mb": round(rss_after / 2**20, 1) if rss_after else None,
         "rss_per_session_kb": round((rss_after - rss_before) / connected / 1024, 1)
         if rss_before is not None and rss_after is not None and connected else None,
@@ -349,7 +352,7 @@ def _sessions(base_url: str, options: BenchOptions, acked: dict[str, list], audi
 def _until_sessions_gone(within_s: float = 60.0) -> None:
     """Wait until the socket nodes hold no session (bounded), then a moment for what follows a close."""
     deadline = time.monotonic() + within_s
-    while (stats := _node_stats()) and sum(n["connections"] for n in stats) and time.monotonic() < deadline:
+    while (stats := _node_stats()) and sum(n.connections for n in stats) and time.monotonic() < deadline:
         time.sleep(0.5)
     time.sleep(2)
 
@@ -358,6 +361,7 @@ def _start_relay(stack: ExitStack) -> str:
     proc = subprocess.Popen([sys.executable, "-m", "imray.bench.relay", "--port", str(RELAY_PORT)],
                             stdout=subprocess.PIPE, text=True)
     stack.callback(proc.kill)
+    assert proc.stdout is not None
     line = proc.stdout.readline()  # "relay on ws://..."
     if "relay on" not in line:
         raise RuntimeError(f"the relay did not start: {line!r}")
@@ -366,7 +370,7 @@ def _start_relay(stack: ExitStack) -> str:
 
 def _local_imray(stack: ExitStack, options: BenchOptions) -> str:
     from imray import runtime
-    from imray.localcluster import local_cluster, loopback_only
+    from imray.localcluster import local_cluster, loopback_only, ray_environment
     from imray.settings import load_settings
 
     if not loopback_only():
@@ -375,7 +379,7 @@ def _local_imray(stack: ExitStack, options: BenchOptions) -> str:
     data_dir = tempfile.mkdtemp(prefix="imray-bench-")
     stack.callback(shutil.rmtree, data_dir, ignore_errors=True)  # runs last: after the cluster stopped
     settings = load_settings(data_dir=data_dir, socket_nodes=2)
-    stack.enter_context(local_cluster(workers=2, env=runtime.ray_environment(settings)))
+    stack.enter_context(local_cluster(workers=2, env=ray_environment(settings)))
     key = runtime.prepare(settings)
     runtime.deploy(settings, key)
     stack.callback(runtime.undeploy, settings)

@@ -111,6 +111,7 @@ class Worker:
             source = self.sessions[0].spec.source if self.sessions else "127.0.0.1"
             self.http = aiohttp.ClientSession(self.base_url, timeout=aiohttp.ClientTimeout(total=60),
                                               connector=aiohttp.TCPConnector(limit=64, local_addr=(source, 0)))
+        http = self.http
         tally = Tally()
         gaps = duplicates = 0
 
@@ -121,9 +122,9 @@ class Worker:
                     s.ws = await _open(s.spec)
             target = last_seq.get(s.spec.conv, 0)
             while s.last_seq < target:  # history after the last seq this session holds
-                async with self.http.get(f"/api/conversations/{s.spec.conv}/messages",
-                                         params={"after_seq": str(s.last_seq), "limit": "200"},
-                                         headers={"Authorization": f"Bearer {s.spec.token}"}) as r:
+                async with http.get(f"/api/conversations/{s.spec.conv}/messages",
+                                    params={"after_seq": str(s.last_seq), "limit": "200"},
+                                    headers={"Authorization": f"Bearer {s.spec.token}"}) as r:
                     if r.status != 200:
                         raise RuntimeError(f"history: HTTP {r.status}")
                     page = orjson.loads(await r.read())["messages"]

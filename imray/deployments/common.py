@@ -1,4 +1,4 @@
-"""What every Serve deployment shares: options and how domain errors cross a DeploymentHandle."""
+"""What the Serve deployments share: options, domain errors across a DeploymentHandle, membership news."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from ray.exceptions import RayTaskError
 
+from imray.adapters.named_actors import NamedActors
 from imray.domain.errors import DomainError
 from imray.settings import Settings
 
@@ -35,11 +36,6 @@ async def call(response: Awaitable[T]) -> T:
         raise
 
 
-async def membership_changed(settings: Settings, conv: str) -> None:
+async def membership_changed(actors: NamedActors, conv: str) -> None:
     """The owning ConversationShard caches who may read and write `conv`: tell it before answering."""
-    import ray
-
-    from imray.actors import names
-
-    shard = ray.get_actor(names.owner_of(conv, settings.shard_count), namespace=settings.namespace)
-    await shard.forget.remote([conv])
+    await actors.owner_of(conv).forget.remote([conv])

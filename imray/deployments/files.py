@@ -4,15 +4,52 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import TypedDict, final
 
 from sqlalchemy.engine import Connection
 
 from imray.adapters.objects import ObjectStore
 from imray.domain.errors import Forbidden, NotFound
-from imray.domain.files import check_upload
+from imray.domain.files import Upload, check_upload
 from imray.settings import Settings
 from imray.storage import files as file_store
 from imray.storage.db import Database
+
+
+class StoredFile(TypedDict):
+    """The row of a file just stored (an `Upload` but for its time, which the database stamps)."""
+
+    file_id: str
+    owner_id: int
+    purpose: str
+    object_key: str
+    content_type: str
+    size: int
+    filename: str | None
+
+
+@final  # final: `"url" in answer` tells the two kinds apart for the type checker
+class FileLink(TypedDict):
+    url: str  # presigned, short-lived
+
+
+@final
+class FileBytes(TypedDict):
+    data: bytes
+    content_type: str
+    filename: str | None
+
+
+Download = FileLink | FileBytes  # a link when the object store hands one out, else the bytes
+
+
+class UploadedFile(TypedDict):
+    """What an upload answers (PROTOCOL §3)."""
+
+    file_id: str
+    url: str
+    content_type: str
+    size: int
 
 
 class FileKeeper:
@@ -25,7 +62,7 @@ class FileKeeper:
             await asyncio.to_thread(self._objects.ensure_bucket)
             self._ready = True
 
-    async def store(self, owner_id: int, data: bytes, purpose: str, filename: str | None) -> dict:
+    async def store(self, owner_id: int, data: bytes, purpose: str, filename: str | None) -> StoredFile:
         limit = self._settings.max_avatar_bytes if purpose == "avatar" else self._settings.max_upload_bytes
         content_type = check_upload(data, purpose, limit)
         await self._ensure_bucket()
@@ -33,14 +70,14 @@ class FileKeeper:
         key = f"{purpose}s/{owner_id}/{file_id}"
         # The object first, then the row: a failure leaves at worst an unreferenced object.
         await asyncio.to_thread(self._objects.put, key, data, content_type)
-        row = {"file_id": file_id, "owner_id": owner_id, "purpose": purpose, "object_key": key,
-               "content_type": content_type, "size": len(data), "filename": (filename or "")[:255] or None}
+        row: StoredFile = {"file_id": file_id, "owner_id": owner_id, "purpose": purpose, "object_key": key,
+                           "content_type": content_type, "size": len(data),
+                           "filename": (filename or "")[:255] or None}
         await self._db.run(lambda conn: file_store.add_file(conn, row))
         return row
 
-    async def fetch(self, user_id: int, file_id: str, check: bool = True) -> dict:
-        """{"url": presigned} when the store can hand one out, else {"data", "content_type"}."""
-        def find(conn: Connection) -> dict:
+    async def fetch(self, user_id: int, file_id: str, check: bool = True) -> Download:
+        def find(conn: Connection) -> Upload:
             found = file_store.file(conn, file_id) if len(file_id) <= 64 else None
             if found is None:
                 raise NotFound("no such file")

@@ -3,37 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from ray import serve
+from sqlalchemy.engine import Connection
 
-from imray.adapters.cache import make_cache, user_key
-from imray.adapters.objects import make_objects
+from imray.adapters.cache import user_key
+from imray.backends import Backends
 from imray.deployments.common import membership_changed
-from imray.deployments.files import FileKeeper
-from imray.domain.accounts import check_registration
+from imray.deployments.files import Download, FileKeeper
+from imray.domain.accounts import User, check_registration
 from imray.domain.conversations import direct_conv
 from imray.domain.errors import NotFound
 from imray.domain.passwords import Passwords
 from imray.heap import freeze_startup_heap
 from imray.settings import Settings
 from imray.storage import accounts
-from imray.storage.db import Database
 
 USER_TTL_S = 300
 
 
 @serve.deployment
 class UserService:
-    def __init__(self, settings: Settings) -> None:
+    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
         self._settings = settings
-        self._db = Database(settings.db_url)
-        self._files = FileKeeper(settings, self._db, make_objects(settings))
-        self._cache = make_cache(settings)
+        self._backends = backends = Backends(settings, f"users-{os.getpid()}")
+        self._db = backends.database()
+        self._files = FileKeeper(settings, self._db, backends.objects())
+        self._cache = backends.cache()
+        self._actors = backends.actors()
         self._passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib,
                                     settings.argon2_parallelism)
+        await self.start()
         freeze_startup_heap()
 
-    async def register(self, username: object, password: object, nickname: object) -> dict:
+    async def start(self) -> None:
+        await self._backends.start()
+
+    async def stop(self) -> None:
+        await self._backends.stop()
+
+    async def __del__(self) -> None:
+        await self.stop()
+
+    async def register(self, username: object, password: object, nickname: object) -> User:
         username, password, nickname = check_registration(username, password, nickname)
         hashed = await asyncio.to_thread(self._passwords.hash, password)
         return await self._db.run(lambda c: accounts.create_user(c, username, hashed, nickname))
@@ -45,7 +58,7 @@ class UserService:
         """Block (or unblock) `other`: they can no longer write to `user_id` in their direct conversation."""
         conv = str(direct_conv(user_id, other))  # refuses blocking oneself
 
-        def change(conn) -> None:
+        def change(conn: Connection) -> None:
             if accounts.user_by_id(conn, other) is None:
                 raise NotFound("no such user")
             if blocked:
@@ -54,24 +67,24 @@ class UserService:
                 raise NotFound("that user is not blocked")
 
         await self._db.run(change)
-        await membership_changed(self._settings, conv)  # the owning shard caches who may write
+        await membership_changed(self._actors, conv)  # the owning shard caches who may write
 
-    async def set_avatar(self, user_id: int, data: bytes) -> dict:
+    async def set_avatar(self, user_id: int, data: bytes) -> User:
         row = await self._files.store(user_id, data, "avatar", None)
         url = f"{self._settings.base_url}/api/users/{user_id}/avatar?v={row['file_id']}"
         await self._db.run(lambda c: accounts.set_avatar(c, user_id, url))
         await self._cache.delete(user_key(user_id))
         return await self.get(user_id)
 
-    async def avatar(self, user_id: int) -> dict:
+    async def avatar(self, user_id: int) -> Download:
         user = await self.get(user_id)
         if not user["avatar_url"]:
             raise NotFound("this user has no avatar")
         file_id = user["avatar_url"].rsplit("?v=", 1)[1]
         return await self._files.fetch(user_id, file_id, check=False)
 
-    async def get(self, user_id: int) -> dict:
-        user = await self._cache.get(user_key(user_id))
+    async def get(self, user_id: int) -> User:
+        user: User | None = await self._cache.get(user_key(user_id))
         if user is None:
             user = await self._db.run(lambda c: accounts.user_by_id(c, user_id))
             if user is None:

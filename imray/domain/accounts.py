@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import re
+from typing import TypedDict
 
 from imray.domain.errors import Invalid
 
-USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+# PROTOCOL §1. Anchored: the gateway's request model checks it too, and pydantic searches.
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
+USERNAME = re.compile(USERNAME_PATTERN)
+
+
+class User(TypedDict):
+    """A user as the API shows it (PROTOCOL §1)."""
+
+    id: int
+    username: str
+    nickname: str
+    avatar_url: str | None
 
 
 def check_registration(username: object, password: object, nickname: object) -> tuple[str, str, str]:

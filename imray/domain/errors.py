@@ -13,7 +13,7 @@ class DomainError(Exception):
         super().__init__(message)
         self.message = message or self.code
 
-    def __reduce__(self):  # keep the message when Ray pickles the error across processes
+    def __reduce__(self) -> tuple[type[DomainError], tuple[object, ...]]:  # keeps the message across Ray pickling
         return (type(self), (self.message,))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import filetype
 
 from imray.domain.errors import Invalid, TooLarge, Unsupported
@@ -14,11 +16,25 @@ FILE_TYPES = AVATAR_TYPES | frozenset({
 })
 
 
+class Upload(TypedDict):
+    """An upload as recorded (the files table)."""
+
+    file_id: str
+    owner_id: int
+    purpose: str  # "file" (a chat upload) or "avatar"
+    object_key: str
+    content_type: str
+    size: int
+    filename: str | None
+    created_at: int
+
+
 def sniff(data: bytes) -> str:
     """The content type of `data`; UTF-8 text without NUL bytes counts as text/plain."""
-    found = filetype.guess_mime(data[:8192])
+    found: str | None = filetype.guess_mime(data[:8192])
     if found:
         return found
+    head: str | None
     try:
         head = data[:65536].decode("utf-8")
     except UnicodeDecodeError as exc:  # a multi-byte character cut at the window's end is still text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import orjson
@@ -93,5 +94,6 @@ def error_frame(code: str, message: str, client_id: str | None = None, **extra: 
     return orjson.dumps(frame).decode()
 
 
-def dumps(frame: dict) -> str:
+def dumps(frame: Mapping[str, object]) -> str:
+    """A server frame as the JSON text a socket sends."""
     return orjson.dumps(frame).decode()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal, TypedDict, cast, final
 
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from imray.domain.accounts import User
 from imray.domain.errors import Conflict
 from imray.storage.schema import blocks, clients, refresh_tokens, revoked_logins, users
 from imray.storage.sql_compat import insert_ignore
@@ -16,30 +17,62 @@ from imray.storage.sql_compat import insert_ignore
 USER_COLUMNS = (users.c.id, users.c.username, users.c.nickname, users.c.avatar_url)
 
 
+class ClientRow(TypedDict):
+    """A registered OAuth client: `secret_hash` is None for a public one."""
+
+    client_id: str
+    name: str
+    secret_hash: str | None
+    scope: str
+    created_at: int
+
+
+@final  # final, so that `"reused" in row` tells the two apart
+class RefreshRow(TypedDict):
+    """A refresh token as stored: only its hash, never the token."""
+
+    token_hash: str
+    family: str
+    user_id: int
+    client_id: str
+    scope: str
+    expires_at: int
+    used: bool
+
+
+@final
+class RefreshReused(TypedDict):
+    """A refresh token presented after it was spent: its login (`family`) is now revoked."""
+
+    reused: Literal[True]
+    family: str
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def user_view(row: Any) -> dict:
+def user_view(row: Any) -> User:
     return {"id": row.id, "username": row.username, "nickname": row.nickname, "avatar_url": row.avatar_url}
 
 
-def create_user(conn: Connection, username: str, password_hash: str, nickname: str) -> dict:
+def create_user(conn: Connection, username: str, password_hash: str, nickname: str) -> User:
     try:
         result = conn.execute(insert(users).values(
             username=username, password_hash=password_hash, nickname=nickname, created_at=now_ms()))
     except IntegrityError:
         raise Conflict("username is taken") from None
-    return {"id": result.inserted_primary_key[0], "username": username, "nickname": nickname,
-            "avatar_url": None}
+    key = result.inserted_primary_key
+    assert key is not None  # an insert of one row has its primary key
+    return {"id": key[0], "username": username, "nickname": nickname, "avatar_url": None}
 
 
-def user_by_id(conn: Connection, user_id: int) -> dict | None:
+def user_by_id(conn: Connection, user_id: int) -> User | None:
     row = conn.execute(select(*USER_COLUMNS).where(users.c.id == user_id)).first()
     return user_view(row) if row else None
 
 
-def users_by_ids(conn: Connection, user_ids: list[int]) -> dict[int, dict]:
+def users_by_ids(conn: Connection, user_ids: list[int]) -> dict[int, User]:
     rows = conn.execute(select(*USER_COLUMNS).where(users.c.id.in_(user_ids))).all()
     return {row.id: user_view(row) for row in rows}
 
@@ -57,9 +90,9 @@ def create_client(conn: Connection, client_id: str, name: str, secret_hash: str 
         raise Conflict(f"client {client_id} exists") from None
 
 
-def client(conn: Connection, client_id: str) -> dict | None:
+def client(conn: Connection, client_id: str) -> ClientRow | None:
     row = conn.execute(select(clients).where(clients.c.client_id == client_id)).first()
-    return dict(row._mapping) if row else None
+    return cast(ClientRow, dict(row._mapping)) if row else None
 
 
 def store_refresh(conn: Connection, token_hash: str, family: str, user_id: int, client_id: str,
@@ -95,8 +128,8 @@ def revoked_since(conn: Connection, since_ms: int) -> list[tuple[str, int]]:
     return [(r.family, int(r.revoked_at)) for r in rows]
 
 
-def consume_refresh(conn: Connection, token_hash: str, *, keep_s: int) -> dict | None:
-    """Mark a refresh token used and return it; None if unknown or expired, {"reused"...} if used before.
+def consume_refresh(conn: Connection, token_hash: str, *, keep_s: int) -> RefreshRow | RefreshReused | None:
+    """Mark a refresh token used and return it; None if unknown or expired, `RefreshReused` if used before.
 
     A second use of a used token means it leaked: the whole family (every token rotated from the
     same login) is revoked, as RFC 9700 recommends for public clients.
@@ -111,7 +144,7 @@ def consume_refresh(conn: Connection, token_hash: str, *, keep_s: int) -> dict |
         refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used.is_(False)).values(used=True))
     if claimed.rowcount != 1 or row.expires_at < now_ms():
         return None
-    return dict(row._mapping)
+    return cast(RefreshRow, dict(row._mapping))
 
 
 def block(conn: Connection, user_id: int, blocked_id: int) -> None:

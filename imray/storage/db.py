@@ -7,11 +7,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
 
 from imray.storage.schema import metadata
 
@@ -25,8 +27,9 @@ def make_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
+        # Several processes share the file: WAL, and waits instead of errors while another writes.
         @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record) -> None:  # several processes share the file: WAL + waits
+        def _pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
@@ -53,11 +56,12 @@ def _server_engine(url: str, **options: object) -> Engine:
     engine = create_engine(url, pool_recycle=3600, pool_reset_on_return=None, **options)
 
     @event.listens_for(engine, "connect")
-    def _fresh(_dbapi_conn, record) -> None:
+    def _fresh(_dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry) -> None:
         record.info[_USED_AT] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
-    def _ping_if_idle(dbapi_conn, record, _proxy) -> None:
+    def _ping_if_idle(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
+        # `dbapi_conn` is the driver's own connection: `ping` is pymysql's, not part of the DB-API.
         # A connection that dies while in use (the server restarted under load) fails one request,
         # and SQLAlchemy then renews every connection of the pool; one idle for long is checked here.
         now = time.monotonic()
@@ -70,7 +74,7 @@ def _server_engine(url: str, **options: object) -> Engine:
                 raise DisconnectionError("the database connection was lost while idle") from exc  # take another
 
     @event.listens_for(engine, "reset")
-    def _reset(dbapi_conn, record, reset_state) -> None:
+    def _reset(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry, reset_state: PoolResetState) -> None:
         # Skipped only after Database.transaction committed: the connection holds no transaction then.
         if record.info.pop(_CLEAN, False) and not reset_state.terminate_only:
             return

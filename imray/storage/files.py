@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, cast
+
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from imray.domain.conversations import parse_conv
+from imray.domain.files import Upload
 from imray.storage.accounts import now_ms
 from imray.storage.schema import files, group_members, messages
 
 
-def add_file(conn: Connection, row: dict) -> None:
+def add_file(conn: Connection, row: Mapping[str, Any]) -> None:
+    """Record an upload: `row` has every column of `Upload` but `created_at`, which is now."""
     conn.execute(insert(files).values(**row, created_at=now_ms()))
 
 
-def file(conn: Connection, file_id: str) -> dict | None:
+def _upload(row: Any) -> Upload:
+    return cast(Upload, dict(row._mapping))  # the files table's columns are Upload's keys
+
+
+def file(conn: Connection, file_id: str) -> Upload | None:
     row = conn.execute(select(files).where(files.c.file_id == file_id)).first()
-    return dict(row._mapping) if row else None
+    return _upload(row) if row else None
 
 
-def files_by_ids(conn: Connection, file_ids: list[str]) -> dict[str, dict]:
+def files_by_ids(conn: Connection, file_ids: list[str]) -> dict[str, Upload]:
     rows = conn.execute(select(files).where(files.c.file_id.in_(file_ids)))
-    return {r.file_id: dict(r._mapping) for r in rows}
+    return {r.file_id: _upload(r) for r in rows}
 
 
-def may_read(conn: Connection, user_id: int, found: dict) -> bool:
+def may_read(conn: Connection, user_id: int, found: Upload) -> bool:
     """The owner, and the members of any conversation where the file was sent."""
     if found["owner_id"] == user_id or found["purpose"] == "avatar":
         return True

@@ -5,16 +5,19 @@ from __future__ import annotations
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
+from imray.domain.groups import Group
 from imray.storage.accounts import now_ms
 from imray.storage.messages import add_cursors, last_seq
 from imray.storage.schema import group_members, groups
 from imray.storage.sql_compat import DriverSql
 
 
-def create_group(conn: Connection, name: str, owner_id: int, members: list[int]) -> dict:
+def create_group(conn: Connection, name: str, owner_id: int, members: list[int]) -> Group:
+    """A new group owned by `owner_id`; the owner is its first member, then `members` once each."""
     now = now_ms()
-    group_id = conn.execute(insert(groups).values(name=name, owner_id=owner_id, created_at=now)
-                            ).inserted_primary_key[0]
+    key = conn.execute(insert(groups).values(name=name, owner_id=owner_id, created_at=now)).inserted_primary_key
+    assert key is not None  # an insert of one row has its primary key
+    group_id: int = key[0]
     ordered = [owner_id, *[m for m in dict.fromkeys(members) if m != owner_id]]
     conn.execute(insert(group_members), [{"group_id": group_id, "user_id": m, "joined_at": now}
                                          for m in ordered])
@@ -22,7 +25,7 @@ def create_group(conn: Connection, name: str, owner_id: int, members: list[int])
     return {"id": group_id, "conv": f"g:{group_id}", "name": name, "owner_id": owner_id, "members": ordered}
 
 
-def group(conn: Connection, group_id: int) -> dict | None:
+def group(conn: Connection, group_id: int) -> Group | None:
     row = conn.execute(select(groups).where(groups.c.id == group_id)).first()
     if row is None:
         return None

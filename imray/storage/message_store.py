@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from imray.domain.conversations import ConvId
-from imray.domain.messaging import Batch
+from imray.domain.files import Upload
+from imray.domain.messaging import Batch, MsgFrame
 from imray.storage import accounts
 from imray.storage import files as file_store
 from imray.storage import messages as msgs
@@ -18,6 +19,8 @@ from imray.storage.schema import group_members, groups, users
 
 
 class SqlMessageStore:
+    """`domain.messaging.MessageStore` on the database: reads in the pool, the commit as one transaction."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -53,10 +56,10 @@ class SqlMessageStore:
     async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]:
         return await self._db.run(lambda conn: msgs.last_seqs(conn, convs))
 
-    async def files(self, file_ids: Sequence[str]) -> dict[str, dict]:
+    async def files(self, file_ids: Sequence[str]) -> dict[str, Upload]:
         return await self._db.run(lambda conn: file_store.files_by_ids(conn, list(file_ids)))
 
-    async def find_by_client_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], dict]:
+    async def find_by_client_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], MsgFrame]:
         return await self._db.run(lambda conn: msgs.find_by_client_ids(conn, keys))
 
     async def commit(self, batch: Batch) -> None:

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Select
 
+from imray.domain.messaging import MSG_FIELDS, MessageRow, MsgFrame, msg_frame
 from imray.storage.schema import conversations, group_members, messages, read_cursors
 from imray.storage.sql_compat import DriverSql, insert_ignore, upsert_statement
 
 
-def _view(conv: str, seq: int, msg_id: str, sender_id: int, kind: str, body: str, ts: int,
-          file_id: str | None) -> dict:
-    """A stored message as the wire's `msg` frame (PROTOCOL §2.4): `file_id` only when it has one."""
-    view = {"type": "msg", "conv": conv, "seq": seq, "msg_id": msg_id, "from": sender_id, "kind": kind,
-            "body": body, "ts": ts}
-    if file_id is not None:
-        view["file_id"] = file_id
-    return view
+class ConversationItem(TypedDict):
+    """One entry of a user's conversation list (PROTOCOL §3)."""
+
+    conv: str
+    last_seq: int
+    read_seq: int
+    unread: int
+    last_message: MsgFrame | None
 
 
-def message_view(row: Any) -> dict:
-    return _view(row.conv, row.seq, row.msg_id, row.sender_id, row.kind, row.body, row.ts, row.file_id)
+def frame_of(row: Any) -> MsgFrame:
+    """A row of the messages table (any query selecting its columns) as its `msg` frame."""
+    return msg_frame(row.conv, row.seq, row.msg_id, row.sender_id, row.kind, row.body, row.ts, row.file_id)
 
 
 def last_seq(conn: Connection, conv: str) -> int:
@@ -38,14 +41,14 @@ def last_seqs(conn: Connection, convs: Sequence[str]) -> dict[str, int]:
     return {c: found.get(c, 0) for c in convs}
 
 
-def find_by_client_ids(conn: Connection, keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], dict]:
+def find_by_client_ids(conn: Connection, keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], MsgFrame]:
     """Messages already stored for (sender, client id) pairs: the idempotency check, one query per batch."""
-    keys = list(keys)
-    found: dict[tuple[int, str], dict] = {}
-    for i in range(0, len(keys), 400):
+    wanted = list(keys)
+    found: dict[tuple[int, str], MsgFrame] = {}
+    for i in range(0, len(wanted), 400):
         rows = conn.execute(select(messages).where(
-            tuple_(messages.c.sender_id, messages.c.client_id).in_(keys[i:i + 400])))
-        found.update({(r.sender_id, r.client_id): message_view(r) for r in rows})
+            tuple_(messages.c.sender_id, messages.c.client_id).in_(wanted[i:i + 400])))
+        found.update({(r.sender_id, r.client_id): frame_of(r) for r in rows})
     return found
 
 
@@ -56,7 +59,7 @@ _upsert_heads = DriverSql(
     ["conv", "last_seq", "updated_at"])
 
 
-def commit_batch(conn: Connection, rows: Sequence[dict], heads: dict[str, int], now: int) -> None:
+def commit_batch(conn: Connection, rows: Sequence[MessageRow], heads: dict[str, int], now: int) -> None:
     """Messages and the conversations' new last seq, in the caller's one transaction."""
     _insert_messages.execute_many(conn, rows)
     _upsert_heads.execute_many(conn, [{"conv": c, "last_seq": s, "updated_at": now} for c, s in heads.items()])
@@ -76,10 +79,9 @@ def advance_cursors(conn: Connection, moves: Sequence[tuple[int, str, int]]) -> 
 
 
 # Catching up (`after_seq`) is the read every reconnect makes: it goes through the driver, and its
-# rows stay plain tuples, in `_view`'s argument order.
-_PAGE_COLUMNS = ("conv", "seq", "msg_id", "sender_id", "kind", "body", "ts", "file_id")
-def _page_after_query(*also: Any) -> Any:
-    return (select(*(messages.c[name] for name in _PAGE_COLUMNS))
+# rows stay plain tuples, in the order `msg_frame` takes them.
+def _page_after_query(*also: Any) -> Select[Any]:
+    return (select(*(messages.c[name] for name in MSG_FIELDS))
             .where(messages.c.conv == bindparam("conv"), messages.c.seq > bindparam("after"), *also)
             .order_by(messages.c.seq).limit(bindparam("limit")))
 
@@ -91,25 +93,28 @@ _member_page_after = DriverSql(lambda _dialect: _page_after_query(
     exists().where(group_members.c.group_id == bindparam("group"), group_members.c.user_id == bindparam("user"))))
 
 
-def member_page_after(conn: Connection, group_id: int, user_id: int, after_seq: int, limit: int) -> list[dict]:
+def member_page_after(conn: Connection, group_id: int, user_id: int, after_seq: int,
+                      limit: int) -> list[MsgFrame]:
     """`g:<group_id>`'s messages after `after_seq`, if `user_id` is a member; else, like an empty
     page, nothing (the caller tells a stranger from a member who is up to date)."""
     rows = _member_page_after.fetch_tuples(conn, conv=f"g:{group_id}", after=after_seq, group=group_id,
                                            user=user_id, limit=limit)
-    return [_view(*r) for r in rows]
+    return [msg_frame(*r) for r in rows]
 
 
-def history(conn: Connection, conv: str, after_seq: int | None, before_seq: int | None, limit: int) -> list[dict]:
+def history(conn: Connection, conv: str, after_seq: int | None, before_seq: int | None,
+            limit: int) -> list[MsgFrame]:
+    """A page of `conv` in seq order: after `after_seq`, or the newest `limit` below `before_seq`."""
     if before_seq is None:
-        return [_view(*r) for r in _page_after.fetch_tuples(conn, conv=conv, after=after_seq or 0, limit=limit)]
+        return [msg_frame(*r) for r in _page_after.fetch_tuples(conn, conv=conv, after=after_seq or 0, limit=limit)]
     query = select(messages).where(messages.c.conv == conv, messages.c.seq < before_seq)
     if after_seq is not None:
         query = query.where(messages.c.seq > after_seq)
     rows = conn.execute(query.order_by(messages.c.seq.desc()).limit(limit)).all()[::-1]
-    return [message_view(r) for r in rows]
+    return [frame_of(r) for r in rows]
 
 
-def conversation_list(conn: Connection, user_id: int, group_ids: Sequence[int]) -> list[dict]:
+def conversation_list(conn: Connection, user_id: int, group_ids: Sequence[int]) -> list[ConversationItem]:
     """The user's direct conversations and current groups, newest activity first."""
     group_convs = [f"g:{g}" for g in group_ids]
     mine = or_(read_cursors.c.conv.like("d:%"), read_cursors.c.conv.in_(group_convs))
@@ -121,20 +126,21 @@ def conversation_list(conn: Connection, user_id: int, group_ids: Sequence[int]) 
     ).all()
     if not rows:
         return []
-    unread = dict(conn.execute(
+    unread: dict[str, int] = dict(conn.execute(
         select(messages.c.conv, func.count())
         .select_from(messages.join(read_cursors, and_(read_cursors.c.conv == messages.c.conv,
                                                       read_cursors.c.user_id == user_id)))
         .where(messages.c.seq > read_cursors.c.read_seq, messages.c.sender_id != user_id, mine)
         .group_by(messages.c.conv)
-    ).all())
+    ).tuples().all())
     heads = [(r.conv, r.last_seq) for r in rows if r.last_seq]
-    last = {}
+    last: dict[str, MsgFrame] = {}
     if heads:
-        last = {r.conv: message_view(r) for r in conn.execute(
+        last = {r.conv: frame_of(r) for r in conn.execute(
             select(messages).where(tuple_(messages.c.conv, messages.c.seq).in_(heads)))}
-    items = [{"conv": r.conv, "last_seq": int(r.last_seq or 0), "read_seq": int(r.read_seq),
-              "unread": int(unread.get(r.conv, 0)), "last_message": last.get(r.conv),
-              "_updated": r.updated_at or 0} for r in rows]
-    items.sort(key=lambda i: i.pop("_updated"), reverse=True)
-    return items
+    items: list[tuple[int, ConversationItem]] = [
+        (r.updated_at or 0, {"conv": r.conv, "last_seq": int(r.last_seq or 0), "read_seq": int(r.read_seq),
+                             "unread": int(unread.get(r.conv, 0)), "last_message": last.get(r.conv)})
+        for r in rows]
+    items.sort(key=lambda i: i[0], reverse=True)  # newest activity first; stable among equals
+    return [item for _, item in items]

@@ -1,0 +1,154 @@
+"""The shard's fan-out: what was committed goes to the socket nodes whose sessions need it.
+
+Everything committed since the last fan-out goes in one presence lookup (or, with few socket nodes,
+to all of them), grouped by node, one DELIVER batch in flight per node: on the node's stream, or a
+Ray `deliver` call while the node has no stream to this shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import ray
+
+from imray.actors.batching import Batcher
+from imray.actors.shard_listener import NodeStreams
+from imray.actors.wire import DeliveryPart, pack_deliveries
+from imray.adapters.named_actors import ActorHandle, ActorMissing, NamedActors
+from imray.adapters.presence import PresencePort
+from imray.domain.messaging import Delivery
+from imray.lifecycle import Tasks
+from imray.settings import Settings
+
+log = logging.getLogger("imray.shard")
+NODES_TTL_S = 1.0
+# A Ray call that should take milliseconds and has not answered in this time is taken as lost, so
+# that one lost call cannot hold back a node's deliveries (one batch in flight per node) for good.
+RAY_CALL_TIMEOUT_S = 5.0
+
+
+class FanOut:
+    """The fan-out loop, from `start(presence)` to `stop()`; `post` takes a commit's deliveries."""
+
+    def __init__(self, index: int, settings: Settings, actors: NamedActors, streams: NodeStreams) -> None:
+        self._index = index
+        self._broadcast_nodes = settings.fanout_broadcast_nodes
+        self._actors = actors
+        self._streams = streams
+        self._queue: asyncio.Queue[list[Delivery]] = asyncio.Queue()
+        self._tasks = Tasks(f"shard-{index} fan-out")
+        self._loop: asyncio.Task[None] | None = None
+        self._node_handles: dict[str, ActorHandle] = {}  # socket nodes reached by Ray calls
+        self._live: list[str] = []
+        self._nodes_refresh: asyncio.Task[None] | None = None
+        self._nodes_asked_at = 0.0
+        self._nodes_answered = False
+        # One delivery batch in flight per socket node: batches merge meanwhile, and order holds.
+        self._to_nodes: Batcher[str, DeliveryPart, None] = Batcher(self._deliver)
+        # Looked up at construction (the shard's __init__), not at the first fan-out: a first lookup
+        # loads the actor's class and its modules (Serve, FastAPI, websockets...: measured 150 ms),
+        # and on the event loop that stalled the first seconds of traffic after every start (p99 0.8 s).
+        self._supervisor: ActorHandle | None = self._find_supervisor()
+
+    def start(self, presence: PresencePort) -> None:
+        if self._loop is None:
+            self._loop = self._tasks.spawn(self._fan_out_loop(presence), name="fan-out loop")
+            self._refresh_nodes_if_stale()  # the first fan-out should find the answer there
+
+    async def stop(self) -> None:
+        await self._tasks.cancel_all()
+        self._loop = None
+
+    def post(self, deliveries: list[Delivery]) -> None:
+        self._queue.put_nowait(deliveries)
+
+    def _find_supervisor(self) -> ActorHandle | None:
+        try:
+            return self._actors.supervisor()
+        except ActorMissing:  # not there (yet, or any more): asked again at the next refresh
+            return None
+
+    async def _fan_out_loop(self, presence: PresencePort) -> None:
+        while True:
+            deliveries = await self._queue.get()
+            while not self._queue.empty():  # everything committed meanwhile goes in one lookup
+                deliveries.extend(self._queue.get_nowait())
+            try:
+                await self._fan_out(presence, deliveries)
+            except Exception:
+                log.exception("shard %s: fan-out of %d deliveries failed", self._index, len(deliveries))
+
+    async def _fan_out(self, presence: PresencePort, deliveries: list[Delivery]) -> None:
+        users = sorted({u for d in deliveries for u in d.users})
+        nodes = await self._live_nodes()
+        where: dict[str, list[int]]
+        if len(nodes) <= self._broadcast_nodes:
+            # So few nodes that nearly every batch goes to each anyway: skip the lookup (a round trip
+            # per batch); each node keeps what its own sessions need.
+            where = {node_id: users for node_id in nodes}
+        else:
+            try:
+                where = await presence.lookup(users)
+            except Exception as exc:
+                # Presence is down: every socket node gets the batch and keeps what its sessions need.
+                log.warning("shard %s: presence lookup failed (%r); delivering to every node", self._index, exc)
+                where = {node_id: users for node_id in nodes}
+        for node_id, node_users in where.items():
+            here = set(node_users)
+            for d in deliveries:
+                if not here.isdisjoint(d.users):
+                    self._to_nodes.post(node_id, (d.frame, [u for u in d.users if u in here], d.skip))
+
+    async def _live_nodes(self) -> list[str]:
+        """The socket nodes to fan out to: every node with a stream here, and those the supervisor
+        last called live (a node whose stream is reconnecting gets its deliveries by a Ray call).
+
+        The supervisor is asked at most once a second, in the background: a slow answer must not
+        hold deliveries back. Only the first fan-out waits for the first answer, asked for at start."""
+        self._refresh_nodes_if_stale()
+        if not self._nodes_answered and self._nodes_refresh is not None:
+            await asyncio.shield(self._nodes_refresh)
+        return list(dict.fromkeys([*self._live, *self._streams.node_ids()]))
+
+    def _refresh_nodes_if_stale(self) -> None:
+        if self._nodes_refresh is None or (
+                self._nodes_refresh.done() and time.monotonic() - self._nodes_asked_at > NODES_TTL_S):
+            self._nodes_asked_at = time.monotonic()
+            self._nodes_refresh = self._tasks.spawn(self._refresh_nodes(), name="live socket nodes")
+
+    async def _refresh_nodes(self) -> None:
+        try:
+            self._supervisor = self._supervisor or self._find_supervisor()
+            if self._supervisor is None:
+                raise RuntimeError("no supervisor to say which socket nodes are live")
+            answer = await asyncio.wait_for(self._supervisor.nodes.remote(), RAY_CALL_TIMEOUT_S)
+            self._live = [n.node_id for n in answer if n.alive]
+        except (ray.exceptions.RayActorError, TimeoutError, RuntimeError) as exc:
+            self._supervisor = None  # replaced, or not answering: look it up again next time
+            log.warning("shard %s: live socket nodes unknown (%r); using the last known and the streams",
+                        self._index, exc)
+        finally:
+            self._nodes_answered = True
+
+    async def _deliver(self, node_id: str, part: list[DeliveryPart]) -> None:
+        blob = pack_deliveries(part)
+        taken = self._streams.deliver(node_id, blob)
+        if taken is not None:
+            try:
+                await taken  # a node that does not keep up holds back only its own deliveries
+            except ConnectionError:
+                pass  # the node went away: its clients catch up from history
+            return
+        handle = self._node_handles.get(node_id)
+        if handle is None:
+            try:
+                handle = self._node_handles[node_id] = self._actors.socket_node(node_id)
+            except ActorMissing:
+                return  # gone since presence saw it; its clients catch up from history
+        try:
+            await asyncio.wait_for(handle.deliver.remote(blob), RAY_CALL_TIMEOUT_S)
+        except (ray.exceptions.RayActorError, TimeoutError) as exc:
+            log.warning("shard %s: delivering %d to node %s failed: %r", self._index, len(part), node_id, exc)
+            self._node_handles.pop(node_id, None)  # look it up again next time: it may have been replaced

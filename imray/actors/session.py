@@ -1,0 +1,103 @@
+"""One client's WebSocket session as the socket node writes to it: coalesced writes, bounded backlog."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import deque
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+CLOSE_TOO_SLOW = 4008
+CUT_GRACE_S = 2.0
+
+
+def encode_frame(text: str) -> bytes:
+    """A server-to-client WebSocket text frame. Server frames are not masked and imray negotiates
+    no extensions, so one encoding serves every session a message goes to."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+
+
+class Session:
+    """One authenticated connection. Frames go straight into its transport while the client keeps
+    up (no task, no queue per session: less memory and a cheaper fan-out than `ws.send`); behind
+    that, a backlog of at most `backlog_limit` frames drains as the transport does, and a client
+    further behind is cut loose (close 4008; aborted if its close handshake does not finish within
+    `cut_grace_s`). Nothing is written to a session once it is cut.
+
+    Frames pushed to a session during one turn of the event loop (a deliver batch, the acks of a
+    shard's answer) leave in one write: one syscall, not one per frame, and the client reads them
+    in one wakeup.
+
+    Sessions are the node's per-connection memory (measured per session), hence `__slots__` and no
+    task of their own: a task exists only while a backlog drains or a cut is under way, and `task`
+    keeps it referenced until it is done.
+    """
+
+    __slots__ = ("backlog", "cut", "grace", "id", "in_flight", "limit", "pending", "task", "user", "ws")
+
+    def __init__(self, user: int, ws: ServerConnection, backlog_limit: int, cut_grace_s: float = CUT_GRACE_S) -> None:
+        self.id = secrets.token_hex(8)
+        self.user = user
+        self.ws = ws
+        self.limit = backlog_limit
+        self.grace = cut_grace_s
+        self.in_flight = 0  # sends awaiting their outcome (the socket server caps them)
+        self.backlog: deque[bytes] | None = None
+        self.pending: list[bytes] | None = None
+        self.cut = False
+        self.task: asyncio.Task[None] | None = None
+
+    def push(self, text: str) -> None:
+        self.push_frame(encode_frame(text))
+
+    def push_frame(self, frame: bytes) -> None:
+        if self.pending is None:
+            self.pending = [frame]
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self.pending.append(frame)
+
+    def _flush(self) -> None:
+        frames, self.pending = self.pending, None
+        if frames is None or self.cut or self.ws.protocol.state is not State.OPEN:
+            return
+        if self.backlog is None:
+            if not self.ws.paused:  # the transport is below its high-water mark
+                self.ws.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+                return
+            self.backlog = deque()
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+        if len(self.backlog) + len(frames) > self.limit:  # the client does not read: cut it loose (history)
+            self.cut = True
+            self.backlog.clear()
+            self.task = asyncio.get_running_loop().create_task(self._cut(self.task))
+            return
+        self.backlog.extend(frames)
+
+    async def _cut(self, draining: asyncio.Task[None] | None) -> None:
+        # A close handshake waits for the socket to drain, which a client that does not read never
+        # lets happen: offer it briefly, then drop the connection. `draining` (the drain this cut
+        # interrupts) is held here until the connection is closed, which ends it.
+        try:
+            await asyncio.wait_for(self.ws.close(CLOSE_TOO_SLOW, "client too slow"), self.grace)
+        except TimeoutError:
+            self.ws.transport.abort()
+
+    async def _drain(self) -> None:
+        try:
+            while self.backlog and not self.cut:
+                await self.ws.drain()  # until the transport is below its low-water mark
+                if self.ws.protocol.state is not State.OPEN:
+                    break
+                while self.backlog and not self.ws.paused:
+                    self.ws.transport.write(self.backlog.popleft())
+        except ConnectionClosed:
+            pass
+        finally:
+            self.backlog = None
+            if not self.cut:
+                self.task = None  # done: a session that keeps up holds no task

@@ -1,0 +1,213 @@
+"""A socket node's WebSocket side: sessions, their authentication, frame dispatch, deliveries.
+
+Edges only: it authenticates sessions (first frame, within a timeout), validates frames, hands
+items to conversation shards through `submit` (the node batches them, one call per shard per loop
+turn), answers each sender with its outcome, and writes what shards deliver to the sessions it
+holds. It knows nothing of Ray: the node injects how to reach shards, presence and the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from imray.actors.session import CUT_GRACE_S, Session, encode_frame
+from imray.actors.wire import unpack_deliveries
+from imray.adapters.live_config import LiveSettings
+from imray.domain.authenticator import Authenticator
+from imray.domain.conversations import parse_conv, shard_of
+from imray.domain.errors import BadRequest, DomainError, Unauthorized
+from imray.domain.messaging import NOT_STORED, Item, Outcome, ReadItem, SendItem, TypingItem, check_send
+from imray.protocol.frames import Auth, Ping, Read, Send, Typing, client_id_of, dumps, error_frame, parse_frame
+from imray.settings import Settings
+
+log = logging.getLogger("imray.socket")
+
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_WRONG_NODE = 4003
+MAX_IN_FLIGHT = 1000  # sends awaiting their ack, per session
+PONG = dumps({"type": "pong"})
+
+Submit = Callable[[int, Item], asyncio.Future[Outcome]]  # (shard index, item) -> its outcome
+UrlOf = Callable[[str], Awaitable[str | None]]  # a node id -> its socket URL, None if it is gone
+PresenceChange = Callable[[int, int], asyncio.Future[None]]  # (user, +1 or -1 session)
+
+
+class SocketServer:
+    """The sessions of one socket node (user -> session id -> Session) and their connections."""
+
+    def __init__(self, node_id: str, settings: Settings, authenticator: Authenticator, live: LiveSettings,
+                 submit: Submit, shard_count: int, url_of: UrlOf, presence_change: PresenceChange,
+                 cut_grace_s: float = CUT_GRACE_S) -> None:
+        self.node_id = node_id
+        self.sessions: dict[int, dict[str, Session]] = {}
+        self._settings = settings
+        self._authenticator = authenticator
+        self._live = live
+        self._submit_to_shard = submit
+        self._shard_count = shard_count
+        self._url_of = url_of
+        self._presence_change = presence_change
+        self._cut_grace_s = cut_grace_s
+        self._max_frame = settings.socket_max_frame_bytes
+        self._server: Server | None = None
+
+    # -- the listening socket -------------------------------------------------------------------
+
+    async def listen(self, host: str, port: int) -> None:
+        self._server = await serve(
+            self.handle, host, port, compression=None,
+            max_size=self._settings.socket_hard_frame_bytes, process_request=self._only_ws_path,
+            ping_interval=20, ping_timeout=20,
+        )
+
+    async def close(self) -> None:
+        """Stop listening and close every session with 1001 (going away)."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    def _only_ws_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.split("?", 1)[0] != "/ws":
+            return connection.respond(HTTPStatus.NOT_FOUND, "socket endpoint is /ws\n")
+        return None
+
+    # -- what the node reports ------------------------------------------------------------------
+
+    def connection_count(self) -> int:
+        return sum(len(s) for s in self.sessions.values())
+
+    def sessions_per_user(self) -> dict[int, int]:
+        return {user: len(s) for user, s in self.sessions.items()}
+
+    # -- deliveries from shards -----------------------------------------------------------------
+
+    def deliver(self, blob: bytes) -> None:
+        """A shard's deliveries for this node (`wire.pack_deliveries`)."""
+        for text, users, skip in unpack_deliveries(blob):
+            frame = None
+            for user in users:
+                for session in self.sessions.get(user, {}).values():
+                    if session.id != skip:
+                        frame = frame or encode_frame(text)  # once per message, however many sessions
+                        session.push_frame(frame)
+
+    # -- one connection -------------------------------------------------------------------------
+
+    async def handle(self, ws: ServerConnection) -> None:
+        user = await self._authenticate(ws)
+        if user is None:
+            return
+        session = Session(user, ws, self._settings.socket_send_queue, self._cut_grace_s)
+        self.sessions.setdefault(session.user, {})[session.id] = session
+        try:
+            await self._presence_change(session.user, 1)
+            session.push(dumps({"type": "auth_ok", "user_id": session.user, "node": self.node_id,
+                                "session": session.id}))
+            async for raw in ws:
+                self._on_frame(session, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            mine = self.sessions.get(session.user, {})
+            mine.pop(session.id, None)
+            if not mine:
+                self.sessions.pop(session.user, None)
+            gone = self._presence_change(session.user, -1)
+            gone.add_done_callback(_consume_failure)
+
+    async def _authenticate(self, ws: ServerConnection) -> int | None:
+        """The user this connection speaks for; None once the connection is refused."""
+        try:
+            # asyncio.timeout, not wait_for: wait_for wraps recv() in a task of its own, and creating
+            # it was 8 % of a socket node's CPU while sessions were connecting.
+            async with asyncio.timeout(self._settings.socket_auth_timeout_s):
+                raw = await ws.recv()
+            frame = parse_frame(raw, self._max_frame)
+            if not isinstance(frame, Auth):
+                raise Unauthorized("the first frame must be auth")
+            principal = await self._authenticator.user(frame.token, not_a_user=Unauthorized)
+        except (TimeoutError, DomainError) as exc:
+            message = "no auth frame in time" if isinstance(exc, TimeoutError) else str(exc)
+            await self._refuse(ws, error_frame("unauthorized", message), CLOSE_UNAUTHORIZED, "unauthorized")
+            return None
+        except ConnectionClosed:
+            return None
+        if principal.node != self.node_id:
+            url = await self._url_of(principal.node) if isinstance(principal.node, str) else None
+            hint = "connect to your pinned node" if url else "your node is gone: POST /api/socket/assign"
+            await self._refuse(ws, error_frame("wrong_node", hint, socket_url=url), CLOSE_WRONG_NODE, "wrong_node")
+            return None
+        return principal.user_id
+
+    async def _refuse(self, ws: ServerConnection, frame: str, code: int, reason: str) -> None:
+        try:
+            await ws.send(frame)
+            await ws.close(code, reason)
+        except ConnectionClosed:
+            pass
+
+    # -- frames ---------------------------------------------------------------------------------
+
+    def _on_frame(self, session: Session, raw: str | bytes) -> None:
+        try:
+            frame = parse_frame(raw, self._max_frame)
+            if isinstance(frame, Send):
+                self._on_send(session, frame)
+            elif isinstance(frame, Ping):
+                session.push(PONG)
+            elif isinstance(frame, Read | Typing):
+                parse_conv(frame.conv)
+                item: Item = (ReadItem(session.user, session.id, frame.conv, frame.seq) if isinstance(frame, Read)
+                              else TypingItem(session.user, session.id, frame.conv))
+                self._submit(session, item, None)
+            else:  # a second auth frame
+                raise BadRequest("already authenticated")
+        except DomainError as exc:
+            client_id = client_id_of(raw) if len(raw) <= self._max_frame else None
+            session.push(error_frame(exc.code, exc.message, client_id))
+
+    def _on_send(self, session: Session, frame: Send) -> None:
+        try:
+            parse_conv(frame.conv)
+            check_send(frame.kind, frame.body, frame.file_id, self._live.max_text_length)
+            if session.in_flight >= MAX_IN_FLIGHT:
+                session.push(error_frame("rate_limited", "too many messages awaiting their ack", frame.id))
+                return
+        except DomainError as exc:
+            session.push(error_frame(exc.code, exc.message, frame.id))
+            return
+        session.in_flight += 1
+        item = SendItem(session.user, session.id, frame.id, frame.conv, frame.kind, frame.body, frame.file_id)
+        self._submit(session, item, frame.id)
+
+    def _submit(self, session: Session, item: Item, client_id: str | None) -> None:
+        future = self._submit_to_shard(shard_of(item.conv, self._shard_count), item)
+        future.add_done_callback(lambda f: self._answer(session, client_id, f))
+
+    def _answer(self, session: Session, client_id: str | None, future: asyncio.Future[Outcome]) -> None:
+        if client_id is not None:
+            session.in_flight -= 1
+        if future.cancelled() or future.exception() is not None:
+            if not future.cancelled():
+                log.warning("shard call failed: %r", future.exception())
+            session.push(error_frame(*NOT_STORED, client_id))
+            return
+        outcome = future.result()
+        if outcome.error is not None:
+            session.push(error_frame(outcome.error[0], outcome.error[1], client_id))
+        elif outcome.ack is not None:
+            session.push(outcome.ack)  # encoded once, by the shard's domain
+
+
+def _consume_failure(future: asyncio.Future[None]) -> None:
+    """A presence change nobody waits for: its failure is the presence batcher's to log."""
+    if not future.cancelled():
+        future.exception()

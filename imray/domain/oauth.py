@@ -1,0 +1,224 @@
+"""The OAuth2 authorization centre's decisions: client authentication and the grants (RFC 6749, 7009).
+
+What it needs from outside comes through small ports: the store of clients, credentials and refresh
+tokens, the socket-node picker, the password verifier, the token issuer and the revoked logins.
+The Serve deployment (`deployments.auth`) only hands requests in and answers out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol, TypedDict
+
+from imray.domain.authenticator import RevokedLogins
+from imray.domain.errors import DomainError, Unavailable
+from imray.domain.nodes import NodeEndpoint
+from imray.domain.tokens import USER_SCOPE, Principal, digest, new_refresh_token
+
+PUBLIC_CLIENT = "imray-app"  # the built-in first-party app: a public client, no secret
+MAX_USERNAME = 32  # longer names cannot exist (domain.accounts): no lookup for them
+MAX_PASSWORD = 1024  # what is verified of a password: a longer one costs the hash, not the caller
+MAX_TOKEN = 512  # what is hashed of a presented refresh token
+
+Form = Mapping[str, str]
+Basic = tuple[str, str] | None  # HTTP Basic client credentials, when the request carried them
+
+
+class OAuthError(DomainError):
+    """An RFC 6749 §5.2 error: the gateway answers {"error": ..., "error_description": ...}."""
+
+    def __init__(self, error: str, description: str = "", status: int = 400) -> None:
+        super().__init__(description or error)
+        self.error, self.status = error, status
+
+    def __reduce__(self) -> tuple[type[OAuthError], tuple[str, str, int]]:  # crosses Ray calls whole
+        return (OAuthError, (self.error, self.message, self.status))
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """A registered client: `secret_hash` is None for public ones."""
+
+    client_id: str
+    scope: str
+    secret_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshUse:
+    """A refresh token just spent: the login (`family`) it continues."""
+
+    user_id: int
+    client_id: str
+    family: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshReuse:
+    """A refresh token presented again after it was spent: it leaked, and its login is revoked."""
+
+    family: str
+
+
+class OAuthStore(Protocol):
+    """Clients, password hashes and refresh tokens, each call one transaction."""
+
+    async def client(self, client_id: str) -> Client | None: ...
+    async def credentials(self, username: str) -> tuple[int, str] | None: ...  # (user id, password hash)
+    async def store_refresh(self, token_hash: str, family: str, user_id: int, client_id: str, scope: str,
+                            ttl_s: int) -> None: ...
+    # Spend a refresh token: None when unknown or expired. A reuse revokes its family in the store.
+    async def consume_refresh(self, token_hash: str, keep_s: int) -> RefreshUse | RefreshReuse | None: ...
+    # Revoke the login of a refresh token; its family, None for an unknown token.
+    async def revoke_family(self, token_hash: str, keep_s: int) -> str | None: ...
+
+
+class NodePicker(Protocol):
+    async def pick(self, user_id: int) -> NodeEndpoint | None: ...  # None: no socket node is alive
+
+
+class PasswordVerifier(Protocol):
+    def verify(self, stored: str | None, password: str) -> bool: ...  # CPU-bound: called in a thread
+
+
+class Issuer(Protocol):
+    ttl_s: int
+
+    def issue_user(self, user_id: int, client_id: str, node: str, family: str | None = None,
+                   scope: str = USER_SCOPE) -> str: ...
+    def issue_client(self, client_id: str, scope: str) -> str: ...
+
+
+class UserTokens(TypedDict):
+    access_token: str
+    token_type: str
+    expires_in: int
+    refresh_token: str
+    scope: str
+    user_id: int
+    socket_url: str
+    socket_node: str
+
+
+class ClientToken(TypedDict):
+    access_token: str
+    token_type: str
+    expires_in: int
+    scope: str
+
+
+class Assignment(TypedDict):
+    socket_url: str
+    socket_node: str
+    access_token: str
+    expires_in: int
+
+
+class OAuthServer:
+    """The token endpoint's grants, revocation, and socket-node assignment."""
+
+    def __init__(self, store: OAuthStore, nodes: NodePicker, passwords: PasswordVerifier, issuer: Issuer,
+                 revoked: RevokedLogins, refresh_ttl_s: int) -> None:
+        self._store, self._nodes, self._passwords = store, nodes, passwords
+        self._issuer, self._revoked, self._refresh_ttl_s = issuer, revoked, refresh_ttl_s
+
+    async def token(self, form: Form, basic: Basic) -> UserTokens | ClientToken:
+        grant = form.get("grant_type")
+        if grant == "password":
+            return await self._password_grant(form, basic)
+        if grant == "refresh_token":
+            return await self._refresh_grant(form, basic)
+        if grant == "client_credentials":
+            return await self._client_credentials(form, basic)
+        if not grant:
+            raise OAuthError("invalid_request", "grant_type is required")
+        raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported")
+
+    async def revoke(self, form: Form, basic: Basic) -> None:
+        """RFC 7009: revoke the login of a refresh token; unknown tokens are not an error."""
+        await self._client(form, basic, confidential=False)
+        token = form.get("token")
+        if not token:
+            raise OAuthError("invalid_request", "token is required")
+        family = await self._store.revoke_family(digest(token[:MAX_TOKEN]), keep_s=self._issuer.ttl_s)
+        if family is not None:
+            await self._revoked.revoke(family, self._issuer.ttl_s)
+
+    async def assign(self, principal: Principal) -> Assignment:
+        """A fresh pin (the old node is gone, or the client wants another): a new access token."""
+        assert principal.user_id is not None  # the gateway lets only users' tokens through
+        node = await self._pick(principal.user_id)
+        return {"socket_url": node.url, "socket_node": node.node_id,
+                "access_token": self._issuer.issue_user(principal.user_id, principal.client_id, node.node_id,
+                                                        principal.family or secrets.token_hex(16)),
+                "expires_in": self._issuer.ttl_s}
+
+    async def _client(self, form: Form, basic: Basic, confidential: bool) -> Client:
+        """Authenticate the client (HTTP Basic or form fields); public clients need no secret."""
+        if basic and form.get("client_secret"):
+            raise OAuthError("invalid_request", "use one client authentication method")
+        client_id, secret = basic if basic else (form.get("client_id", ""), form.get("client_secret"))
+        if not client_id:
+            raise OAuthError("invalid_client", "client_id is required", 401)
+        if client_id == PUBLIC_CLIENT and not confidential:
+            return Client(PUBLIC_CLIENT, USER_SCOPE)
+        client = await self._store.client(client_id)
+        ok = client is not None and client.secret_hash is not None and secret is not None and \
+            hmac.compare_digest(client.secret_hash, digest(secret))
+        if not ok or client is None:
+            raise OAuthError("invalid_client", "client authentication failed", 401)
+        return client
+
+    async def _password_grant(self, form: Form, basic: Basic) -> UserTokens:
+        client = await self._client(form, basic, confidential=False)
+        username, password = form.get("username"), form.get("password")
+        if not username or not password:
+            raise OAuthError("invalid_request", "username and password are required")
+        found = await self._store.credentials(username) if len(username) <= MAX_USERNAME else None
+        # Verified even for an unknown name (against a dummy hash): it costs as long as a wrong password.
+        ok = await asyncio.to_thread(self._passwords.verify, found[1] if found else None, password[:MAX_PASSWORD])
+        if not ok or found is None:
+            raise OAuthError("invalid_grant", "wrong username or password")
+        return await self._user_tokens(found[0], client.client_id, secrets.token_hex(16))
+
+    async def _refresh_grant(self, form: Form, basic: Basic) -> UserTokens:
+        client = await self._client(form, basic, confidential=False)
+        token = form.get("refresh_token")
+        if not token:
+            raise OAuthError("invalid_request", "refresh_token is required")
+        used = await self._store.consume_refresh(digest(token[:MAX_TOKEN]), keep_s=self._issuer.ttl_s)
+        if isinstance(used, RefreshReuse):  # a leaked token: its whole login goes, access tokens too
+            await self._revoked.revoke(used.family, self._issuer.ttl_s)
+            used = None
+        if used is None or used.client_id != client.client_id:
+            raise OAuthError("invalid_grant", "refresh token is invalid, expired or already used")
+        return await self._user_tokens(used.user_id, used.client_id, used.family)
+
+    async def _client_credentials(self, form: Form, basic: Basic) -> ClientToken:
+        client = await self._client(form, basic, confidential=True)
+        allowed = set(client.scope.split())
+        asked = set((form.get("scope") or client.scope).split())
+        if not asked <= allowed:
+            raise OAuthError("invalid_scope", f"client may ask for: {' '.join(sorted(allowed))}")
+        scope = " ".join(sorted(asked))
+        return {"access_token": self._issuer.issue_client(client.client_id, scope), "token_type": "Bearer",
+                "expires_in": self._issuer.ttl_s, "scope": scope}
+
+    async def _user_tokens(self, user_id: int, client_id: str, family: str) -> UserTokens:
+        node = await self._pick(user_id)
+        refresh = new_refresh_token()
+        await self._store.store_refresh(digest(refresh), family, user_id, client_id, USER_SCOPE,
+                                        self._refresh_ttl_s)
+        return {"access_token": self._issuer.issue_user(user_id, client_id, node.node_id, family),
+                "token_type": "Bearer", "expires_in": self._issuer.ttl_s, "refresh_token": refresh,
+                "scope": USER_SCOPE, "user_id": user_id, "socket_url": node.url, "socket_node": node.node_id}
+
+    async def _pick(self, user_id: int) -> NodeEndpoint:
+        node = await self._nodes.pick(user_id)
+        if node is None:
+            raise Unavailable("no socket node is alive")
+        return node

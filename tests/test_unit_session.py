@@ -1,0 +1,332 @@
+"""A session's writes (coalescing, backpressure, cutting slow clients) and the socket server's frame
+dispatch, on fake connections: no network, no Ray."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from websockets.protocol import State
+
+from imray.actors.session import CLOSE_TOO_SLOW, Session, encode_frame
+from imray.actors.socket_server import CLOSE_UNAUTHORIZED, CLOSE_WRONG_NODE, SocketServer
+from imray.adapters.live_config import LiveSettings
+from imray.domain.errors import DomainError, Unauthorized
+from imray.domain.messaging import Item, Outcome, SendItem
+from imray.domain.tokens import Principal
+from imray.settings import Settings
+
+NODE = "sn-1"
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(test())
+
+
+async def turns(n: int = 5) -> None:
+    """Let the event loop run a few turns (flushes are scheduled with call_soon)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def texts(data: bytes) -> list[str]:
+    """The text frames in what the server wrote (server frames are unmasked)."""
+    found, i = [], 0
+    while i < len(data):
+        assert data[i] == 0x81, "a final text frame"
+        length, i = data[i + 1] & 0x7F, i + 2
+        if length == 126:
+            length, i = int.from_bytes(data[i:i + 2], "big"), i + 2
+        found.append(data[i:i + length].decode())
+        i += length
+    return found
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class Connection:
+    """What Session uses of a websockets ServerConnection: state, flow control, close."""
+
+    def __init__(self, close_completes: bool = True) -> None:
+        self.protocol = SimpleNamespace(state=State.OPEN)
+        self.transport = Transport()
+        self.paused = False
+        self.closed_with: tuple[int, str] | None = None
+        self._close_completes = close_completes
+        self._resumed = asyncio.Event()
+
+    def pause(self) -> None:
+        self.paused = True
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._resumed.set()
+
+    async def drain(self) -> None:
+        if self.paused:
+            await self._resumed.wait()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed_with = (code, reason)
+        if not self._close_completes:
+            await asyncio.Event().wait()  # a client that never reads never completes the handshake
+        self.protocol.state = State.CLOSED
+
+    def received(self) -> list[str]:
+        return texts(b"".join(self.transport.writes))
+
+
+# -- Session -------------------------------------------------------------------------------------
+
+
+def test_frames_pushed_in_one_turn_leave_in_one_write_in_push_order() -> None:
+    async def test() -> None:
+        ws = Connection()
+        session = Session(1, ws, backlog_limit=10)  # type: ignore[arg-type]
+        session.push("a")
+        session.push_frame(encode_frame("b"))
+        session.push("c")
+        assert ws.transport.writes == []  # nothing leaves before the turn ends
+        await turns()
+        assert ws.transport.writes == [encode_frame("a") + encode_frame("b") + encode_frame("c")]
+
+    run(test)
+
+
+def test_frames_pushed_in_later_turns_leave_in_later_writes() -> None:
+    async def test() -> None:
+        ws = Connection()
+        session = Session(1, ws, backlog_limit=10)  # type: ignore[arg-type]
+        session.push("a")
+        await turns()
+        session.push("b")
+        await turns()
+        assert ws.transport.writes == [encode_frame("a"), encode_frame("b")]
+
+    run(test)
+
+
+def test_behind_a_paused_transport_frames_wait_and_leave_in_order_once_it_drains() -> None:
+    async def test() -> None:
+        ws = Connection()
+        session = Session(1, ws, backlog_limit=10)  # type: ignore[arg-type]
+        ws.pause()
+        session.push("a")
+        session.push("b")
+        await turns()
+        session.push("c")
+        await turns()
+        assert ws.transport.writes == []
+        ws.resume()
+        await turns()
+        assert ws.received() == ["a", "b", "c"]
+        assert session.task is None  # a session that keeps up again holds no task
+        session.push("d")
+        await turns()
+        assert ws.received() == ["a", "b", "c", "d"]
+
+    run(test)
+
+
+def test_a_client_beyond_the_backlog_limit_is_cut_with_close_4008() -> None:
+    async def test() -> None:
+        ws = Connection()
+        session = Session(1, ws, backlog_limit=3)  # type: ignore[arg-type]
+        ws.pause()
+        for text in "abc":
+            session.push(text)
+        await turns()
+        assert ws.closed_with is None  # at the limit, not beyond it
+        session.push("d")
+        await turns()
+        assert session.cut
+        assert ws.closed_with == (CLOSE_TOO_SLOW, "client too slow")
+        assert not ws.transport.aborted
+
+    run(test)
+
+
+def test_a_cut_whose_close_never_completes_is_aborted_after_the_grace() -> None:
+    async def test() -> None:
+        ws = Connection(close_completes=False)
+        session = Session(1, ws, backlog_limit=1, cut_grace_s=0.05)  # type: ignore[arg-type]
+        ws.pause()
+        session.push("a")
+        session.push("b")
+        await turns()
+        assert ws.closed_with is not None and not ws.transport.aborted
+        await asyncio.sleep(0.2)
+        assert ws.transport.aborted
+
+    run(test)
+
+
+def test_nothing_is_written_after_a_cut() -> None:
+    async def test() -> None:
+        ws = Connection(close_completes=False)
+        session = Session(1, ws, backlog_limit=1, cut_grace_s=0.05)  # type: ignore[arg-type]
+        ws.pause()
+        session.push("a")
+        session.push("b")
+        await turns()
+        ws.resume()  # the transport drains again, but the session is already cut
+        session.push("c")
+        await asyncio.sleep(0.2)
+        assert ws.transport.writes == []
+
+    run(test)
+
+
+def test_frames_to_a_closed_connection_are_dropped() -> None:
+    async def test() -> None:
+        ws = Connection()
+        session = Session(1, ws, backlog_limit=10)  # type: ignore[arg-type]
+        ws.protocol.state = State.CLOSING
+        session.push("a")
+        await turns()
+        assert ws.transport.writes == []
+
+    run(test)
+
+
+# -- SocketServer: authentication and frame dispatch ---------------------------------------------
+
+
+class Client(Connection):
+    """A connection the server reads frames from (`None` ends it) and refuses with `send`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.incoming: asyncio.Queue[str | None] = asyncio.Queue()
+        self.sent: list[str] = []
+
+    async def recv(self) -> str:
+        raw = await self.incoming.get()
+        assert raw is not None
+        return raw
+
+    def __aiter__(self) -> Client:
+        return self
+
+    async def __anext__(self) -> str:
+        raw = await self.incoming.get()
+        if raw is None:
+            raise StopAsyncIteration
+        return raw
+
+    async def send(self, text: str) -> None:
+        self.sent.append(text)
+
+
+class Tokens:
+    """Every token is user 7's, pinned to `node`; the token "bad" is refused."""
+
+    def __init__(self, node: str = NODE) -> None:
+        self.node = node
+
+    async def user(self, token: object, not_a_user: type[DomainError]) -> Principal:
+        if token == "bad":
+            raise Unauthorized("token is invalid")
+        return Principal(sub="7", client_id="web", scope="", jti="j", exp=0, user_id=7, node=self.node)
+
+
+class Shards:
+    """Answers every send with an ack made from its client id."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, Item]] = []
+
+    def submit(self, index: int, item: Item) -> asyncio.Future[Outcome]:
+        self.items.append((index, item))
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        ack = orjson.dumps({"type": "ack", "id": item.client_id}).decode() if isinstance(item, SendItem) else None
+        future.set_result(Outcome(ack=ack))
+        return future
+
+
+def make_server(tokens: Tokens, shards: Shards, presence: list[tuple[int, int]]) -> SocketServer:
+    settings = Settings()
+
+    def presence_change(user: int, delta: int) -> asyncio.Future[None]:
+        presence.append((user, delta))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    async def url_of(node_id: str) -> str | None:
+        return f"ws://{node_id}.example/ws" if node_id == "sn-2" else None
+
+    return SocketServer(NODE, settings, tokens, LiveSettings(settings),  # type: ignore[arg-type]
+                        submit=shards.submit, shard_count=2, url_of=url_of, presence_change=presence_change)
+
+
+def frames_of(client: Client) -> list[dict[str, Any]]:
+    return [orjson.loads(text) for text in client.received()]
+
+
+def test_a_session_is_answered_frame_by_frame_and_survives_a_malformed_frame() -> None:
+    async def test() -> None:
+        shards, presence = Shards(), []
+        server = make_server(Tokens(), shards, presence)
+        client = Client()
+        handler = asyncio.create_task(server.handle(client))  # type: ignore[arg-type]
+        for raw in ('{"type": "auth", "token": "t"}', '{"type": "ping"}', "not json",
+                    '{"type": "auth", "token": "t"}',
+                    '{"type": "send", "id": "m1", "conv": "g:5", "body": "hi"}'):
+            client.incoming.put_nowait(raw)
+        await turns(20)
+        client.incoming.put_nowait('{"type": "ping"}')  # the session still answers after errors
+        await turns(20)
+        auth_ok, pong, malformed, second_auth, ack, pong_again = frames_of(client)
+        assert auth_ok["type"] == "auth_ok" and auth_ok["user_id"] == 7 and auth_ok["node"] == NODE
+        assert pong == pong_again == {"type": "pong"}
+        assert malformed["type"] == "error" and malformed["code"] == "bad_request"
+        assert second_auth["code"] == "bad_request" and second_auth["message"] == "already authenticated"
+        assert ack == {"type": "ack", "id": "m1"}  # the shard's ack, as it is
+        assert [item.client_id for _, item in shards.items if isinstance(item, SendItem)] == ["m1"]
+        assert server.connection_count() == 1 and presence == [(7, 1)]
+        client.incoming.put_nowait(None)  # the client goes away
+        await handler
+        assert server.connection_count() == 0 and presence == [(7, 1), (7, -1)]
+
+    run(test)
+
+
+def test_a_refused_token_is_answered_unauthorized_and_closed_4001() -> None:
+    async def test() -> None:
+        server = make_server(Tokens(), Shards(), [])
+        client = Client()
+        client.incoming.put_nowait('{"type": "auth", "token": "bad"}')
+        await server.handle(client)  # type: ignore[arg-type]
+        assert [orjson.loads(text)["code"] for text in client.sent] == ["unauthorized"]
+        assert client.closed_with == (CLOSE_UNAUTHORIZED, "unauthorized")
+        assert server.connection_count() == 0
+
+    run(test)
+
+
+def test_a_token_pinned_to_another_node_is_sent_there_with_close_4003() -> None:
+    async def test() -> None:
+        server = make_server(Tokens(node="sn-2"), Shards(), [])
+        client = Client()
+        client.incoming.put_nowait('{"type": "auth", "token": "t"}')
+        await server.handle(client)  # type: ignore[arg-type]
+        (refusal,) = [orjson.loads(text) for text in client.sent]
+        assert refusal["code"] == "wrong_node" and refusal["socket_url"] == "ws://sn-2.example/ws"
+        assert client.closed_with == (CLOSE_WRONG_NODE, "wrong_node")
+
+    run(test)
