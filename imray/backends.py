@@ -13,7 +13,9 @@ Nacos's live settings, following revoked logins from the database) starts at `st
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from imray.adapters.cache import Cache, LocalCache, RedisCache
@@ -31,6 +33,10 @@ from imray.settings import Settings, parse_settings
 from imray.storage.db import Database
 
 log = logging.getLogger("imray.backends")
+# A process starts serving with its static settings if Nacos's config does not answer in this time
+# (startup must not hang on an unreachable config centre), and keeps asking in the background.
+CONFIG_WAIT_S = 10.0
+CONFIG_RETRY_S = 10.0
 
 
 class Backends:
@@ -45,7 +51,7 @@ class Backends:
         self._follow_revocations = False
         self._started = False
 
-    def _once(self, name: str, build: Any) -> Any:
+    def _once(self, name: str, build: Callable[[], Any]) -> Any:
         if name not in self._built:
             self._built[name] = build()
         return self._built[name]
@@ -194,14 +200,24 @@ class Backends:
             live: LiveSettings = self._built["live"]
             self._teardowns.add("live settings", live.stop)
             try:
-                await live.start()
+                await asyncio.wait_for(live.start(), CONFIG_WAIT_S)
             except Exception as exc:
-                log.warning("%s: live settings unavailable: %r", self.process, exc)
+                log.warning("%s: live settings unavailable, trying again in the background: %r", self.process, exc)
+                self._tasks.spawn(self._follow_live_later(live), name="live settings")
         if self._follow_revocations:
             db = self._built.get("database") or self.database(threads=1)
             follower = RevocationFollower(db, self.cache(), self.settings.access_token_ttl_s)
             self._tasks.spawn(follower.run(), name="revocation follower")
         self._teardowns.add("background tasks", self._tasks.cancel_all)
+
+    async def _follow_live_later(self, live: LiveSettings) -> None:
+        while True:
+            await asyncio.sleep(CONFIG_RETRY_S)
+            try:
+                await asyncio.wait_for(live.start(), CONFIG_WAIT_S)
+                return
+            except Exception as exc:
+                log.warning("%s: live settings still unavailable: %r", self.process, exc)
 
     async def stop(self) -> list[BaseException]:
         """Undo everything built and started, newest first; the errors, also logged."""

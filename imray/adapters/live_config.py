@@ -95,7 +95,8 @@ class LiveSettings:
             return
         self.apply(await self._source.get())
         await self._source.watch(self.apply)
-        self._poller = asyncio.get_running_loop().create_task(self._poll(self._source))
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll(self._source))
 
     async def stop(self) -> None:
         if self._poller is not None:

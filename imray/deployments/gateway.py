@@ -5,6 +5,7 @@ helpers stand above the deployment class: Serve serializes the class when it is 
 """
 
 
+import asyncio
 import logging
 import os
 from typing import Annotated
@@ -43,6 +44,7 @@ app = FastAPI(title="imray", version="0.1.0",
               description="Distributed instant messaging on Ray. Real time goes over the socket nodes.")
 BODY_LIMIT = {"bytes": 1048576, "upload": 20 * 1048576}  # set from settings when the Gateway starts
 UPLOAD_PATHS = ("/api/files", "/api/users/me/avatar")
+REGISTER_WAIT_S = 10.0  # a replica serves without its registry entry rather than not start
 TOKENS_REMEMBERED = 10000  # verified access tokens a replica keeps (about 1 KB each)
 
 
@@ -78,7 +80,8 @@ class Gateway:
         """Follow the live settings (and revoked logins), then appear in the registry."""
         await self._backends.start()
         try:
-            await self._registration.register({"pid": str(os.getpid()), "url": self._settings.base_url})
+            await asyncio.wait_for(self._registration.register(
+                {"pid": str(os.getpid()), "url": self._settings.base_url}), REGISTER_WAIT_S)
         except Exception as exc:  # a replica the registry does not show still serves
             log.warning("gateway: Nacos unavailable: %r", exc)
 
