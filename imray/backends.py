@@ -220,8 +220,13 @@ class Backends:
                 log.warning("%s: live settings still unavailable: %r", self.process, exc)
 
     async def stop(self) -> list[BaseException]:
-        """Undo everything built and started, newest first; the errors, also logged."""
-        return await self._teardowns.run()
+        """Undo everything built and started, newest first; the errors, also logged. Afterwards the
+        builders build afresh (a stopped part is never handed out again)."""
+        errors = await self._teardowns.run()
+        self._built.clear()
+        self._started = False
+        self._follow_revocations = False
+        return errors
 
 
 def with_config_overlay(settings: Settings) -> Settings:

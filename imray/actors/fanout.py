@@ -59,6 +59,7 @@ class FanOut:
 
     async def stop(self) -> None:
         await self._tasks.cancel_all()
+        await self._to_nodes.stop()
         self._loop = None
 
     def post(self, deliveries: list[Delivery]) -> None:

@@ -58,6 +58,12 @@ class Presence:
         self._table = PresenceTable()
         self._epoch = uuid.uuid4().hex  # a restarted actor has lost its table: nodes resync on change
 
+    async def start(self) -> None:
+        """Nothing to start: the table is in memory, and socket nodes fill it (see `epoch`)."""
+
+    async def stop(self) -> None:
+        """Nothing to stop: no background work, and the table dies with the actor."""
+
     def epoch(self) -> str:
         return self._epoch
 

@@ -63,16 +63,16 @@ class SocketNode:
         self._links: list[ShardLink] = []
         self._registration: Registration | None = None
         self._upkeep: asyncio.Task[None] | None = None
+        self._to_shards: Batcher[int, Item, Outcome] = Batcher(self._call_shard)
+        # A presence call costs the node and the presence actor ~0.3 ms of CPU each; in a burst of
+        # logins, 10 ms of waiting folds ~5 sessions into one call, at 10 ms on each auth_ok.
+        self._to_presence: Batcher[str, tuple[int, int], None] = Batcher(self._call_presence, PRESENCE_LINGER_S)
 
     async def start(self) -> NodeEndpoint:
         settings, backends = self._settings, self._backends
         actors = backends.actors()
         self._presence: PresencePort = backends.presence()
         self._supervisor: ActorHandle = actors.supervisor()
-        self._to_shards: Batcher[int, Item, Outcome] = Batcher(self._call_shard)
-        # A presence call costs the node and the presence actor ~0.3 ms of CPU each; in a burst of
-        # logins, 10 ms of waiting folds ~5 sessions into one call, at 10 ms on each auth_ok.
-        self._to_presence: Batcher[str, tuple[int, int], None] = Batcher(self._call_presence, PRESENCE_LINGER_S)
         server = self._server = SocketServer(
             self.node_id, settings, backends.authenticator(self._keys), backends.live(),
             submit=self._to_shards.submit, shard_count=settings.shard_count, url_of=self._url_of,
@@ -106,6 +106,8 @@ class SocketNode:
         if self._server is not None:
             await self._server.close()
         await asyncio.gather(*(link.stop() for link in self._links))
+        await self._to_shards.stop()
+        await self._to_presence.stop()
         await self._tasks.cancel_all()
         await self._backends.stop()
 

@@ -72,6 +72,8 @@ class SocketSupervisor:
         s = self._settings
         # Embedded, presence is an actor this supervisor hosts (and keeps a handle to); with Redis, None.
         self._presence_actor = self._backends.host_presence()
+        if self._presence_actor is not None:
+            await self._presence_actor.start.remote()
         self._presence = self._backends.presence()
         self._presence_epoch = await self._presence.epoch()
         self._shards = [ConversationShard.options(  # type: ignore[attr-defined]  # a Ray actor class
@@ -172,9 +174,11 @@ class SocketSupervisor:
                                  return_exceptions=True)
 
     async def stop(self) -> None:
-        """Stop watching (so nothing is replaced meanwhile), drain the socket nodes, stop the shards,
-        then the backends."""
+        """Stop watching (so nothing is replaced meanwhile), drain the socket nodes, stop the shards
+        and presence, then the backends."""
         await self._tasks.cancel_all()
         await asyncio.gather(*(r.actor.stop.remote() for r in self._nodes.values()), return_exceptions=True)
         await asyncio.gather(*(shard.stop.remote() for shard in self._shards), return_exceptions=True)
+        if self._presence_actor is not None:
+            await asyncio.gather(self._presence_actor.stop.remote(), return_exceptions=True)
         await self._backends.stop()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
 from imray.domain.authenticator import RevokedLogins
-from imray.domain.errors import DomainError, Unavailable
+from imray.domain.errors import DomainError, Forbidden, Unavailable
 from imray.domain.nodes import NodeEndpoint
 from imray.domain.tokens import USER_SCOPE, Principal, digest, new_refresh_token
 
@@ -150,7 +150,8 @@ class OAuthServer:
 
     async def assign(self, principal: Principal) -> Assignment:
         """A fresh pin (the old node is gone, or the client wants another): a new access token."""
-        assert principal.user_id is not None  # the gateway lets only users' tokens through
+        if principal.user_id is None:  # the gateway lets only users' tokens through; this holds regardless
+            raise Forbidden("a user token is required, not a client's")
         node = await self._pick(principal.user_id)
         return {"socket_url": node.url, "socket_node": node.node_id,
                 "access_token": self._issuer.issue_user(principal.user_id, principal.client_id, node.node_id,
