@@ -105,14 +105,15 @@ class Backends:
         return presence
 
     def host_presence(self) -> ActorHandle | None:
-        """The supervisor's part: start the embedded presence actor (its caller owns it); with
-        Redis there is nothing to host."""
+        """The supervisor's part: the embedded presence actor, started only if none is alive (a
+        restarted supervisor adopts it); with Redis there is nothing to host. Detached: it outlives
+        the supervisor, and `runtime.undeploy` removes it."""
         if self.settings.redis_url:
             return None
         from imray.actors.presence import Presence
 
         return Presence.options(  # type: ignore[attr-defined]  # ray.remote classes gain .options
-            name=PRESENCE, namespace=self.settings.namespace).remote()
+            name=PRESENCE, namespace=self.settings.namespace, lifetime="detached", get_if_exists=True).remote()
 
     def objects(self) -> ObjectStore:
         def build() -> ObjectStore:

@@ -27,6 +27,13 @@ def _connect(settings: Settings, address: str) -> object:
                     logging_level=logging.WARNING)
 
 
+def _node_addresses() -> list[str]:
+    """The addresses of the cluster's live Ray nodes (one per machine, or one for a laptop)."""
+    import ray
+
+    return [node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]]
+
+
 def _disconnect() -> None:
     """Leave the cluster before stopping it, so its shutdown noise does not reach this terminal."""
     import ray
@@ -37,21 +44,28 @@ def _disconnect() -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from imray import localcluster, runtime
+    from imray.scaleout import ScaleOutRefused, check_scale_out
 
     settings = _settings(args)
-    key = runtime.prepare(settings)
     started_here = not settings.ray_address
     if started_here and (taken := localcluster.ports_in_use(settings)):
         print(f"ports {', '.join(map(str, taken))} are in use: is imray (or what it left behind) still running? "
               "`imray down` stops it", file=sys.stderr)
         return 1
     address = settings.ray_address or localcluster.start_local_cluster(settings)
-    context = _connect(settings, address)
     try:
+        context = _connect(settings, address)
+        # Before the schema, the keys or any actor: on several machines the embedded backends split the data.
+        check_scale_out(settings, _node_addresses())
+        key = runtime.prepare(settings)
         info = runtime.deploy(settings, key, getattr(context, "dashboard_url", None))
-    except BaseException:
+    except BaseException as exc:
+        _disconnect()
         if started_here:
             localcluster.stop_local_cluster(settings)
+        if isinstance(exc, ScaleOutRefused):
+            print(f"imray up refused: {exc}", file=sys.stderr)
+            return 2
         raise
     print(f"imray is up ({len(info.nodes)} socket nodes)")
     print(f"  API:        {info.api_url}")
@@ -60,7 +74,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if info.dashboard_url and os.environ.get("RAY_AUTH_TOKEN_PATH"):
         print(f"  (the dashboard asks for the cluster's token: {os.environ['RAY_AUTH_TOKEN_PATH']})")
     for node in info.nodes:
-        print(f"  socket {node.node_id}: {node.url}  (ray node {node.endpoint.ray_node_id[:12]})")
+        listens = f"listens on {node.endpoint.host}:{node.endpoint.port}, " if settings.socket_public_url else ""
+        print(f"  socket {node.node_id}: {node.url}  ({listens}ray node {node.endpoint.ray_node_id[:12]})")
     sys.stdout.flush()
     if args.detach:
         print("detached: `imray status` to look, `imray down` to stop")

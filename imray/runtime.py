@@ -7,6 +7,7 @@ Used by the CLI, the benchmark and the test suite; starting a Ray cluster on thi
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -14,9 +15,10 @@ import ray
 from ray import serve
 from ray.serve import Application
 from ray.serve import Deployment as ServeDeployment
+from ray.util.placement_group import get_placement_group, remove_placement_group
 
-from imray.actors.supervisor import SocketSupervisor
-from imray.adapters.named_actors import SUPERVISOR, ActorMissing, RayNamedActors
+from imray.actors.supervisor import PLACEMENT_GROUP, SHARD_GROUP, SocketSupervisor
+from imray.adapters.named_actors import PRESENCE, SUPERVISOR, ActorMissing, RayNamedActors, shard_name, socket_node_name
 from imray.backends import Backends, with_config_overlay
 from imray.deployments.auth import AuthService
 from imray.deployments.common import deployment_options
@@ -25,11 +27,14 @@ from imray.deployments.users import UserService
 from imray.deployments.web import WebService
 from imray.domain.nodes import NodeStatus
 from imray.domain.tokens import SigningKey
+from imray.scaleout import check_scale_out
 from imray.settings import Settings
 from imray.storage import migrate
 
 log = logging.getLogger("imray")
 APP_NAME = "imray"
+STOP_TIMEOUT_S = 60.0  # the supervisor adopts what is alive first (up to 30 s), then drains the nodes
+GONE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,9 @@ def _configured(deployment: object, settings: Settings, name: str, **extra: Any)
 
 
 def deploy(settings: Settings, key: SigningKey, dashboard_url: str | None = None) -> Deployment:
-    """The socket nodes (through their supervisor), then the HTTP side."""
+    """The socket nodes (through their supervisor, which Ray restarts if it dies), then the HTTP side."""
     settings = with_config_overlay(settings).with_shards_for(ray.cluster_resources().get("CPU", 1))
+    check_scale_out(settings, [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]])  # `imray up` did too
     Backends(settings, "imray-up").objects().ensure_bucket()  # the bucket exists before the first upload
     supervisor = SocketSupervisor.options(  # type: ignore[attr-defined]  # @ray.remote, not applied by mypy
         name=SUPERVISOR, namespace=settings.namespace, lifetime="detached").remote(settings, [key.public()])
@@ -84,18 +90,48 @@ def _dashboard_url(found: str | None) -> str | None:
 
 
 def undeploy(settings: Settings) -> None:
+    """The HTTP side, then the actors: stopped through the supervisor (sessions are closed, shards
+    drained), then each named actor and both placement groups removed. They are detached, so nothing
+    goes by itself; the names are waited for, so a `deploy` right after finds them free."""
     try:
         serve.delete(APP_NAME)
     except Exception as exc:  # nothing deployed is fine
         log.debug("serve.delete: %r", exc)
+    failed: Exception | None = None
     try:
         supervisor = RayNamedActors(settings.namespace, settings.shard_count).supervisor()
     except ActorMissing:
-        return
-    try:
-        ray.get(supervisor.stop.remote(), timeout=30)
-    finally:
-        ray.kill(supervisor)  # its presence, shards and socket nodes go with it
+        supervisor = None  # its actors may still be alive: they are removed below all the same
+    if supervisor is not None:
+        try:
+            ray.get(supervisor.stop.remote(), timeout=STOP_TIMEOUT_S)
+        except Exception as exc:  # remove everything anyway, then say so
+            failed = exc
+        ray.kill(supervisor, no_restart=True)  # first: a live supervisor would replace what goes next
+    for name in _named_actors(settings.namespace):
+        try:
+            ray.kill(ray.get_actor(name, namespace=settings.namespace), no_restart=True)
+        except ValueError:  # gone meanwhile
+            pass
+    for group in (PLACEMENT_GROUP, SHARD_GROUP):
+        try:
+            remove_placement_group(get_placement_group(group))
+        except ValueError:  # none
+            pass
+    deadline = time.monotonic() + GONE_TIMEOUT_S
+    while (left := _named_actors(settings.namespace)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        raise RuntimeError(f"still alive {GONE_TIMEOUT_S:g} s after being killed: {left}")
+    if failed is not None:
+        raise failed
+
+
+def _named_actors(namespace: str) -> list[str]:
+    """imray's named actors alive in `namespace`: supervisor, presence, shards, socket nodes."""
+    prefixes = (SUPERVISOR, PRESENCE, shard_name(0)[:-1], socket_node_name(""))
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == namespace and a["name"].startswith(prefixes)]
 
 
 def status(settings: Settings) -> list[NodeStatus]:

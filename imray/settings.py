@@ -7,12 +7,15 @@ limits and adapters without reading the environment again on another Ray node.
 from __future__ import annotations
 
 import os
+import string
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+DIRECT_SOCKET_URL = "ws://{host}:{port}/ws"
+SOCKET_URL_FIELDS = frozenset({"node", "host", "port"})
 SHARD_CPUS = 4  # cluster CPUs per conversation shard, when the count is automatic
 MAX_AUTO_SHARDS = 8
 
@@ -28,6 +31,10 @@ class Settings:
     socket_nodes: int = 2
     socket_base_port: int = 9101
     socket_host: str = ""  # empty: the Ray node's own IP address
+    # What clients are told to connect to, for a proxy or TLS in front of the nodes: a template with
+    # {node} (sn-1...), {host} and {port} (where the node listens), e.g. wss://chat.example/ws/{node}.
+    # Empty: ws://{host}:{port}/ws. A node takes its sessions on /ws and on /ws/{node}.
+    socket_public_url: str = ""
     socket_auth_timeout_s: float = 10.0
     socket_max_frame_bytes: int = 65536  # over this: a too_large error frame, session kept
     socket_hard_frame_bytes: int = 1048576  # over this: the websockets library closes with 1009
@@ -82,6 +89,9 @@ class Settings:
     namespace: str = "imray"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_socket_public_url(self.socket_public_url, self.socket_nodes)
+
     @property
     def data_path(self) -> Path:
         return Path(os.path.expanduser(self.data_dir))
@@ -100,6 +110,11 @@ class Settings:
             return self.shards
         return 1 if self.db_url.startswith("sqlite") else 4  # not fixed by deploy(): a plain default
 
+    def socket_url(self, node: str, host: str, port: int) -> str:
+        """The URL clients are given for socket node `node`, which listens on host:port."""
+        template = self.socket_public_url or DIRECT_SOCKET_URL
+        return template.format(node=node, host=host, port=port)
+
     def with_shards_for(self, cluster_cpus: float) -> Settings:
         """These settings with the shard count fixed, before anything starts: every process must agree.
 
@@ -115,6 +130,30 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return Settings(**{**asdict(self), **changes})
+
+
+def check_socket_public_url(template: str, socket_nodes: int) -> None:
+    """A ValueError unless `template` is empty or a ws(s):// URL whose placeholders are all known."""
+    if not template:
+        return
+    name = "socket_public_url"
+    if not template.startswith(("ws://", "wss://")):
+        raise ValueError(f"{name} must start with ws:// or wss://, not {template!r}")
+    try:
+        used = {field_name for _, field_name, _, _ in string.Formatter().parse(template) if field_name is not None}
+    except ValueError as exc:  # a lone { or }
+        raise ValueError(f"{name} {template!r}: {exc}") from None
+    unknown = used - SOCKET_URL_FIELDS
+    if unknown:
+        raise ValueError(f"{name} {template!r}: unknown placeholders {sorted(unknown)}; "
+                         f"known: {{node}}, {{host}}, {{port}}")
+    try:  # a format spec or conversion that does not fit a node id, an address or a port
+        template.format(node="sn-1", host="127.0.0.1", port=9101)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} {template!r}: {exc}") from None
+    if not used and socket_nodes > 1:  # a proxy cannot route a pinned session to its node
+        raise ValueError(f"{name} {template!r} gives every one of the {socket_nodes} socket nodes the same "
+                         "URL: put {node} (or {host} and {port}) in it")
 
 
 def _coerce(value: str, kind: type) -> Any:

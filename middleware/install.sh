@@ -18,3 +18,14 @@ for svc in mariadb redis-server; do
 done
 "$here/s3/start.sh" --install-only          # s3s-fs from crates.io, built once into ~/.cache/imray
 "$here/nacos/start.sh" --fetch-only         # Nacos server jars from Maven Central, cached
+# nginx terminates TLS in front of the gateway and the socket nodes in tests/test_tls_proxy.py. Debian 12
+# has nginx-light (the smallest build with ssl and the WebSocket-capable proxy); later releases ship only nginx.
+if ! command -v nginx >/dev/null && ! [ -x /usr/sbin/nginx ]; then
+  echo "installing nginx (Debian package)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
+  # The test runs its own nginx on loopback in a namespace; the distribution's service stays off.
+  command -v systemctl >/dev/null && systemctl stop nginx 2>/dev/null || true
+  service nginx stop >/dev/null 2>&1 || true
+fi

@@ -133,3 +133,54 @@ def test_automatic_shard_count_follows_the_cluster_cpus(tmp_path) -> None:
     assert sqlite.with_shards_for(64).shards == 1  # a single writer anyway
     assert [server.with_shards_for(cpus).shards for cpus in (1, 2, 4, 8, 16.0, 64)] == [1, 1, 1, 2, 4, 8]
     assert server.replace(shards=3).with_shards_for(64).shards == 3  # an explicit count stays
+
+
+def test_the_socket_url_is_the_nodes_own_address_without_a_public_template() -> None:
+    assert Settings().socket_url("sn-1", "10.77.0.3", 9101) == "ws://10.77.0.3:9101/ws"
+
+
+@pytest.mark.parametrize(("template", "url"), [
+    ("wss://chat.example.com/ws/{node}", "wss://chat.example.com/ws/sn-2"),
+    ("wss://{node}.chat.example.com/ws", "wss://sn-2.chat.example.com/ws"),
+    ("ws://{host}:{port}/ws", "ws://10.77.0.3:9102/ws"),
+    ("wss://edge.example.com:{port}/ws/{node}?via={host}", "wss://edge.example.com:9102/ws/sn-2?via=10.77.0.3"),
+])
+def test_the_public_socket_url_template_fills_node_host_and_port(template: str, url: str) -> None:
+    settings = load_settings(socket_public_url=template)
+    assert settings.socket_url("sn-2", "10.77.0.3", 9102) == url
+
+
+def test_the_public_socket_url_comes_from_the_environment_and_yaml(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "socket_public_url: wss://a.example/ws/{node}\n")
+    assert load_settings(path).socket_public_url == "wss://a.example/ws/{node}"
+    monkeypatch.setenv("IMRAY_SOCKET_PUBLIC_URL", "wss://b.example/ws/{node}")
+    assert load_settings(path).socket_url("sn-1", "h", 1) == "wss://b.example/ws/sn-1"
+
+
+@pytest.mark.parametrize(("template", "complaint"), [
+    ("wss://chat.example.com/ws/{nodes}", "unknown placeholders \\['nodes'\\]"),
+    ("wss://chat.example.com/ws/{}", "unknown placeholders"),
+    ("wss://chat.example.com/ws/{node.id}", "unknown placeholders"),
+    ("wss://chat.example.com/ws/{node", "socket_public_url"),
+    ("wss://chat.example.com/ws/{node:d}", "socket_public_url"),
+    ("wss://chat.example.com/ws/{node!z}", "socket_public_url"),
+    ("https://chat.example.com/ws/{node}", "ws:// or wss://"),
+    ("wss://chat.example.com/ws", "the same URL"),  # two nodes, one URL: a proxy cannot route
+])
+def test_a_bad_public_socket_url_is_a_settings_error_at_load(
+        template: str, complaint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        load_settings(socket_public_url=template)
+    with pytest.raises(ValueError, match=complaint):
+        load_settings(write(tmp_path, f"socket_public_url: '{template}'\n"))
+    monkeypatch.setenv("IMRAY_SOCKET_PUBLIC_URL", template)
+    with pytest.raises(ValueError, match=complaint):
+        load_settings()
+
+
+def test_one_socket_node_may_have_a_fixed_public_url() -> None:
+    settings = load_settings(socket_nodes=1, socket_public_url="wss://chat.example.com/ws")
+    assert settings.socket_url("sn-1", "10.0.0.1", 9101) == "wss://chat.example.com/ws"
+    with pytest.raises(ValueError, match="the same URL"):
+        settings.replace(socket_nodes=2)  # every way of building settings checks it

@@ -35,10 +35,10 @@ class ConversationShard:
         live = self._backends.live()
         live.on_change(lambda _values: setattr(conversations, "direct_messages", live.direct_messages))
         streams = NodeStreams()
-        self._fanout = FanOut(index, settings, self._backends.actors(), streams)
+        self._fanout = FanOut(index, settings, self._backends.actors(), streams, store)
         self._committer = ShardCommitter(index, conversations, store, self._fanout.post)
         host = settings.socket_host or ray.util.get_node_ip_address()
-        self._listener = ShardListener(index, host, self._committer.submit, streams)
+        self._listener = ShardListener(index, host, self._committer.submit, streams, self._fanout.node_ready)
         self._tasks = Tasks(f"shard-{index}")
         self._started: asyncio.Future[None] | None = None
         self._teardowns = Teardowns(f"shard-{index}")  # run newest first: listener, committer, ...
@@ -78,6 +78,13 @@ class ConversationShard:
 
     def ping(self) -> int:
         return self._index
+
+    async def pause_fanout(self, paused: bool) -> None:
+        """Hold this shard's deliveries back (commits and acks go on) until called with False. For
+        tests: a crash while paused loses the fan-out of what was acked, which the socket nodes then
+        get re-delivered (`redelivery`). A restarted shard starts unpaused."""
+        await self.start()
+        self._fanout.pause(paused)
 
     async def stream_endpoint(self) -> ShardEndpoint:
         """Where socket nodes open their stream to this shard, and the secret that admits them."""

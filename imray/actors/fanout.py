@@ -3,6 +3,11 @@
 Everything committed since the last fan-out goes in one presence lookup (or, with few socket nodes,
 to all of them), grouped by node, one DELIVER batch in flight per node: on the node's stream, or a
 Ray `deliver` call while the node has no stream to this shard.
+
+A node's stream coming back (HELLO) asks for what the node may have missed (`redelivery`): that
+goes to the node before anything else still to come. A shard that starts (or restarts) waits for
+a node's first HELLO, briefly, before delivering to it at all: a Ray `deliver` of something new
+overtaking that re-delivery would make the node drop the older messages as out of order.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 import ray
 
 from imray.actors.batching import Batcher
+from imray.actors.redelivery import CommittedStore, missed_since
 from imray.actors.shard_listener import NodeStreams
 from imray.actors.wire import DeliveryPart, pack_deliveries
 from imray.adapters.named_actors import ActorHandle, ActorMissing, NamedActors
@@ -27,13 +33,18 @@ NODES_TTL_S = 1.0
 # A Ray call that should take milliseconds and has not answered in this time is taken as lost, so
 # that one lost call cannot hold back a node's deliveries (one batch in flight per node) for good.
 RAY_CALL_TIMEOUT_S = 5.0
+# How long a node's first deliveries wait for its stream: a node's link retries every 2 s at most.
+FIRST_HELLO_WAIT_S = 5.0
 
 
 class FanOut:
     """The fan-out loop, from `start(presence)` to `stop()`; `post` takes a commit's deliveries."""
 
-    def __init__(self, index: int, settings: Settings, actors: NamedActors, streams: NodeStreams) -> None:
+    def __init__(self, index: int, settings: Settings, actors: NamedActors, streams: NodeStreams,
+                 store: CommittedStore) -> None:
         self._index = index
+        self._shard_count = settings.shard_count
+        self._store = store
         self._broadcast_nodes = settings.fanout_broadcast_nodes
         self._actors = actors
         self._streams = streams
@@ -45,8 +56,14 @@ class FanOut:
         self._nodes_refresh: asyncio.Task[None] | None = None
         self._nodes_asked_at = 0.0
         self._nodes_answered = False
-        # One delivery batch in flight per socket node: batches merge meanwhile, and order holds.
-        self._to_nodes: Batcher[str, DeliveryPart, None] = Batcher(self._deliver)
+        # One delivery batch in flight per socket node: batches merge meanwhile, and order holds. A
+        # None only wakes a node's call up, for a re-delivery when nothing else is on its way.
+        self._to_nodes: Batcher[str, DeliveryPart | None, None] = Batcher(self._deliver)
+        self._hellos: dict[str, asyncio.Event] = {}  # set once the node's stream has said HELLO
+        self._waited: set[str] = set()  # nodes whose first HELLO was waited for (or long enough)
+        self._redeliver: dict[str, int] = {}  # node -> the `since` its last HELLO asked for
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         # Looked up at construction (the shard's __init__), not at the first fan-out: a first lookup
         # loads the actor's class and its modules (Serve, FastAPI, websockets...: measured 150 ms),
         # and on the event loop that stalled the first seconds of traffic after every start (p99 0.8 s).
@@ -65,6 +82,21 @@ class FanOut:
     def post(self, deliveries: list[Delivery]) -> None:
         self._queue.put_nowait(deliveries)
 
+    def node_ready(self, node_id: str, since: int | None) -> None:
+        """`node_id`'s stream said HELLO: re-deliver from `since` before anything else for it."""
+        if since is not None:
+            self._redeliver[node_id] = min(since, self._redeliver.get(node_id, since))
+            self._to_nodes.post(node_id, None)
+        self._hellos.setdefault(node_id, asyncio.Event()).set()
+
+    def pause(self, paused: bool) -> None:
+        """Hold committed deliveries back (they queue up) or let them go: commits and acks go on.
+        For tests, to crash a shard deterministically between its commits and their fan-out."""
+        if paused:
+            self._flowing.clear()
+        else:
+            self._flowing.set()
+
     def _find_supervisor(self) -> ActorHandle | None:
         try:
             return self._actors.supervisor()
@@ -74,6 +106,7 @@ class FanOut:
     async def _fan_out_loop(self, presence: PresencePort) -> None:
         while True:
             deliveries = await self._queue.get()
+            await self._flowing.wait()
             while not self._queue.empty():  # everything committed meanwhile goes in one lookup
                 deliveries.extend(self._queue.get_nowait())
             try:
@@ -100,7 +133,8 @@ class FanOut:
             here = set(node_users)
             for d in deliveries:
                 if not here.isdisjoint(d.users):
-                    self._to_nodes.post(node_id, (d.frame, [u for u in d.users if u in here], d.skip))
+                    self._to_nodes.post(node_id, (d.frame, [u for u in d.users if u in here], d.skip, d.conv,
+                                                  d.seq, d.ts))
 
     async def _live_nodes(self) -> list[str]:
         """The socket nodes to fan out to: every node with a stream here, and those the supervisor
@@ -133,7 +167,22 @@ class FanOut:
         finally:
             self._nodes_answered = True
 
-    async def _deliver(self, node_id: str, part: list[DeliveryPart]) -> None:
+    async def _deliver(self, node_id: str, queued: list[DeliveryPart | None]) -> None:
+        if node_id not in self._waited:
+            try:
+                await asyncio.wait_for(self._hellos.setdefault(node_id, asyncio.Event()).wait(), FIRST_HELLO_WAIT_S)
+            except TimeoutError:
+                log.warning("shard %s: no stream from node %s yet; delivering without", self._index, node_id)
+            self._waited.add(node_id)
+        part = [p for p in queued if p is not None]
+        since = self._redeliver.pop(node_id, None)
+        if since is not None:
+            try:
+                part = [*await missed_since(self._store, self._index, self._shard_count, since), *part]
+            except Exception:  # the store away: the node's clients catch up from history, as before
+                log.exception("shard %s: re-delivery to node %s failed", self._index, node_id)
+        if not part:
+            return
         blob = pack_deliveries(part)
         taken = self._streams.deliver(node_id, blob)
         if taken is not None:

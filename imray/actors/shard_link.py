@@ -5,6 +5,8 @@ waiting batch owns each OUTCOMES frame. The shard's deliveries for this node arr
 stream. When the stream breaks (the shard died, or restarts elsewhere), every batch still waiting
 fails, its senders are told to send again (resends are idempotent), and the link reconnects: the
 shard's address is asked of the shard again, through Ray, since a restarted shard listens anew.
+Every HELLO carries `since`, from which the shard re-delivers what this node may have missed
+(`redelivery`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 import orjson
 
+from imray.actors.redelivery import SinceClock
 from imray.actors.stream import DELIVER, DELIVERED, HELLO, OUTCOMES, SUBMIT, frame, read_frame
 from imray.adapters.named_actors import NamedActors
 from imray.domain.nodes import ShardEndpoint
@@ -31,7 +34,9 @@ class ShardLinkLost(ConnectionError):
 
 
 class ShardLink:
-    def __init__(self, node_id: str, index: int, actors: NamedActors, on_deliver: Callable[[bytes], None]) -> None:
+    """`on_deliver` takes a DELIVER payload and returns the newest message ts in it (0 if none)."""
+
+    def __init__(self, node_id: str, index: int, actors: NamedActors, on_deliver: Callable[[bytes], int]) -> None:
         self._node_id = node_id
         self._index = index
         self._actors = actors
@@ -41,6 +46,7 @@ class ShardLink:
         self._lock = asyncio.Lock()
         self._tasks = Tasks(f"{node_id} stream to shard {index}")
         self._stopped = False
+        self._since = SinceClock()
 
     def start(self) -> None:
         """Connect now, in the background: the shard's deliveries need the stream before any send."""
@@ -75,7 +81,8 @@ class ShardLink:
                 # answers must not stall them all; the next attempt asks afresh.
                 endpoint: ShardEndpoint = await asyncio.wait_for(shard.stream_endpoint.remote(), ENDPOINT_TIMEOUT_S)
                 reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
-                writer.write(frame(HELLO, orjson.dumps({"node": self._node_id, "secret": endpoint.secret})))
+                writer.write(frame(HELLO, orjson.dumps({"node": self._node_id, "secret": endpoint.secret,
+                                                        "since": self._since.since()})))
                 self._writer = writer
                 self._tasks.spawn(self._read(reader, writer), name=f"read shard {self._index}")
             return self._writer
@@ -89,13 +96,16 @@ class ShardLink:
                     if not future.done():
                         future.set_result(payload)
                 elif kind == DELIVER:
-                    self._on_deliver(payload)
+                    newest = self._on_deliver(payload)
+                    if newest > self._since.newest:
+                        self._since.newest = newest
                     writer.write(frame(DELIVERED, b""))
                 else:
                     raise ValueError(f"unexpected frame {kind!r} from shard {self._index}")
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, IndexError) as exc:
             log.warning("stream to shard %s ended: %r", self._index, exc)
         finally:
+            self._since.broke()
             writer.close()
             if self._writer is writer:
                 self._writer = None

@@ -1,6 +1,7 @@
 """The shard's end of its socket nodes' streams (`shard_link` is the node's end; see `stream`).
 
-A node opens its stream with a HELLO carrying the secret this shard handed out through Ray. Its
+A node opens its stream with a HELLO carrying the secret this shard handed out through Ray, and
+`since`, from which the fan-out re-delivers what the node may have missed (`redelivery`). Its
 SUBMIT frames go to the committer, and the OUTCOMES go back in the order the SUBMITs came. The
 fan-out writes the node's DELIVER frames on the same stream; each DELIVERED ack resolves the oldest
 delivery still waiting, and a stream that breaks fails every delivery still waiting on it.
@@ -28,6 +29,8 @@ HELLO_TIMEOUT_S = 10.0
 
 # Queues one SUBMIT's items for commit; the future resolves with their outcomes, futures in queue order.
 Submit = Callable[[list[Item]], "asyncio.Future[list[Outcome]]"]
+# A node's stream is open: (node id, its HELLO's `since` in ms, None if it sent none).
+OnHello = Callable[[str, "int | None"], None]
 
 
 class NodeStream:
@@ -93,11 +96,12 @@ class NodeStreams:
 class ShardListener:
     """The TCP server socket nodes stream to, on this shard's host, from `start()` to `stop()`."""
 
-    def __init__(self, index: int, host: str, submit: Submit, streams: NodeStreams) -> None:
+    def __init__(self, index: int, host: str, submit: Submit, streams: NodeStreams, on_hello: OnHello) -> None:
         self._index = index
         self._host = host
         self._submit = submit
         self._streams = streams
+        self._on_hello = on_hello
         self._secret = secrets.token_hex(32)  # handed out through Ray, which authenticates who asks
         self._server: asyncio.Server | None = None
         self._port = 0
@@ -131,6 +135,8 @@ class ShardListener:
                 return
             node_id = str(hello["node"])
             stream = self._streams.opened(node_id, writer)
+            since = hello.get("since")
+            self._on_hello(node_id, since if isinstance(since, int) and not isinstance(since, bool) else None)
             submit = self._submit
             while True:
                 kind, payload = await read_frame(reader)

@@ -113,8 +113,9 @@ class SocketNode:
 
     def endpoint(self) -> NodeEndpoint:
         context = ray.get_runtime_context()  # an actor's: its actor id is always set
-        return NodeEndpoint(node_id=self.node_id, url=f"ws://{self._host}:{self._port}/ws", host=self._host,
-                            port=self._port, ray_node_id=context.get_node_id(), actor_id=context.get_actor_id() or "")
+        url = self._settings.socket_url(self.node_id, self._host, self._port)  # public: what clients are told
+        return NodeEndpoint(node_id=self.node_id, url=url, host=self._host, port=self._port,
+                            ray_node_id=context.get_node_id(), actor_id=context.get_actor_id() or "")
 
     def stats(self) -> NodeStats:
         server = self._server

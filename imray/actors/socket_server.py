@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
@@ -33,6 +34,10 @@ CLOSE_UNAUTHORIZED = 4001
 CLOSE_WRONG_NODE = 4003
 MAX_IN_FLIGHT = 1000  # sends awaiting their ack, per session
 PONG = dumps({"type": "pong"})
+# Conversations whose last delivered seq the node remembers, least recently delivered forgotten
+# first (about 150 bytes each). A message of a forgotten conversation is delivered again if a
+# shard re-delivers it: only after 100,000 other conversations had a message here since.
+DELIVERED_CONVS = 100_000
 
 Submit = Callable[[int, Item], asyncio.Future[Outcome]]  # (shard index, item) -> its outcome
 UrlOf = Callable[[str], Awaitable[str | None]]  # a node id -> its socket URL, None if it is gone
@@ -57,6 +62,10 @@ class SocketServer:
         self._cut_grace_s = cut_grace_s
         self._max_frame = settings.socket_max_frame_bytes
         self._server: Server | None = None
+        # Its own path too: a proxy may forward a node's public URL (socket_public_url) as it is.
+        self._paths = {"/ws", f"/ws/{node_id}"}
+        self._delivered: OrderedDict[str, int] = OrderedDict()  # conv -> the last seq delivered here
+        self._delivered_limit = DELIVERED_CONVS
 
     # -- the listening socket -------------------------------------------------------------------
 
@@ -75,8 +84,8 @@ class SocketServer:
             self._server = None
 
     def _only_ws_path(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.path.split("?", 1)[0] != "/ws":
-            return connection.respond(HTTPStatus.NOT_FOUND, "socket endpoint is /ws\n")
+        if request.path.split("?", 1)[0] not in self._paths:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"socket endpoint is /ws or /ws/{self.node_id}\n")
         return None
 
     # -- what the node reports ------------------------------------------------------------------
@@ -89,15 +98,29 @@ class SocketServer:
 
     # -- deliveries from shards -----------------------------------------------------------------
 
-    def deliver(self, blob: bytes) -> None:
-        """A shard's deliveries for this node (`wire.pack_deliveries`)."""
-        for text, users, skip in unpack_deliveries(blob):
+    def deliver(self, blob: bytes) -> int:
+        """A shard's deliveries for this node (`wire.pack_deliveries`); the newest message ts in it (0
+        if none). A message whose seq is not newer than the last delivered here for its conversation
+        was delivered already (a shard re-delivers after a restart, `redelivery`): it is dropped."""
+        newest = 0
+        delivered = self._delivered
+        for text, users, skip, conv, seq, ts in unpack_deliveries(blob):
+            if seq:
+                if ts > newest:
+                    newest = ts
+                if seq <= delivered.get(conv, 0):
+                    continue
+                delivered[conv] = seq
+                delivered.move_to_end(conv)
+                if len(delivered) > self._delivered_limit:
+                    delivered.popitem(last=False)
             frame = None
             for user in users:
                 for session in self.sessions.get(user, {}).values():
                     if session.id != skip:
                         frame = frame or encode_frame(text)  # once per message, however many sessions
                         session.push_frame(frame)
+        return newest
 
     # -- one connection -------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import struct
 
-HELLO = b"H"  # node -> shard, first: {"node": id, "secret": ...}
+HELLO = b"H"  # node -> shard, first: {"node": id, "secret": ..., "since": ms} (see `redelivery`)
 SUBMIT = b"S"  # node -> shard: wire.pack_items
 OUTCOMES = b"O"  # shard -> node: wire.pack_outcomes, one per SUBMIT, in the same order
 DELIVER = b"D"  # shard -> node: wire.pack_deliveries

@@ -1,8 +1,12 @@
-"""SocketSupervisor: the in-cluster registry of socket nodes, and the root of imray's actors.
+"""SocketSupervisor: the in-cluster registry of socket nodes, and the one that starts imray's actors.
 
-It creates presence and the conversation shards, pins the socket nodes to Ray nodes with a
-placement group (STRICT_SPREAD when the cluster has a socket_node-capable node for each, SPREAD
-otherwise), watches them, replaces the ones that die, and answers which node a login should use.
+It hosts presence, spreads the conversation shards over the cluster's nodes, pins the socket
+nodes to Ray nodes with a placement group (STRICT_SPREAD when the cluster has a socket_node-capable
+node for each, SPREAD otherwise), watches them, replaces the ones that die, and answers which node
+a login should use. Nothing shares its fate: presence, the shards, the socket nodes and the
+placement groups are detached and named, and Ray restarts the supervisor itself. A restarted one
+runs only `__init__`; `start()` adopts what is alive (the first deploy's path, which finds
+nothing), and every call a peer makes awaits it first.
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import ray
-from ray.util.placement_group import placement_group
+from ray.util.placement_group import PlacementGroup, get_placement_group, placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from imray.actors.conversation_shard import ConversationShard
 from imray.actors.socket_node import SocketNode
 from imray.adapters.nacos import SOCKET_SERVICE
-from imray.adapters.named_actors import ActorHandle, shard_name, socket_node_name
+from imray.adapters.named_actors import ActorHandle, ActorMissing, shard_name, socket_node_name
 from imray.backends import Backends
 from imray.domain.nodes import NodeEndpoint, NodeStats, NodeStatus
 from imray.domain.placement import least_connections
@@ -29,9 +33,17 @@ from imray.lifecycle import Tasks
 from imray.settings import Settings
 
 log = logging.getLogger("imray.supervisor")
+PLACEMENT_GROUP = "imray-socket-nodes"
+SHARD_GROUP = "imray-shards"
+SHARD_CPU = 0.001  # a shard's token share of a CPU: what places it in its bundle (it runs on I/O waits)
 PENDING_WINDOW_S = 10.0  # a login counts against its node until its socket has had time to connect
 MISSES_BEFORE_DOWN = 3  # checks run every second, each waits up to 5 s
 STATS_TIMEOUT_S = 5.0
+# A node that does not say where it listens within this time is replaced at adoption (closing
+# 10,000 sessions at once keeps a node's loop busy for seconds, never this long).
+ADOPT_TIMEOUT_S = 30.0
+NAME_RELEASE_S = 15.0  # a replaced node's name is free once Ray has marked it dead
+RESUME_RETRY_S = 2.0
 
 
 @dataclass
@@ -55,7 +67,9 @@ class NodeRecord:
         return NodeStatus(self.endpoint, self.alive, self.connections, self.rss_bytes, load - self.connections)
 
 
-@ray.remote(num_cpus=0, max_concurrency=1000)  # type: ignore[call-overload]  # stubs lack max_concurrency
+# Restarted by Ray when it dies; calls made meanwhile wait for the restarted one (every method is
+# safe to run again), so peers (logins, `imray status`, wrong_node answers) ride out a restart.
+@ray.remote(num_cpus=0, max_concurrency=1000, max_restarts=-1, max_task_retries=-1)  # type: ignore[call-overload]
 class SocketSupervisor:
     def __init__(self, settings: Settings, keys: list[PublicKey]) -> None:
         self._settings = settings
@@ -67,48 +81,141 @@ class SocketSupervisor:
         self._shards: list[ActorHandle] = []
         self._presence_actor: ActorHandle | None = None
         self._presence_epoch = ""
+        self._pg: PlacementGroup | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._stopping = False
+        # Restarted, nobody else would call start() (Ray queues this call until __init__ returns).
+        ray.get_runtime_context().current_actor.resume.remote()
+
+    async def resume(self) -> None:
+        """start(), again every few seconds until it succeeds (or the supervisor is stopping)."""
+        while not self._stopping:
+            try:
+                await self.start()
+                return
+            except Exception as exc:
+                log.warning("starting failed, trying again in %s s: %r", RESUME_RETRY_S, exc)
+                await asyncio.sleep(RESUME_RETRY_S)
 
     async def start(self) -> list[NodeStatus]:
-        s = self._settings
-        # Embedded, presence is an actor this supervisor hosts (and keeps a handle to); with Redis, None.
+        """Adopt what is alive, create what is missing, watch the nodes. Idempotent, and safe to call
+        concurrently: every caller awaits the same start."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._started)
+        return self._view()
+
+    async def _start(self) -> None:
+        try:
+            await self._start_presence()
+            await self._start_shards()
+            self._pg = await self._socket_node_group()
+            await asyncio.gather(*(self._adopt(slot) for slot in range(self._settings.socket_nodes)))
+        except BaseException:
+            self._started = None  # the next caller tries again; what was adopted so far is kept
+            raise
+        if not self._stopping:
+            self._tasks.spawn(self._watch(), name="monitor")
+        log.info("socket nodes up: %s", self._view())
+
+    async def _start_presence(self) -> None:
+        # Embedded, presence is an actor hosted here (adopted if alive); with Redis, None.
         self._presence_actor = self._backends.host_presence()
         if self._presence_actor is not None:
             await self._presence_actor.start.remote()
         self._presence = self._backends.presence()
         self._presence_epoch = await self._presence.epoch()
+
+    async def _start_shards(self) -> None:
+        """The live shards, and new ones for those missing, spread over the cluster's nodes by a
+        placement group of token bundles (Ray places a SPREAD group's bundles on distinct nodes while
+        it can, and moves those of a lost node; SPREAD or soft node affinity on the actors themselves
+        put two shards of three on one node of three in our runs)."""
+        s = self._settings
+        group = await self._placement_group(SHARD_GROUP, [{"CPU": SHARD_CPU}] * s.shard_count, "SPREAD")
         self._shards = [ConversationShard.options(  # type: ignore[attr-defined]  # a Ray actor class
-                            name=shard_name(i), namespace=s.namespace).remote(i, s) for i in range(s.shard_count)]
+            name=shard_name(i), namespace=s.namespace, lifetime="detached", get_if_exists=True, num_cpus=SHARD_CPU,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i),
+        ).remote(i, s) for i in range(s.shard_count)]
         await asyncio.gather(*(shard.start.remote() for shard in self._shards))
+
+    async def _socket_node_group(self) -> PlacementGroup:
+        s = self._settings
         capable = sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("socket_node", 0) >= 1)
         strategy = "STRICT_SPREAD" if capable >= s.socket_nodes else "SPREAD"
-        self._pg = placement_group([{"socket_node": 1}] * s.socket_nodes, strategy=strategy,
-                                   name="imray-socket-nodes")
-        await self._pg.ready()
-        await asyncio.gather(*(self._launch(slot) for slot in range(s.socket_nodes)))
-        self._tasks.spawn(self._watch(), name="monitor")
-        log.info("socket nodes up (%s): %s", strategy, self.nodes())
-        return self.nodes()
+        return await self._placement_group(PLACEMENT_GROUP, [{"socket_node": 1}] * s.socket_nodes, strategy)
+
+    @staticmethod
+    async def _placement_group(name: str, bundles: list[dict[str, float]], strategy: str) -> PlacementGroup:
+        """The named, detached group if there is one (a restarted supervisor adopts it), else a new one."""
+        try:
+            group = get_placement_group(name)
+        except ValueError:  # none yet (first deploy)
+            log.info("placement group %s: %d bundles, %s", name, len(bundles), strategy)
+            group = placement_group(bundles, strategy=strategy, name=name, lifetime="detached")
+        await group.ready()
+        return group
+
+    async def _adopt(self, slot: int) -> None:
+        """The slot's node if it is alive and started; otherwise a new one in its place."""
+        node_id = f"sn-{slot + 1}"
+        if node_id in self._nodes:
+            return
+        try:
+            actor = self._backends.actors().socket_node(node_id)
+        except ActorMissing:
+            await self._launch(slot)
+            return
+        try:
+            endpoint, stats = await asyncio.wait_for(
+                asyncio.gather(actor.endpoint.remote(), actor.stats.remote()), ADOPT_TIMEOUT_S)
+        except (ray.exceptions.RayActorError, TimeoutError) as exc:
+            log.warning("socket node %s is not answering (%r): replacing it", node_id, exc)
+            endpoint = None
+        if endpoint is None or not endpoint.host:  # dead, stuck, or never started (its launcher died first)
+            ray.kill(actor, no_restart=True)
+            await self._forget_sessions(node_id)
+            await self._launch(slot)
+            return
+        record = self._nodes[node_id] = NodeRecord(slot, actor, endpoint)
+        record.connections, record.rss_bytes = stats.connections, stats.rss_bytes
+        log.info("adopted socket node %s (%s, %d connections)", node_id, endpoint.actor_id, stats.connections)
 
     async def _launch(self, slot: int) -> None:
-        node_id = f"sn-{slot + 1}"
-        actor = SocketNode.options(  # type: ignore[attr-defined]  # a Ray actor class
-            name=socket_node_name(node_id), namespace=self._settings.namespace,
-            resources={"socket_node": 1},
-            scheduling_strategy=PlacementGroupSchedulingStrategy(self._pg, placement_group_bundle_index=slot),
-        ).remote(node_id, self._settings.socket_base_port + slot, self._settings, self._keys)
+        node_id, pg = f"sn-{slot + 1}", self._pg
+        assert pg is not None, "placed after the placement group is ready"
+        deadline = time.monotonic() + NAME_RELEASE_S
+        while True:
+            try:
+                actor = SocketNode.options(  # type: ignore[attr-defined]  # a Ray actor class
+                    name=socket_node_name(node_id), namespace=self._settings.namespace, lifetime="detached",
+                    resources={"socket_node": 1},
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=slot),
+                ).remote(node_id, self._settings.socket_base_port + slot, self._settings, self._keys)
+                break
+            except ValueError:  # the name is still taken by the node this one replaces
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
         endpoint: NodeEndpoint = await actor.start.remote()
         self._nodes[node_id] = NodeRecord(slot, actor, endpoint)
 
-    def nodes(self) -> list[NodeStatus]:
+    def _view(self) -> list[NodeStatus]:
         now = time.monotonic()
         return [r.status(now) for r in sorted(self._nodes.values(), key=lambda r: r.slot)]
 
+    async def nodes(self) -> list[NodeStatus]:
+        await self.start()
+        return self._view()
+
     async def node_stats(self) -> list[NodeStats]:
         """Fresh figures from every live socket node (connections, users, resident memory)."""
+        await self.start()
         live = [r.actor.stats.remote() for r in self._nodes.values() if r.alive]
         return list(await asyncio.gather(*live))
 
-    def url_of(self, node_id: object) -> str | None:
+    async def url_of(self, node_id: object) -> str | None:
+        await self.start()
         record = self._nodes.get(node_id) if isinstance(node_id, str) else None
         return record.endpoint.url if record and record.alive else None
 
@@ -122,6 +229,7 @@ class SocketSupervisor:
         it reaches this process through pushes that lag (measured: 0 there while the node held 13),
         and picking by it sends a burst of logins in a row to one node.
         """
+        await self.start()
         now = time.monotonic()
         candidates = await self._directory.node_ids()
         alive = {node_id: r.load(now) for node_id, r in self._nodes.items()
@@ -152,14 +260,17 @@ class SocketSupervisor:
         except ray.exceptions.RayActorError:
             log.warning("socket node %s died; starting a replacement", node_id)
             record.alive = False
-            try:
-                await self._presence.drop_node(node_id)
-            except Exception as exc:  # entries expire by themselves anyway
-                log.warning("presence: dropping %s failed: %r", node_id, exc)
+            await self._forget_sessions(node_id)
             await self._launch(record.slot)
             return
         record.connections, record.rss_bytes, record.alive, record.misses = (
             stats.connections, stats.rss_bytes, True, 0)
+
+    async def _forget_sessions(self, node_id: str) -> None:
+        try:
+            await self._presence.drop_node(node_id)
+        except Exception as exc:  # entries expire by themselves anyway
+            log.warning("presence: dropping %s failed: %r", node_id, exc)
 
     async def _check_presence(self) -> None:
         """A presence store that restarted empty (a new epoch): have every node resync at once."""
@@ -175,7 +286,12 @@ class SocketSupervisor:
 
     async def stop(self) -> None:
         """Stop watching (so nothing is replaced meanwhile), drain the socket nodes, stop the shards
-        and presence, then the backends."""
+        and presence, then the backends; adopt first, if just restarted. `runtime.undeploy` removes them."""
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self.start(), ADOPT_TIMEOUT_S)
+        except Exception as exc:  # stop what was adopted; undeploy removes the rest regardless
+            log.warning("stopping before every part was adopted: %r", exc)
         await self._tasks.cancel_all()
         await asyncio.gather(*(r.actor.stop.remote() for r in self._nodes.values()), return_exceptions=True)
         await asyncio.gather(*(shard.stop.remote() for shard in self._shards), return_exceptions=True)

@@ -18,8 +18,11 @@ import orjson
 
 from imray.domain.messaging import Item, Outcome, ReadItem, SendItem, TypingItem
 
-# A delivery as it travels to a socket node: (frame text, users, the session to skip).
-DeliveryPart = tuple[str, Sequence[int], str | None]
+# A delivery as it travels to a socket node: (frame text, users, the session to skip, conv, seq,
+# ts). conv, seq and ts are a message's (`Delivery`); receipts and typing carry "", 0, 0. The node
+# drops a message whose seq it has already delivered for that conversation, and remembers the
+# newest ts it has had from each shard, to ask for what it may have missed when a stream comes back.
+DeliveryPart = tuple[str, Sequence[int], str | None, str, int, int]
 
 _SEND, _READ, _TYPING = 0, 1, 2
 
@@ -59,5 +62,5 @@ def pack_deliveries(part: Sequence[DeliveryPart]) -> bytes:
 
 def unpack_deliveries(blob: bytes) -> list[DeliveryPart]:
     """The deliveries in the order they were packed; each comes back as a JSON array (a list, with a
-    list of users), which its reader unpacks as `text, users, skip`."""
+    list of users), which its reader unpacks as `text, users, skip, conv, seq, ts`."""
     return orjson.loads(blob)

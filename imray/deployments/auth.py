@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import time
 
 from ray import serve
+from ray.exceptions import RayActorError
 
-from imray.adapters.named_actors import ActorHandle, NamedActors
+from imray.adapters.named_actors import ActorHandle, ActorMissing, NamedActors
 from imray.backends import Backends
 from imray.deployments.oauth_store import DatabaseOAuthStore
+from imray.domain.errors import Unavailable
 from imray.domain.nodes import NodeEndpoint
 from imray.domain.oauth import Assignment, Basic, ClientToken, OAuthServer, UserTokens
 from imray.domain.passwords import Passwords
@@ -16,19 +21,40 @@ from imray.domain.tokens import Principal, SigningKey, TokenIssuer
 from imray.heap import freeze_startup_heap
 from imray.settings import Settings
 
+log = logging.getLogger("imray.auth")
+PICK_RETRY_S = 15.0
+PICK_RETRY_PAUSE_S = 0.25
+
 
 class SupervisorPicker:
-    """`domain.oauth.NodePicker` through the socket supervisor (its handle looked up once)."""
+    """`domain.oauth.NodePicker` through the socket supervisor.
 
-    def __init__(self, actors: NamedActors) -> None:
+    Ray restarts a supervisor that died, and the restarted one adopts the live socket nodes within
+    seconds: a pick that fails meanwhile is tried again (the handle looked up afresh) for up to
+    `retry_s`, well within a client's request time, before the login is answered 503.
+    """
+
+    def __init__(self, actors: NamedActors, retry_s: float = PICK_RETRY_S) -> None:
         self._actors = actors
+        self._retry_s = retry_s
         self._supervisor: ActorHandle | None = None
 
     async def pick(self, user_id: int) -> NodeEndpoint | None:
-        if self._supervisor is None:
-            self._supervisor = self._actors.supervisor()
-        node: NodeEndpoint | None = await self._supervisor.pick.remote(user_id)
-        return node
+        deadline = time.monotonic() + self._retry_s
+        while True:
+            try:
+                if self._supervisor is None:
+                    self._supervisor = self._actors.supervisor()
+                left = max(deadline - time.monotonic(), PICK_RETRY_PAUSE_S)
+                node: NodeEndpoint | None = await asyncio.wait_for(self._supervisor.pick.remote(user_id), left)
+                return node
+            except (ActorMissing, RayActorError, TimeoutError) as exc:
+                self._supervisor = None
+                if time.monotonic() + PICK_RETRY_PAUSE_S > deadline:
+                    # The body of any unreachable Ray service (docs/protocol.md: "Other statuses").
+                    raise Unavailable("service temporarily unavailable") from exc
+                log.info("supervisor unavailable (%r): trying again", exc)
+                await asyncio.sleep(PICK_RETRY_PAUSE_S)
 
 
 @serve.deployment

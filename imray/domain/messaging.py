@@ -113,11 +113,16 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One frame (already JSON) for every session of `users`, except the session `skip`."""
+    """One frame (already JSON) for every session of `users`, except the session `skip`. A message
+    also carries its conversation, seq and ts, which socket nodes use to drop what they have
+    already delivered (a shard re-delivers after a restart); receipts and typing have seq 0."""
 
     frame: str
     users: tuple[int, ...]
     skip: str | None = None
+    conv: str = ""
+    seq: int = 0
+    ts: int = 0
 
 
 @dataclass(slots=True)
@@ -305,7 +310,8 @@ class ConversationLog:
             batch.heads[item.conv] = state.last_seq
             batch.rows.append(message_row(msg, item.client_id))
             batch.outcomes[i].ack = batch.acks[key] = ack_of(msg, item.client_id)
-            batch.deliveries.append(Delivery(orjson.dumps(msg).decode(), tuple(state.members), item.session))
+            batch.deliveries.append(Delivery(orjson.dumps(msg).decode(), tuple(state.members), item.session,
+                                             item.conv, state.last_seq, now))
 
     def committed(self, batch: Batch) -> None:
         """The batch is durable: its client ids are now known here, for resends."""

@@ -62,6 +62,12 @@ class SqlMessageStore:
     async def find_by_client_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], MsgFrame]:
         return await self._db.run(lambda conn: msgs.find_by_client_ids(conn, keys))
 
+    async def committed_since(self, since_ms: int, limit: int) -> list[MsgFrame]:
+        """The newest `limit` messages committed at or after `since_ms` (by the committing shard's
+        clock), oldest first, every shard's: the caller keeps its own."""
+        since = f"{max(since_ms, 0):012x}"  # the msg_id's first 12 hex digits (`MessageIds`)
+        return await self._db.read(lambda conn: msgs.committed_since(conn, since, limit))
+
     async def commit(self, batch: Batch) -> None:
         now = int(time.time() * 1000)
 

@@ -114,6 +114,15 @@ def history(conn: Connection, conv: str, after_seq: int | None, before_seq: int 
     return [frame_of(r) for r in rows]
 
 
+def committed_since(conn: Connection, since_msg_id: str, limit: int) -> list[MsgFrame]:
+    """Messages whose msg_id sorts at or after `since_msg_id` (msg_ids begin with their commit's
+    time, `MessageIds`): at most the newest `limit`, oldest first. A range of the msg_id index."""
+    rows = conn.execute(select(*(messages.c[name] for name in MSG_FIELDS))
+                        .where(messages.c.msg_id >= since_msg_id)
+                        .order_by(messages.c.msg_id.desc()).limit(limit)).tuples().all()
+    return [msg_frame(*r) for r in reversed(rows)]
+
+
 def conversation_list(conn: Connection, user_id: int, group_ids: Sequence[int]) -> list[ConversationItem]:
     """The user's direct conversations and current groups, newest activity first."""
     group_convs = [f"g:{g}" for g in group_ids]
