@@ -1,7 +1,13 @@
-# Sourced by scripts/test-stacks and scripts/bench-real: the real middleware on 127.0.0.1, in a
+# Sourced by scripts/test-stacks, scripts/bench-real and scripts/multihost: the real middleware, in a
 # state folder removed on exit, and the settings that point imray at it.
+#   IMRAY_MW_HOST   the address the four servers listen on (127.0.0.1; the multi-host harness gives
+#                   its middleware host's address)
+#   IMRAY_MW_CLIENTS  MariaDB host pattern that may log in from other hosts (e.g. '10.77.0.%')
+#   mw_run          a command prefix the servers start and stop under (e.g. `ip netns exec h10`)
 state=$(mktemp -d /tmp/imray-mw-XXXXXX)
 export IMRAY_S3_ACCESS_KEY=imray IMRAY_S3_SECRET_KEY=imray-secret-key-for-tests  # test-only credentials
+mw_host=${IMRAY_MW_HOST:-127.0.0.1}
+mw_run=${mw_run:-}
 stops=()
 
 cleanup() {
@@ -10,17 +16,34 @@ cleanup() {
 }
 trap cleanup EXIT
 
+middleware_env() {  # the prefix each server's start and stop runs under
+  echo "$mw_run env MARIADB_BIND=$mw_host MARIADB_CLIENTS=${IMRAY_MW_CLIENTS:-} REDIS_BIND=$mw_host" \
+    "IMRAY_S3_HOST=$mw_host NACOS_HOST=$mw_host"
+}
+
+register_middleware_stops() {  # before anything starts, so a failed or interrupted start is cleaned up
+  local on; on=$(middleware_env)
+  stops+=("$on middleware/mariadb.sh stop $state/mariadb" "$on middleware/redis.sh stop $state/redis"
+          "$on middleware/s3/stop.sh $state/s3" "$on middleware/nacos/stop.sh $state/nacos")
+}
+
+start_middleware_servers() {
+  local on; on=$(middleware_env)
+  $on middleware/mariadb.sh start "$state/mariadb"
+  $on middleware/redis.sh start "$state/redis"
+  $on middleware/s3/start.sh "$state/s3"
+  $on middleware/nacos/start.sh "$state/nacos"
+}
+
 start_middleware() {
-  middleware/mariadb.sh start "$state/mariadb"; stops+=("middleware/mariadb.sh stop $state/mariadb")
-  middleware/redis.sh start "$state/redis"; stops+=("middleware/redis.sh stop $state/redis")
+  register_middleware_stops
   export IMRAY_TEST_REDIS_STATE="$state/redis"  # the Redis-restart test restarts it here
-  middleware/s3/start.sh "$state/s3"; stops+=("middleware/s3/stop.sh $state/s3")
-  middleware/nacos/start.sh "$state/nacos"; stops+=("middleware/nacos/stop.sh $state/nacos")
+  start_middleware_servers
 }
 
 use_real_stack() {
-  export IMRAY_DATABASE_URL="mysql+pymysql://imray:imray-test@127.0.0.1:3306/imray_test?charset=utf8mb4"
-  export IMRAY_REDIS_URL="redis://127.0.0.1:6379/0"
-  export IMRAY_S3_ENDPOINT=127.0.0.1:9000 IMRAY_S3_BUCKET=imray-test
-  export IMRAY_NACOS_SERVER=127.0.0.1:8848
+  export IMRAY_DATABASE_URL="mysql+pymysql://imray:imray-test@$mw_host:3306/imray_test?charset=utf8mb4"
+  export IMRAY_REDIS_URL="redis://$mw_host:6379/0"
+  export IMRAY_S3_ENDPOINT=$mw_host:9000 IMRAY_S3_BUCKET=imray-test
+  export IMRAY_NACOS_SERVER=$mw_host:8848
 }

@@ -1,5 +1,9 @@
 """Checks cluster.yaml with Ray's own cluster-launcher validation (no Ray cluster is started).
 
+cluster.yaml starts Ray through deploy/ray-node.sh (the script the multi-host harness starts its hosts
+with); its `ray start` commands are checked by running cluster.yaml's lines with RAY_NODE_DRY_RUN=1,
+which prints the environment and the command instead of running them.
+
 Order matters, as in `ray up` (ray.autoscaler._private.commands._bootstrap_config):
 `prepare_config` first (for a `local` provider it builds the single node type from
 head_ip/worker_ips and fills in defaults.yaml), then `validate_config` (JSON schema plus
@@ -10,8 +14,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +28,11 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-CLUSTER_YAML = Path(__file__).resolve().parent.parent / "cluster.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER_YAML = ROOT / "cluster.yaml"
+NODE_SCRIPT = "~/imray/deploy/ray-node.sh"  # where file_mounts puts the checkout's script
 RAY_PORT = 6380  # 6379 is Redis's
+VENV = "~/imray-venv"
 
 
 def _load() -> dict[str, Any]:
@@ -36,12 +47,33 @@ def _prepared(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ray_start(commands: list[str]) -> list[str]:
-    return [c for c in commands if re.search(r"\bray start\b", c)]
+    """The commands that start Ray: through the node script (or a bare `ray start`, in the checks
+    below that these checks can fail)."""
+    return [c for c in commands if NODE_SCRIPT in c or re.search(r"\bray start\b", c)]
 
 
-def _flag(command: str, name: str) -> str:
-    values = [t.split("=", 1)[1] for t in shlex.split(command) if t.startswith(f"--{name}=")]
-    assert len(values) == 1, f"expected exactly one --{name}= in {command!r}"
+@dataclass(frozen=True)
+class DryRun:
+    env: dict[str, str]
+    argv: list[str]
+
+
+def _dry_run(command: str, head_ip: str) -> DryRun:
+    """What cluster.yaml's line would run on a node: the script's environment and `ray start` argv."""
+    assert NODE_SCRIPT in command, command
+    local = command.replace(NODE_SCRIPT, shlex.quote(str(ROOT / "deploy" / "ray-node.sh")))
+    env = {**os.environ, "RAY_NODE_DRY_RUN": "1", "RAY_HEAD_IP": head_ip, "IMRAY_VENV": sys.prefix,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    for own in ("FORWARDED_ALLOW_IPS", "RAY_AUTH_MODE"):  # what the script sets, not the caller
+        env.pop(own, None)
+    done = subprocess.run(["bash", "-c", local], env=env, capture_output=True, text=True, timeout=60, check=True)
+    *env_lines, command_line = done.stdout.strip().splitlines()
+    return DryRun(dict(line.split("=", 1) for line in env_lines), shlex.split(command_line))
+
+
+def _flag(argv: list[str], name: str) -> str:
+    values = [t.split("=", 1)[1] for t in argv if t.startswith(f"--{name}=")]
+    assert len(values) == 1, f"expected exactly one --{name}= in {argv!r}"
     return values[0]
 
 
@@ -78,52 +110,73 @@ def test_placeholder_addresses_are_documentation_range(raw: dict[str, Any]) -> N
     assert "REPLACE" in CLUSTER_YAML.read_text()
 
 
-def test_worker_commands_are_strings_and_request_socket_node(prepared: dict[str, Any]) -> None:
+def _is_ray_stop(command: str) -> bool:
+    return command.strip() in ("ray stop", f"{VENV}/bin/ray stop")
+
+
+def test_worker_commands_are_strings_and_start_a_worker_node(prepared: dict[str, Any]) -> None:
     commands = prepared["worker_start_ray_commands"]
     assert all(isinstance(c, str) for c in commands), commands
     starts = _ray_start(commands)
     assert len(starts) == 1, commands
-    assert "socket_node" in starts[0]
-    # Only `ray stop` may precede it without the resource.
-    assert all("socket_node" in c or c.strip() == "ray stop" for c in commands), commands
+    assert shlex.split(starts[0])[:4] == ["bash", NODE_SCRIPT, "worker", "$RAY_HEAD_IP"], starts[0]
+    # Only `ray stop` may precede it.
+    assert all(c == starts[0] or _is_ray_stop(c) for c in commands), commands
 
 
-def test_worker_resources_json_is_one_socket_node(prepared: dict[str, Any]) -> None:
+def test_worker_joins_the_head_with_one_socket_node(raw: dict[str, Any], prepared: dict[str, Any]) -> None:
     (start,) = _ray_start(prepared["worker_start_ray_commands"])
-    assert json.loads(_flag(start, "resources")) == {"socket_node": 1}
-    assert _flag(start, "address") == f"$RAY_HEAD_IP:{RAY_PORT}"
+    head_ip = raw["provider"]["head_ip"]
+    run = _dry_run(start, head_ip)
+    assert run.argv[:2] == ["ray", "start"] and "--head" not in run.argv
+    assert json.loads(_flag(run.argv, "resources")) == {"socket_node": 1}
+    assert _flag(run.argv, "address") == f"{head_ip}:{RAY_PORT}"
 
 
-def test_head_command_uses_port_6380(prepared: dict[str, Any]) -> None:
+def test_head_command_uses_port_6380(raw: dict[str, Any], prepared: dict[str, Any]) -> None:
     commands = prepared["head_start_ray_commands"]
     assert all(isinstance(c, str) for c in commands), commands
     (start,) = _ray_start(commands)
-    tokens = shlex.split(start)
-    assert "--head" in tokens
-    assert _flag(start, "port") == str(RAY_PORT)
-    assert _flag(start, "dashboard-host") == "0.0.0.0"
-    assert _flag(start, "autoscaling-config") == "~/ray_bootstrap_config.yaml"
-    assert "socket_node" not in start  # the head hosts no socket-node actor
-    assert commands.index("ray stop") < commands.index(start)
+    assert shlex.split(start)[:3] == ["bash", NODE_SCRIPT, "head"], start
+    run = _dry_run(start, raw["provider"]["head_ip"])
+    assert run.argv[:3] == ["ray", "start", "--head"]
+    assert _flag(run.argv, "port") == str(RAY_PORT)
+    assert _flag(run.argv, "dashboard-host") == "0.0.0.0"
+    assert _flag(run.argv, "autoscaling-config") == "~/ray_bootstrap_config.yaml"
+    assert not any("socket_node" in a for a in run.argv)  # the head hosts no socket-node actor
+    assert _is_ray_stop(commands[0]) and commands.index(start) > 0
 
 
-def test_setup_installs_imray(prepared: dict[str, Any]) -> None:
-    # prepare_config merges setup_commands into both head and worker setup.
+def test_setup_installs_imray_into_a_virtual_environment(prepared: dict[str, Any]) -> None:
+    # prepare_config merges setup_commands into both head and worker setup. Debian 12 and later
+    # refuse a system-wide pip install (PEP 668): everything goes into the venv the script uses.
     for key in ("head_setup_commands", "worker_setup_commands"):
-        assert any("pip install" in c and "imray" in c for c in prepared[key]), prepared[key]
+        commands = prepared[key]
+        made = [i for i, c in enumerate(commands) if shlex.split(c) == ["python3", "-m", "venv", VENV]]
+        assert len(made) == 1, commands
+        installs = [i for i, c in enumerate(commands) if "pip install" in c]
+        assert installs and all(shlex.split(commands[i])[0] == f"{VENV}/bin/pip" for i in installs), commands
+        assert made[0] < min(installs), commands
+        assert any(c.endswith("pip install ~/imray") for c in commands), commands
 
 
-def _runs_with_token_auth(command: str) -> bool:
-    """RAY_AUTH_MODE=token is in the environment `ray start` runs in (set earlier in the same line)."""
-    before = command[:re.search(r"\bray start\b", command).start()]
-    return re.search(r"(^|&&|;|\s)(export\s+)?RAY_AUTH_MODE=token(\s|&&|;)", before) is not None
-
-
-def test_every_node_starts_ray_with_token_auth(prepared: dict[str, Any]) -> None:
+def test_every_node_starts_ray_with_token_auth(raw: dict[str, Any], prepared: dict[str, Any]) -> None:
     # Without it the dashboard (on 0.0.0.0) and the GCS run code for anyone who reaches them.
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         (start,) = _ray_start(prepared[key])
-        assert _runs_with_token_auth(start), start
+        assert _dry_run(start, raw["provider"]["head_ip"]).env["RAY_AUTH_MODE"] == "token", start
+
+
+def test_gateway_replicas_on_workers_trust_forwarded_headers_from_the_head(raw: dict[str, Any],
+                                                                           prepared: dict[str, Any]) -> None:
+    # HTTP enters through Serve's proxy on the head; a replica on a worker sees the head's address.
+    head_ip = raw["provider"]["head_ip"]
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = _ray_start(prepared[key])
+        trusted = _dry_run(start, head_ip).env["FORWARDED_ALLOW_IPS"].split(",")
+        assert head_ip in trusted or key.startswith("head"), trusted
+        assert set(trusted) <= {head_ip, "127.0.0.1"} or key.startswith("head"), trusted
+        assert "*" not in trusted, trusted
 
 
 def test_the_token_reaches_every_node_privately(raw: dict[str, Any], prepared: dict[str, Any]) -> None:
@@ -133,6 +186,11 @@ def test_the_token_reaches_every_node_privately(raw: dict[str, Any], prepared: d
     for key in ("head_setup_commands", "worker_setup_commands"):
         assert "chmod 600 ~/.ray/auth_token" in prepared[key], prepared[key]
     assert "ray get-auth-token --generate" in CLUSTER_YAML.read_text()
+
+
+def test_the_node_script_is_shipped_with_the_checkout(raw: dict[str, Any]) -> None:
+    assert raw["file_mounts"]["~/imray"] == "."
+    assert (ROOT / "deploy" / "ray-node.sh").is_file()
 
 
 # --- the checks above can fail -------------------------------------------------------------
@@ -162,11 +220,3 @@ def test_missing_provider_is_rejected(raw: dict[str, Any]) -> None:
     # hence the full prepare-then-validate path above; here only the schema part is checked).
     with pytest.raises(jsonschema.ValidationError, match="'provider' is a required property"):
         validate_config({**broken, "cluster_synced_files": []})
-
-
-def test_token_auth_check_tells_a_start_without_it() -> None:
-    assert _runs_with_token_auth('export RAY_AUTH_MODE=token && eval "$(imray ray-env)" && ray start --head')
-    assert _runs_with_token_auth("RAY_AUTH_MODE=token ray start --head")
-    assert not _runs_with_token_auth('eval "$(imray ray-env)" && ray start --head')
-    assert not _runs_with_token_auth("export RAY_AUTH_MODE=disabled && ray start --head")
-    assert not _runs_with_token_auth("ray start --head && export RAY_AUTH_MODE=token")

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import orjson
 import ray
@@ -69,8 +70,12 @@ class Gateway:
         self._history = HistoryReader(backends.database())
         self._authenticator = backends.authenticator(keys, remember=TOKENS_REMEMBERED)
         self._limiter = backends.rate_limit()  # follows Nacos's live settings
-        self._registration = backends.registration(GATEWAY_SERVICE, ray.util.get_node_ip_address(),
-                                                   settings.http_port)
+        # Listed where clients reach HTTP (the public URL: Serve's ingress on the head, or a proxy in
+        # front), not where this replica runs: replicas on other nodes take no requests from outside.
+        entry = urlsplit(settings.base_url)
+        self._registration = backends.registration(
+            GATEWAY_SERVICE, entry.hostname or settings.http_host,
+            entry.port or (443 if entry.scheme == "https" else 80))
         BODY_LIMIT["bytes"] = settings.max_body_bytes
         BODY_LIMIT["upload"] = max(settings.max_upload_bytes, settings.max_avatar_bytes)
         await self.start()
@@ -81,7 +86,8 @@ class Gateway:
         await self._backends.start()
         try:
             await asyncio.wait_for(self._registration.register(
-                {"pid": str(os.getpid()), "url": self._settings.base_url}), REGISTER_WAIT_S)
+                {"pid": str(os.getpid()), "url": self._settings.base_url,
+                 "replica_node_ip": ray.util.get_node_ip_address()}), REGISTER_WAIT_S)
         except Exception as exc:  # a replica the registry does not show still serves
             log.warning("gateway: Nacos unavailable: %r", exc)
 

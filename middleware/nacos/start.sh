@@ -7,7 +7,7 @@
 #
 # The server is Alibaba's own main class (com.alibaba.nacos.Nacos, shipped in nacos-console) from the
 # modules that JeecgBoot republishes on Maven Central (see pom.xml); no code of ours runs in it.
-# HTTP listens on 127.0.0.1:$NACOS_PORT (context /nacos); Nacos derives the other ports from it:
+# HTTP listens on $NACOS_HOST:$NACOS_PORT (127.0.0.1:8848, context /nacos); Nacos derives the other ports from it:
 # client gRPC +1000 (9848), cluster gRPC +1001 (9849), Raft -1000 (7848). Nacos 2.3 binds those three
 # on all interfaces (no option for an address), so run this inside a loopback-only network namespace
 # (scripts/netns-run). This script never enters one itself.
@@ -16,12 +16,13 @@
 # fetch needs the network (~150 MB), so inside a namespace warm the cache first with --fetch-only.
 # Everything the server writes (Derby data, logs, pid) goes under STATE_DIR.
 #
-# Environment: NACOS_PORT (8848), NACOS_JAVA_OPTS ("-Xms256m -Xmx512m"),
+# Environment: NACOS_HOST (127.0.0.1: the address it binds and advertises), NACOS_PORT (8848), NACOS_JAVA_OPTS ("-Xms256m -Xmx512m"),
 #              NACOS_READY_TIMEOUT (180 seconds), NACOS_CACHE_DIR, JAVA (java), MVN (mvn).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 pom="$here/pom.xml"
+host="${NACOS_HOST:-127.0.0.1}"
 port="${NACOS_PORT:-8848}"
 grpc_port=$((port + 1000))
 timeout="${NACOS_READY_TIMEOUT:-180}"
@@ -78,7 +79,7 @@ state="$1"
 mkdir -p "$state/logs"
 state="$(cd "$state" && pwd)"
 pidfile="$state/nacos.pid"
-ready_url="http://127.0.0.1:$port/nacos/v1/console/health/readiness"
+ready_url="http://$host:$port/nacos/v1/console/health/readiness"
 
 # Alive = the pid in the pid file is still a JVM started for this state dir (not a reused pid).
 alive() {
@@ -88,14 +89,14 @@ alive() {
   grep -qxF -- "-Dnacos.home=$state" <<<"$args"
 }
 ready() {
-  curl -sf -m 2 -o /dev/null "$ready_url" && (exec 3<>"/dev/tcp/127.0.0.1/$grpc_port") 2>/dev/null
+  curl -sf -m 2 -o /dev/null "$ready_url" && (exec 3<>"/dev/tcp/$host/$grpc_port") 2>/dev/null
 }
 
 if alive; then
   echo "nacos: already running (pid $(cat "$pidfile"))" >&2
 else
   rm -f "$pidfile"
-  if curl -s -m 2 -o /dev/null "http://127.0.0.1:$port/"; then
+  if curl -s -m 2 -o /dev/null "http://$host:$port/"; then
     die "port $port is already taken by another process"
   fi
   mkdir -p "$state/tmp"
@@ -110,8 +111,8 @@ else
     -DJM.LOG.PATH="$state/logs" \
     -DJM.SNAPSHOT.PATH="$state" \
     -Dderby.stream.error.file="$state/logs/derby.log" \
-    -Dnacos.inetutils.ip-address=127.0.0.1 \
-    -Dserver.address=127.0.0.1 \
+    -Dnacos.inetutils.ip-address="$host" \
+    -Dserver.address="$host" \
     -Dserver.port="$port" \
     -Dserver.tomcat.basedir="$state/tomcat" \
     -Dserver.tomcat.accesslog.enabled=false \
@@ -135,4 +136,4 @@ until ready; do
   fi
   sleep 0.5
 done
-echo "nacos: ready on 127.0.0.1:$port (gRPC $grpc_port) after $((SECONDS - t0)) s"
+echo "nacos: ready on $host:$port (gRPC $grpc_port) after $((SECONDS - t0)) s"
