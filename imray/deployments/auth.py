@@ -12,6 +12,7 @@ from ray.exceptions import RayActorError
 
 from imray.adapters.named_actors import ActorHandle, ActorMissing, NamedActors
 from imray.backends import Backends
+from imray.deployments.common import BackendsService
 from imray.deployments.oauth_store import DatabaseOAuthStore
 from imray.domain.errors import Unavailable
 from imray.domain.nodes import NodeEndpoint
@@ -58,7 +59,7 @@ class SupervisorPicker:
 
 
 @serve.deployment
-class AuthService:
+class AuthService(BackendsService):
     async def __init__(self, settings: Settings, key: SigningKey) -> None:  # type: ignore[misc]  # Serve awaits it
         self._backends = backends = Backends(settings, f"auth-{os.getpid()}")
         passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
@@ -67,15 +68,6 @@ class AuthService:
                                   backends.revoked_logins(follow=False), settings.refresh_token_ttl_s)
         await self.start()
         freeze_startup_heap()
-
-    async def start(self) -> None:
-        await self._backends.start()
-
-    async def stop(self) -> None:
-        await self._backends.stop()
-
-    async def __del__(self) -> None:
-        await self.stop()
 
     async def token(self, form: dict[str, str], basic: Basic) -> UserTokens | ClientToken:
         return await self._oauth.token(form, basic)

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from ray.exceptions import RayTaskError
 
 from imray.adapters.named_actors import NamedActors
+from imray.backends import Backends
 from imray.domain.errors import DomainError
 from imray.settings import Settings
 
@@ -39,3 +40,19 @@ async def call(response: Awaitable[T]) -> T:
 async def membership_changed(actors: NamedActors, conv: str) -> None:
     """The owning ConversationShard caches who may read and write `conv`: tell it before answering."""
     await actors.owner_of(conv).forget.remote([conv])
+
+
+class BackendsService:
+    """The lifecycle of a Serve deployment whose only setup is its `Backends`: `__init__` builds it
+    and awaits `start()`; Serve awaits `__del__` when the replica shuts down."""
+
+    _backends: Backends
+
+    async def start(self) -> None:
+        await self._backends.start()
+
+    async def stop(self) -> None:
+        await self._backends.stop()
+
+    async def __del__(self) -> None:
+        await self.stop()

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from imray.adapters.cache import user_key
 from imray.backends import Backends
-from imray.deployments.common import membership_changed
+from imray.deployments.common import BackendsService, membership_changed
 from imray.deployments.files import Download, FileKeeper
 from imray.domain.accounts import User, check_registration
 from imray.domain.conversations import direct_conv
@@ -24,7 +24,7 @@ USER_TTL_S = 300
 
 
 @serve.deployment
-class UserService:
+class UserService(BackendsService):
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
         self._settings = settings
         self._backends = backends = Backends(settings, f"users-{os.getpid()}")
@@ -36,15 +36,6 @@ class UserService:
                                     settings.argon2_parallelism)
         await self.start()
         freeze_startup_heap()
-
-    async def start(self) -> None:
-        await self._backends.start()
-
-    async def stop(self) -> None:
-        await self._backends.stop()
-
-    async def __del__(self) -> None:
-        await self.stop()
 
     async def register(self, username: object, password: object, nickname: object) -> User:
         username, password, nickname = check_registration(username, password, nickname)

@@ -8,7 +8,7 @@ from ray import serve
 from sqlalchemy.engine import Connection
 
 from imray.backends import Backends
-from imray.deployments.common import membership_changed
+from imray.deployments.common import BackendsService, membership_changed
 from imray.deployments.files import Download, FileKeeper, UploadedFile
 from imray.domain import groups as rules
 from imray.domain.errors import Invalid, NotFound
@@ -29,7 +29,7 @@ def _check_users_exist(conn: Connection, user_ids: list[int]) -> None:
 
 
 @serve.deployment
-class WebService:
+class WebService(BackendsService):
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
         self._settings = settings
         self._backends = backends = Backends(settings, f"web-{os.getpid()}")
@@ -38,15 +38,6 @@ class WebService:
         self._actors = backends.actors()
         await self.start()
         freeze_startup_heap()
-
-    async def start(self) -> None:
-        await self._backends.start()
-
-    async def stop(self) -> None:
-        await self._backends.stop()
-
-    async def __del__(self) -> None:
-        await self.stop()
 
     async def upload(self, user_id: int, data: bytes, filename: str | None) -> UploadedFile:
         row = await self._files.store(user_id, data, "file", filename)
