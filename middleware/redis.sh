@@ -8,7 +8,11 @@ case $action in
 start)
   command -v redis-server >/dev/null || { echo "redis-server is not installed: run middleware/install.sh first" >&2; exit 1; }
   mkdir -p "$state"
-  redis-server --port 6379 --bind "$bind" --save "" --appendonly no --daemonize yes \
+  # Without a password Redis answers only loopback clients ("protected mode"); on another address (the
+  # multi-host harness's private bridge, no route out) the other hosts are its clients.
+  protected=yes
+  [ "$bind" = 127.0.0.1 ] || protected=no
+  redis-server --port 6379 --bind "$bind" --protected-mode "$protected" --save "" --appendonly no --daemonize yes \
     --dir "$state" --pidfile "$state/redis.pid" --logfile "$state/redis.log"
   for _ in $(seq 1 50); do
     redis-cli -h "$bind" -p 6379 ping >/dev/null 2>&1 && break

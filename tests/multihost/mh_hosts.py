@@ -18,21 +18,22 @@ from itertools import pairwise
 import httpx
 import pytest
 from client import Api, Socket, direct, eventually, one_per_node
-from mhosts import MultiHost, from_environment, kill_host, listeners, set_link, url_host, url_port
-from traffic import Member, audit, recovery_figures
+from mhosts import (
+    MultiHost,
+    from_environment,
+    kill_host,
+    listeners,
+    nacos_instances,
+    set_link,
+    url_host,
+    url_port,
+)
+from traffic import Member, Traffic, audit, recovery_figures, start_traffic
 
 
 @pytest.fixture(scope="module")
 def mh() -> MultiHost:
     return from_environment()
-
-
-async def nacos_instances(mh: MultiHost, service: str) -> list[dict]:
-    async with httpx.AsyncClient(timeout=10) as http:
-        r = await http.get(f"{mh.nacos}/v1/ns/instance/list",
-                           params={"serviceName": service, "groupName": "DEFAULT_GROUP", "healthyOnly": "true"})
-    r.raise_for_status()
-    return r.json()["hosts"]
 
 
 def assert_served_from_its_host(mh: MultiHost, url: str) -> str:
@@ -94,7 +95,7 @@ async def test_nacos_shows_each_socket_node_at_its_worker_host_and_the_gateway_a
     listed_gateways = await eventually(gateways, 30, "the gateway replicas registering as imray-gateway")
     print(f"\n  imray-socket: {sorted((h['ip'], h['port']) for h in sockets)}; "
           f"imray-gateway: {sorted((h['ip'], h['port']) for h in listed_gateways)}")
-    answers = {}
+    answers: dict[tuple[str, int], int | str] = {}
     async with httpx.AsyncClient(timeout=5) as http:
         for h in listed_gateways:
             try:
@@ -105,28 +106,7 @@ async def test_nacos_shows_each_socket_node_at_its_worker_host_and_the_gateway_a
     assert set(answers) == {(mh.head, url_port(mh.gateway))}, f"gateway instances not at the head's entry: {answers}"
 
 
-PAIRS = 4
-PAUSE_S = 0.1  # per sender: 8 senders, about 60-80 messages/s in all
-
-
-async def pairs_across_nodes(api: Api) -> tuple[str, str, list[tuple[Member, Member]]]:
-    """PAIRS conversations, each between a user on one socket node (A) and one on the other (B), all
-    connected; returns (A's node, its URL, the pairs)."""
-    by_node: dict[str, list] = {}
-    for _ in range(PAIRS * 6):
-        login = await api.user()
-        by_node.setdefault(login.socket_node, []).append(login)
-        if len(by_node) >= 2 and sum(len(v) >= PAIRS for v in by_node.values()) >= 2:
-            break
-    full = sorted(node for node, logins in by_node.items() if len(logins) >= PAIRS)
-    assert len(full) >= 2, {k: len(v) for k, v in by_node.items()}
-    node_a, node_b = full[:2]
-    pairs: list[tuple[Member, Member]] = []
-    for i, (a, b) in enumerate(zip(by_node[node_a][:PAIRS], by_node[node_b][:PAIRS], strict=True)):
-        conv = direct(a.user_id, b.user_id)
-        pairs.append((Member(f"a{i}", api, a, conv, b.user_id), Member(f"b{i}", api, b, conv, a.user_id)))
-    await asyncio.gather(*(m.connect() for pair in pairs for m in pair))
-    return node_a, by_node[node_a][0].socket_url, pairs
+PAUSE_S = 0.1  # per sender: 12 senders (4 pairs, a group of 4), about 80-100 messages/s in all
 
 
 async def socket_nodes_listed(mh: MultiHost, count: int, not_on: str) -> list[dict]:
@@ -144,22 +124,22 @@ def send_stall(member: Member, since: float) -> float:
 
 async def run_fault(mh: MultiHost, fault: Callable[[str], Awaitable[str]], expect_nodes_after: int | None
                     ) -> None:
-    """Steady traffic; `fault(victim netns)` at 5 s; then every client of the victim host current
-    again, Nacos's view, 5 s more traffic, and the audit."""
+    """Steady 1:1 and group traffic; `fault(victim netns)` at 5 s; then every client of the victim
+    host current again, Nacos's view, 5 s more traffic, and the audit."""
     api = Api(mh.gateway)
-    members: list[Member] = []
+    traffic: Traffic | None = None
     try:
-        victim_node, victim_url, pairs = await pairs_across_nodes(api)
+        traffic = await start_traffic(api)
+        members = traffic.members
+        victim_node, victim_url = traffic.node_a, traffic.url_a
         victim_host = mh.netns_of(url_host(victim_url))
-        members = [m for pair in pairs for m in pair]
-        stop = asyncio.Event()
-        senders = [asyncio.create_task(m.run(stop, PAUSE_S)) for m in members]
+        traffic.start(PAUSE_S)
         await asyncio.sleep(5)
         before = sum(len(m.acks) for m in members)
         fault_at = time.monotonic()
         print(f"\n  {await fault(victim_host)} on {victim_host} ({victim_node}, {victim_url}) "
               f"after {before} acked messages")
-        victims = [a for a, _ in pairs]
+        victims = [m for m in members if m.login.socket_node == victim_node]
 
         async def all_current() -> bool:
             return all(any(o.current_at for o in m.outages if o.lost_at >= fault_at) for m in victims)
@@ -180,21 +160,18 @@ async def run_fault(mh: MultiHost, fault: Callable[[str], Awaitable[str]], expec
         healed = sum(len(m.acks) for m in members)
         await asyncio.sleep(5)  # traffic on the healed cluster
         after_heal = sum(len(m.acks) for m in members)
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*senders), 120)
-        await asyncio.sleep(3)  # the last deliveries
-        for m in members:
-            m._harvest()
-        result = await audit(pairs)
+        await traffic.halt()
+        result = await audit(traffic.conversations)
         stalls = sorted(send_stall(m, fault_at) for m in members)
         print(f"  longest wait for an ack across the fault, per sender: p50 {statistics.median(stalls):.1f} s, "
               f"max {stalls[-1]:.1f} s")
-        print(f"  audit: {result.line()}")
-        assert n == len(victims)
+        print(f"  audit ({len(traffic.pairs)} pairs and a group of {len(traffic.group)}): {result.line()}")
+        assert n >= len(victims), (n, [m.name for m in victims])
         assert result.ok, result.line()
         assert after_heal > healed > before, (before, healed, after_heal)
     finally:
-        await asyncio.gather(*(m.close() for m in members), return_exceptions=True)
+        if traffic is not None:
+            await traffic.close()
         await api.close()
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import shlex
+import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
+
+import httpx
 
 
 @dataclass(frozen=True)
@@ -14,6 +21,9 @@ class MultiHost:
     gateway: str  # http://<head>:8000
     nacos: str  # http://<middleware host>:8848/nacos
     hosts: dict[str, str]  # "head" / "h2"... -> address
+    head_run: list[str] = field(default_factory=list)  # a command prefix that runs on the head host
+    middleware_run: list[str] = field(default_factory=list)  # ... on the middleware host, with its settings
+    middleware_state: str = ""  # the middleware's state folder (scripts/middleware.sh)
 
     @property
     def head(self) -> str:
@@ -72,10 +82,86 @@ def kill_host(netns: str) -> int:
     return len(pids)
 
 
+async def nacos_instances(mh: MultiHost, service: str) -> list[dict]:
+    """The healthy instances of a service, as Nacos's HTTP API lists them."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.get(f"{mh.nacos}/v1/ns/instance/list",
+                           params={"serviceName": service, "groupName": "DEFAULT_GROUP", "healthyOnly": "true"})
+    r.raise_for_status()
+    return r.json()["hosts"]
+
+
 def from_environment() -> MultiHost:
-    """What scripts/multihost passes: the gateway URL, the Ray hosts' addresses, the Nacos URL."""
+    """What scripts/multihost passes: the gateway URL, the Ray hosts' addresses, the Nacos URL, and
+    for the fault tests an operator's hands: commands on the head and the middleware host."""
     hosts = dict(pair.split("=", 1) for pair in os.environ["IMRAY_MH_HOSTS"].split())
-    return MultiHost(os.environ["IMRAY_MH_GATEWAY"], os.environ["IMRAY_MH_NACOS"], hosts)
+    return MultiHost(os.environ["IMRAY_MH_GATEWAY"], os.environ["IMRAY_MH_NACOS"], hosts,
+                     shlex.split(os.environ.get("IMRAY_MH_HEAD_RUN", "")),
+                     shlex.split(os.environ.get("IMRAY_MH_MW_RUN", "")), os.environ.get("IMRAY_MH_MW_STATE", ""))
+
+
+@dataclass(frozen=True)
+class RayActor:
+    name: str
+    cls: str
+    ip: str  # the address of the host it runs on
+    pid: int  # as its host sees it
+
+
+async def ray_actors(mh: MultiHost, *classes: str) -> list[RayActor]:
+    """imray's live actors of these classes, as a Ray driver on the head host lists them."""
+    assert mh.head_run, "scripts/multihost passes IMRAY_MH_HEAD_RUN"
+    script = Path(__file__).with_name("ray_actors.py")
+    proc = await asyncio.create_subprocess_exec(*mh.head_run, "python", str(script), *classes,
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, f"ray_actors.py on the head failed ({proc.returncode}): {err.decode()[-2000:]}"
+    found = []
+    for line in out.decode().splitlines():
+        if line.startswith("{"):
+            info = json.loads(line)
+            found.append(RayActor(info["name"], info["class"], info["ip"], int(info["pid"])))
+    return found
+
+
+def host_pid(netns: str, pid_in_host: int) -> int:
+    """The harness's pid of the process a host knows as `pid_in_host` (NSpid's innermost entry)."""
+    for pid in host_pids(netns):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+        if nspid and int(nspid[-1]) == pid_in_host:
+            return pid
+    raise AssertionError(f"no process {pid_in_host} on {netns}")
+
+
+def sigkill(netns: str, pid_in_host: int) -> int:
+    """SIGKILL one process of a host; returns the harness's pid of it."""
+    pid = host_pid(netns, pid_in_host)
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+async def on_middleware_host(mh: MultiHost, *command: str, limit_s: float = 240) -> str:
+    """A command of middleware/ on the middleware host, under the settings the harness started the
+    servers with (`{state}` in an argument is their state folder); returns what it printed. The
+    output goes to a file, not a pipe: a server it starts keeps its output open."""
+    assert mh.middleware_run and mh.middleware_state, "scripts/multihost passes IMRAY_MH_MW_RUN/_STATE"
+    args = [arg.format(state=mh.middleware_state) for arg in command]
+    log = Path(mh.middleware_state) / f"{Path(args[0]).stem}-{args[1].rsplit('/', 1)[-1]}.log"
+    with log.open("w") as out:
+        proc = await asyncio.create_subprocess_exec(*mh.middleware_run, *args, stdin=subprocess.DEVNULL, stdout=out,
+                                                    stderr=subprocess.STDOUT)
+        try:
+            rc = await asyncio.wait_for(proc.wait(), limit_s)
+        except TimeoutError:
+            proc.kill()
+            raise AssertionError(f"{' '.join(args)} took over {limit_s} s") from None
+    text = log.read_text()
+    assert rc == 0, f"{' '.join(args)} failed ({rc}): {text[-2000:]}"
+    return text.strip()
 
 
 def set_link(netns: str, up: bool) -> None:
