@@ -210,3 +210,13 @@ async def in_chat_pair(base_url: str, scenario) -> None:
     """Run `scenario(api, a, b, sa, sb, conv)` with a fresh chat pair, closed afterwards."""
     async with chat_pair(base_url) as pair:
         await scenario(pair.api, pair.a, pair.b, pair.sa, pair.sb, pair.conv)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie is dead, only not reaped): after a SIGKILL, tests
+    wait until this is False before they assert what the loss did."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

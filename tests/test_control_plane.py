@@ -13,7 +13,7 @@ import time
 
 import pytest
 import ray
-from client import PASSWORD, PUBLIC_CLIENT, Api, Socket, bearer, direct, one_per_node
+from client import PASSWORD, PUBLIC_CLIENT, Api, Socket, bearer, direct, one_per_node, process_alive
 from conftest import STACK
 from ray.exceptions import RayActorError
 
@@ -29,20 +29,12 @@ LOGIN_WITHIN_S = 10.0  # issue 15: logins work again within 10 s of the supervis
 IMRAY_CLASSES = {"SocketSupervisor", "SocketNode", "ConversationShard", "Presence"}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not reaped
-    except FileNotFoundError:
-        return False
-
-
 async def _sigkill(actor, what: str) -> tuple[int, float]:
     """SIGKILL the actor's process and wait until /proc shows it gone: its pid, and when it died."""
     pid = await actor.__ray_call__.remote(lambda _self: os.getpid())
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while _alive(pid):
+    while process_alive(pid):
         assert time.monotonic() < deadline, f"{what} (pid {pid}) still alive 10 s after SIGKILL"
         await asyncio.sleep(0.05)
     return pid, time.monotonic()

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 import ray
-from client import Api, Socket, bearer, direct, one_per_node
+from client import Api, Socket, bearer, direct, one_per_node, process_alive
 
 from imray import runtime
 from imray.adapters.named_actors import RayNamedActors
@@ -28,14 +28,6 @@ def _wait(predicate, timeout: float, what: str):
             return value
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not reaped
-    except FileNotFoundError:
-        return False
 
 
 async def _a_talks_to_b_across_nodes(api: Api, messages: int) -> tuple:
@@ -105,7 +97,7 @@ async def test_a_killed_shard_restarts_and_open_sessions_carry_on(stack):
     # by the dying owner, which then takes their deliveries with it.
     pid = await shard.__ray_call__.remote(lambda _self: os.getpid())
     os.kill(pid, signal.SIGKILL)
-    await asyncio.to_thread(_wait, lambda: not _alive(pid), 10, f"shard process {pid} to die")
+    await asyncio.to_thread(_wait, lambda: not process_alive(pid), 10, f"shard process {pid} to die")
     acked += [await _send_until_acked(sa, conv, f"after {i}") for i in range(3)]
     assert [x["seq"] for x in acked] == [1, 2, 3, 4, 5, 6]
     got = await sb.wait(lambda fs: any(f["type"] == "msg" and f["body"] == "after 2" for f in fs))

@@ -9,20 +9,12 @@ import signal
 import time
 
 import pytest
-from client import Api, Socket, direct, one_per_node
+from client import Api, Socket, direct, one_per_node, process_alive
 
 from imray.adapters.named_actors import RayNamedActors
 
 # It kills a shard: after every other test (see test_lifecycle).
 pytestmark = pytest.mark.runs_last
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not reaped
-    except FileNotFoundError:
-        return False
 
 
 def held(socket: Socket) -> list[dict]:
@@ -51,11 +43,11 @@ async def test_open_sessions_get_what_a_crashed_shard_acked_but_never_fanned_out
 
         os.kill(pid, signal.SIGKILL)  # a crash with the fan-out still held back
         deadline = time.monotonic() + 10
-        while _alive(pid):
+        while process_alive(pid):
             assert time.monotonic() < deadline, f"shard process {pid} did not die"
             await asyncio.sleep(0.1)
     finally:
-        if _alive(pid):
+        if process_alive(pid):
             await shard.pause_fanout.remote(False)
 
     # Nobody sends or reconnects: the restarted shard re-delivers once the nodes' streams are back.
