@@ -16,8 +16,18 @@
 #     (proxy_location HeadOnly), so a gateway replica, on whatever node, trusts X-Forwarded-For from
 #     the head's address (uvicorn's default trusts 127.0.0.1 only). An operator's own value wins.
 # head:   GCS on port 6380 (6379 is Redis's), the dashboard on all addresses; no `socket_node`
-#         resource, so no socket-node actor is ever placed on the head.
+#         resource, so no socket-node actor is ever placed on the head. The GCS checks each raylet
+#         every second and declares it dead after 6 failed checks of up to 4 s each (Ray's defaults:
+#         every 3 s, 5 failures, 10 s timeout): a lost host whose ports refuse is declared dead in
+#         about 6 s instead of ~15 s, one that drops packets in about 30 s instead of ~65 s, so its
+#         socket node and shards are relaunched sooner; a partition shorter than ~25 s is not a loss.
+#         With RAY_REDIS_ADDRESS=host:port in its environment (and --redis-password if that Redis
+#         has one), the GCS keeps the cluster's tables in that Redis (Ray's GCS fault tolerance): a
+#         head started again on the same address, after its machine was lost, takes the cluster over
+#         while the workers' sessions stay open. Use a Redis of its own, not imray's.
 # worker: joins HEAD_ADDR:6380 with one unit of `socket_node`: socket nodes land one per worker.
+#         Its processes wait up to 5 minutes for a lost head to come back (Ray's default: 60 s),
+#         time for an operator or a supervisor to start it again with GCS fault tolerance.
 #
 # The tools come from $IMRAY_VENV/bin (default ~/imray-venv, where cluster.yaml installs imray) when
 # that exists, else from PATH. RAY_NODE_DRY_RUN=1 prints the environment and the `ray start` command
@@ -57,11 +67,15 @@ fi
 ip_args=()
 [ -n "$node_ip" ] && ip_args=(--node-ip-address="$node_ip")
 if [ "$role" = head ]; then
+  export RAY_health_check_period_ms=${RAY_health_check_period_ms:-1000}
+  export RAY_health_check_timeout_ms=${RAY_health_check_timeout_ms:-4000}
+  export RAY_health_check_failure_threshold=${RAY_health_check_failure_threshold:-6}
   # The head's own address, as Ray will pick it when none is given.
   head_ip=${node_ip:-$(python -c 'from ray._private.services import get_node_ip_address as f; print(f())')}
   cmd=(ray start --head --port="$RAY_PORT" --dashboard-host=0.0.0.0 "${ip_args[@]}" "$@")
 else
   head_ip=${head_addr%:*}
+  export RAY_gcs_rpc_server_reconnect_timeout_s=${RAY_gcs_rpc_server_reconnect_timeout_s:-300}
   cmd=(ray start --address="$head_ip:$RAY_PORT" --resources='{"socket_node": 1}' "${ip_args[@]}" "$@")
 fi
 # 127.0.0.1 stays trusted too (uvicorn's default): a local proxy is the node's own.
@@ -70,6 +84,12 @@ export FORWARDED_ALLOW_IPS=${FORWARDED_ALLOW_IPS:-$head_ip,127.0.0.1}
 if [ "${RAY_NODE_DRY_RUN:-}" = 1 ]; then
   echo "RAY_AUTH_MODE=$RAY_AUTH_MODE"
   echo "FORWARDED_ALLOW_IPS=$FORWARDED_ALLOW_IPS"
+  if [ "$role" = head ]; then
+    for name in period_ms timeout_ms failure_threshold; do
+      var=RAY_health_check_$name
+      echo "$var=${!var}"
+    done
+  fi
   printf '%q ' "${cmd[@]}"
   echo
   exit 0

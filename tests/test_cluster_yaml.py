@@ -52,6 +52,9 @@ def _ray_start(commands: list[str]) -> list[str]:
     return [c for c in commands if NODE_SCRIPT in c or re.search(r"\bray start\b", c)]
 
 
+HEALTH_CHECK = ("RAY_health_check_period_ms", "RAY_health_check_timeout_ms", "RAY_health_check_failure_threshold")
+
+
 @dataclass(frozen=True)
 class DryRun:
     env: dict[str, str]
@@ -64,7 +67,7 @@ def _dry_run(command: str, head_ip: str) -> DryRun:
     local = command.replace(NODE_SCRIPT, shlex.quote(str(ROOT / "deploy" / "ray-node.sh")))
     env = {**os.environ, "RAY_NODE_DRY_RUN": "1", "RAY_HEAD_IP": head_ip, "IMRAY_VENV": sys.prefix,
            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    for own in ("FORWARDED_ALLOW_IPS", "RAY_AUTH_MODE"):  # what the script sets, not the caller
+    for own in ("FORWARDED_ALLOW_IPS", "RAY_AUTH_MODE", *HEALTH_CHECK):  # what the script sets, not the caller
         env.pop(own, None)
     done = subprocess.run(["bash", "-c", local], env=env, capture_output=True, text=True, timeout=60, check=True)
     *env_lines, command_line = done.stdout.strip().splitlines()
@@ -165,6 +168,19 @@ def test_every_node_starts_ray_with_token_auth(raw: dict[str, Any], prepared: di
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         (start,) = _ray_start(prepared[key])
         assert _dry_run(start, raw["provider"]["head_ip"]).env["RAY_AUTH_MODE"] == "token", start
+
+
+def test_the_head_declares_a_lost_host_dead_sooner_than_rays_defaults(raw: dict[str, Any],
+                                                                      prepared: dict[str, Any]) -> None:
+    # A lost worker's socket node and shards are relaunched only once the GCS declares it dead: with
+    # Ray's defaults (every 3 s, 5 failures, 10 s timeout) that took 15-20 s on the multi-host harness.
+    # The multi-host harness cuts a host off for 20 s and requires it not to count as lost.
+    (start,) = _ray_start(prepared["head_start_ray_commands"])
+    env = _dry_run(start, raw["provider"]["head_ip"]).env
+    period, timeout, failures = (int(env[name]) for name in HEALTH_CHECK)
+    assert period * failures <= 6000, env  # a host whose ports refuse: dead in ~6 s
+    # A host that drops packets: each check waits out its timeout; still not dead within a 20 s partition.
+    assert (timeout + period) * failures >= 25000, env
 
 
 def test_gateway_replicas_on_workers_trust_forwarded_headers_from_the_head(raw: dict[str, Any],

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from imray.settings import Settings
 
@@ -67,6 +67,34 @@ def client_config(settings: Settings, name: str) -> ClientConfig:
     return config
 
 
+class _RedoOnReconnect:
+    """Wakes the SDK's redo task (re-register instances, re-subscribe) as soon as a connection is back.
+
+    nacos-sdk-python 3.2.0 never calls `start_redo_task`: its redo loop runs only when a 30 s wait
+    times out, so after a Nacos restart an instance came back 5-29 s after Nacos did (issue 15).
+    Listeners are told in registration order, so the redo service already counts as connected.
+    """
+
+    def __init__(self, redo: Any) -> None:
+        self._redo = redo
+
+    async def on_connected(self) -> None:
+        await self._redo.start_redo_task()
+
+    async def on_disconnect(self) -> None:
+        return None
+
+
+async def naming_service(settings: Settings, name: str) -> NacosNamingService:
+    """A started naming client that redoes its registrations and subscriptions at once on reconnect."""
+    from v2.nacos import NacosNamingService
+
+    naming = await NacosNamingService.create_naming_service(client_config(settings, name))
+    proxy = naming.grpc_client_proxy
+    await proxy.rpc_client.register_connection_listener(_RedoOnReconnect(proxy.redo_service))
+    return naming
+
+
 class NacosInstance:
     """One ephemeral instance, kept current (re-registered when its metadata changes)."""
 
@@ -76,10 +104,10 @@ class NacosInstance:
         self._metadata: dict[str, str] = {}
 
     async def register(self, metadata: dict[str, str]) -> None:
-        from v2.nacos import NacosNamingService, RegisterInstanceParam
+        from v2.nacos import RegisterInstanceParam
 
         if self._naming is None:
-            self._naming = await NacosNamingService.create_naming_service(client_config(self._settings, self._name))
+            self._naming = await naming_service(self._settings, self._name)
         await self._naming.register_instance(RegisterInstanceParam(
             service_name=self._service, group_name=self._settings.nacos_group, ip=self._ip, port=self._port,
             weight=1.0, metadata=metadata, ephemeral=True))
@@ -109,10 +137,10 @@ class NacosDirectory:
         self._naming: NacosNamingService | None = None
 
     async def instances(self) -> list[NacosHost]:
-        from v2.nacos import ListInstanceParam, NacosNamingService
+        from v2.nacos import ListInstanceParam
 
         if self._naming is None:
-            self._naming = await NacosNamingService.create_naming_service(client_config(self._settings, self._name))
+            self._naming = await naming_service(self._settings, self._name)
         hosts = await self._naming.list_instances(ListInstanceParam(
             service_name=self._service, group_name=self._settings.nacos_group, subscribe=True, healthy_only=True))
         return [{"ip": h.ip, "port": h.port, "metadata": dict(h.metadata or {})} for h in hosts]

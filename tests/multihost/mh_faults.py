@@ -324,11 +324,10 @@ async def test_nacos_restarted_shows_exactly_the_live_socket_nodes_within_15_s(m
     verdict = "within" if shown.get("s", 99) <= NACOS_LIMIT_S else "OVER"
     ROWS[-1] = replace(ROWS[-1], note=f"live nodes listed {shown['s']:.1f} s after Nacos was back: {verdict} "
                        f"{NACOS_LIMIT_S:.0f} s" if "s" in shown else "live nodes never listed")
-    assert "s" in shown, f"Nacos never showed exactly {sorted(live)} within 60 s: {last_view}"
-    # Issue 15 asks for NACOS_LIMIT_S; measured here 18-29 s (the SDK's reconnect backoff and
-    # re-registration, reported with issue 15): printed, while the bound above keeps the test able to fail.
     print(f"  Nacos showed exactly the live socket nodes {shown['s']:.1f} s after it was back: {verdict} the "
           f"{NACOS_LIMIT_S:.0f} s of issue 15")
+    assert "s" in shown, f"Nacos never showed exactly {sorted(live)} within 60 s: {last_view}"
+    assert shown["s"] <= NACOS_LIMIT_S, f"Nacos showed the live socket nodes only {shown['s']:.1f} s after it was back"
 
 
 async def nacos_view(mh: MultiHost) -> set[tuple[str, str, int]]:
