@@ -17,10 +17,11 @@
 #     the head's address (uvicorn's default trusts 127.0.0.1 only). An operator's own value wins.
 # head:   GCS on port 6380 (6379 is Redis's), the dashboard on all addresses; no `socket_node`
 #         resource, so no socket-node actor is ever placed on the head. The GCS checks each raylet
-#         every second and declares it dead after 6 failed checks of up to 4 s each (Ray's defaults:
+#         every second and declares it dead after 7 failed checks of up to 5 s each (Ray's defaults:
 #         every 3 s, 5 failures, 10 s timeout): a lost host whose ports refuse is declared dead in
-#         about 6 s instead of ~15 s, one that drops packets in about 30 s instead of ~65 s, so its
-#         socket node and shards are relaunched sooner; a partition shorter than ~25 s is not a loss.
+#         about 7 s instead of ~15 s, one that drops packets in about 40 s instead of ~65 s, so its
+#         socket node and shards are relaunched sooner. A 20 s partition cost 5 failed checks on the
+#         multi-host harness (4 timeouts, then a reset connection when the link came back): not a loss.
 #         With RAY_REDIS_ADDRESS=host:port in its environment (and --redis-password if that Redis
 #         has one), the GCS keeps the cluster's tables in that Redis (Ray's GCS fault tolerance): a
 #         head started again on the same address, after its machine was lost, takes the cluster over
@@ -68,8 +69,8 @@ ip_args=()
 [ -n "$node_ip" ] && ip_args=(--node-ip-address="$node_ip")
 if [ "$role" = head ]; then
   export RAY_health_check_period_ms=${RAY_health_check_period_ms:-1000}
-  export RAY_health_check_timeout_ms=${RAY_health_check_timeout_ms:-4000}
-  export RAY_health_check_failure_threshold=${RAY_health_check_failure_threshold:-6}
+  export RAY_health_check_timeout_ms=${RAY_health_check_timeout_ms:-5000}
+  export RAY_health_check_failure_threshold=${RAY_health_check_failure_threshold:-7}
   # The head's own address, as Ray will pick it when none is given.
   head_ip=${node_ip:-$(python -c 'from ray._private.services import get_node_ip_address as f; print(f())')}
   cmd=(ray start --head --port="$RAY_PORT" --dashboard-host=0.0.0.0 "${ip_args[@]}" "$@")

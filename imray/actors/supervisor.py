@@ -251,9 +251,11 @@ class SocketSupervisor:
         record = self._nodes[node_id]
         try:
             stats: NodeStats = await asyncio.wait_for(record.actor.stats.remote(), STATS_TIMEOUT_S)
-        except TimeoutError:
-            # Busy (10,000 sessions closing at once keep a node's loop busy for seconds) or cut off:
-            # only a node that stays silent stops getting new logins.
+        except (TimeoutError, ray.exceptions.ActorUnavailableError):
+            # Busy (10,000 sessions closing at once keep a node's loop busy for seconds) or cut off
+            # (Ray says "unavailable", not "died", while its host does not answer): only a node that
+            # stays silent stops getting new logins, and it is replaced only once Ray declares it
+            # dead. Replacing it earlier dropped its sessions' presence while they were still open.
             record.misses += 1
             record.alive = record.misses < MISSES_BEFORE_DOWN
             return

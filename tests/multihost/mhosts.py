@@ -24,6 +24,8 @@ class MultiHost:
     head_run: list[str] = field(default_factory=list)  # a command prefix that runs on the head host
     middleware_run: list[str] = field(default_factory=list)  # ... on the middleware host, with its settings
     middleware_state: str = ""  # the middleware's state folder (scripts/middleware.sh)
+    head_start: list[str] = field(default_factory=list)  # starts Ray on the head again, as the harness did
+    head_init: int = 0  # the head host's init (its PID namespace's first process): the machine itself
 
     @property
     def head(self) -> str:
@@ -69,15 +71,26 @@ def host_pids(netns: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def kill_host(netns: str) -> int:
-    """A lost machine: SIGKILL every process in the host's namespace; returns how many there were."""
-    pids = host_pids(netns)
+def kill_host(netns: str, spare: int = 0) -> int:
+    """A lost machine: SIGKILL every process in the host's namespace (but `spare`, its init when it is
+    to be started again); returns how many there were."""
+    def machine(pid: int) -> bool:  # the init or the `sleep` its loop runs
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True  # ended meanwhile
+        comm, ppid = stat[stat.index("(") + 1:stat.rindex(")")], int(stat[stat.rindex(")") + 2:].split()[1])
+        return pid == spare or (spare != 0 and ppid == spare and comm == "sleep")
+
+    def left() -> list[int]:
+        return [pid for pid in host_pids(netns) if not machine(pid)]
+    pids = left()
     assert pids, f"nothing runs on {netns}"
     # Some may end on their own meanwhile ("No such process"): what counts is that none is left.
     subprocess.run(["kill", "-9", *map(str, pids)], check=False, capture_output=True, timeout=20)
     deadline = time.monotonic() + 15
-    while host_pids(netns):
-        assert time.monotonic() < deadline, f"processes left on {netns}: {host_pids(netns)}"
+    while left():
+        assert time.monotonic() < deadline, f"processes left on {netns}: {left()}"
         time.sleep(0.2)
     return len(pids)
 
@@ -97,7 +110,9 @@ def from_environment() -> MultiHost:
     hosts = dict(pair.split("=", 1) for pair in os.environ["IMRAY_MH_HOSTS"].split())
     return MultiHost(os.environ["IMRAY_MH_GATEWAY"], os.environ["IMRAY_MH_NACOS"], hosts,
                      shlex.split(os.environ.get("IMRAY_MH_HEAD_RUN", "")),
-                     shlex.split(os.environ.get("IMRAY_MH_MW_RUN", "")), os.environ.get("IMRAY_MH_MW_STATE", ""))
+                     shlex.split(os.environ.get("IMRAY_MH_MW_RUN", "")), os.environ.get("IMRAY_MH_MW_STATE", ""),
+                     shlex.split(os.environ.get("IMRAY_MH_HEAD_START", "")),
+                     int(os.environ.get("IMRAY_MH_HEAD_INIT", "0")))
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,15 @@ async def ray_actors(mh: MultiHost, *classes: str) -> list[RayActor]:
             info = json.loads(line)
             found.append(RayActor(info["name"], info["class"], info["ip"], int(info["pid"])))
     return found
+
+
+async def head_command(mh: MultiHost, *command: str, limit_s: float = 90) -> str:
+    """What a command run on the head host as an operator printed (stdout and stderr, whatever its status)."""
+    assert mh.head_run, "scripts/multihost passes IMRAY_MH_HEAD_RUN"
+    proc = await asyncio.create_subprocess_exec(*mh.head_run, *command, stdin=subprocess.DEVNULL,
+                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), limit_s)
+    return f"{out.decode()[-4000:]}(exit status {proc.returncode})"
 
 
 def host_pid(netns: str, pid_in_host: int) -> int:
