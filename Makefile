@@ -13,7 +13,7 @@ STAMP   := $(VENV)/.installed
 NETRUN  := scripts/netns-run --name $(NETNS)
 PYTEST_ARGS ?=
 
-.PHONY: install run up status down shell test unit lint bench bench-real clean
+.PHONY: install run up status down shell test unit lint bench bench-real bench-hosts clean
 BENCH_ARGS ?=
 
 install: $(STAMP)
@@ -53,6 +53,10 @@ bench: install  ## imray bench on a local 3-node cluster (see README)
 bench-real: install  ## the same on MariaDB, Redis, S3 and Nacos (installed as for make test)
 	middleware/install.sh
 	scripts/netns-run scripts/bench-real $(BENCH_ARGS)
+
+bench-hosts: install  ## the same against the multi-host harness's cluster (hosts with addresses of their own)
+	middleware/install.sh
+	scripts/netns-run scripts/multihost --bench $(BENCH_ARGS)
 
 lint: install  ## ruff, then mypy (its settings: pyproject.toml [tool.mypy])
 	$(VENV)/bin/ruff check .
