@@ -389,7 +389,9 @@ def _local_imray(stack: ExitStack, options: BenchOptions) -> str:
 def bench(options: BenchOptions) -> dict:
     results: dict = {"started": datetime.now(UTC).isoformat(timespec="seconds"),
                      "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-                     "stack": "real" if os.environ.get("IMRAY_DATABASE_URL") else "embedded",
+                     # --target: the stack is whatever that deployment runs, not this process's settings
+                     "stack": f"as deployed at {options.target}" if options.target
+                     else "real" if os.environ.get("IMRAY_DATABASE_URL") else "embedded",
                      "pairs": options.pairs, "processes": options.processes, "duration_s": options.duration,
                      "window": options.window}
     with ExitStack() as stack:
