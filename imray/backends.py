@@ -20,13 +20,20 @@ from typing import Any
 
 from imray.adapters.cache import Cache, LocalCache, RedisCache
 from imray.adapters.live_config import ConfigSource, LiveSettings
-from imray.adapters.named_actors import PRESENCE, ActorHandle, NamedActors, RayNamedActors
+from imray.adapters.named_actors import LOGIN_FAILURES, PRESENCE, ActorHandle, NamedActors, RayNamedActors
 from imray.adapters.objects import LocalObjects, ObjectStore, S3Objects
 from imray.adapters.presence import ActorPresence, PresencePort, RedisPresence
-from imray.adapters.rate_limits import RateLimit, RateLimiter, SharedRateLimiter
+from imray.adapters.rate_limits import (
+    ActorFailureCounts,
+    RateLimit,
+    RateLimiter,
+    RedisFailureCounts,
+    SharedRateLimiter,
+)
 from imray.adapters.registry import Directory, NoDirectory, Registration, Unregistered
-from imray.adapters.revocations import CachedRevocations, RevocationFollower
-from imray.domain.authenticator import Authenticator, RevokedLogins
+from imray.adapters.revocations import RevocationFollower, Revocations
+from imray.domain.authenticator import Authenticator
+from imray.domain.login_guard import FailureCounts
 from imray.domain.tokens import PublicKey, TokenVerifier
 from imray.lifecycle import Tasks, Teardowns
 from imray.settings import Settings, parse_settings
@@ -61,7 +68,7 @@ class Backends:
     def database(self, threads: int = 4) -> Database:
         """The process's database (its thread pool sized by the first caller)."""
         def build() -> Database:
-            db = Database(self.settings.db_url, threads=threads)
+            db = Database(self.settings.db_url, threads=threads, timeout_s=self.settings.database_timeout_s)
             self._teardowns.add("database", db.close)
             return db
 
@@ -79,12 +86,18 @@ class Backends:
         cache: Cache = self._once("cache", build)
         return cache
 
-    def revoked_logins(self, follow: bool = True) -> RevokedLogins:
-        """The denylist of revoked logins. Embedded, this process's cache of it follows the database
-        from `start()` (with Redis every process shares one); `follow=False` for a process that only
-        revokes (it writes revocations to the database, and never reads its own cache)."""
-        self._follow_revocations = self._follow_revocations or (follow and not self.settings.redis_url)
-        revoked: RevokedLogins = self._once("revoked", lambda: CachedRevocations(self.cache()))
+    def revoked_logins(self, follow: bool = True) -> Revocations:
+        """The denylist of revoked logins: this process's view of it follows the database from
+        `start()` on both stacks (Redis, when there is one, adds the revocations of the last
+        second); `follow=False` for a process that only revokes (it writes them to the database)."""
+        self._follow_revocations = self._follow_revocations or follow
+
+        def build() -> Revocations:
+            revocations = Revocations(self.settings.redis_url)
+            self._teardowns.add("revocations", revocations.close)
+            return revocations
+
+        revoked: Revocations = self._once("revoked", build)
         return revoked
 
     def authenticator(self, keys: list[PublicKey], remember: int = 0) -> Authenticator:
@@ -136,6 +149,23 @@ class Backends:
 
         limit: RateLimit = self._once("rate_limit", build)
         return limit
+
+    def login_failures(self) -> FailureCounts:
+        """Failed logins per account and address, shared by every AuthService replica: in Redis, or
+        in the cluster's one LoginFailures actor (started by the first replica that asks)."""
+        def build() -> FailureCounts:
+            if self.settings.redis_url:
+                counts = RedisFailureCounts(self.settings.redis_url)
+                self._teardowns.add("redis login failures", counts.close)
+                return counts
+            from imray.actors.login_failures import LoginFailures
+
+            return ActorFailureCounts(lambda: LoginFailures.options(  # type: ignore[attr-defined]  # @ray.remote
+                name=LOGIN_FAILURES, namespace=self.settings.namespace, lifetime="detached",
+                get_if_exists=True).remote())
+
+        failures: FailureCounts = self._once("login_failures", build)
+        return failures
 
     # -- Nacos: live settings, registration, directory ------------------------------------------
 
@@ -207,7 +237,7 @@ class Backends:
                 self._tasks.spawn(self._follow_live_later(live), name="live settings")
         if self._follow_revocations:
             db = self._built.get("database") or self.database(threads=1)
-            follower = RevocationFollower(db, self.cache(), self.settings.access_token_ttl_s)
+            follower = RevocationFollower(db, self.revoked_logins(), self.settings.access_token_ttl_s)
             self._tasks.spawn(follower.run(), name="revocation follower")
         self._teardowns.add("background tasks", self._tasks.cancel_all)
 

@@ -36,6 +36,9 @@ def _ray_cli() -> str:
 
 
 HAPROXY_WRAPPER = Path(__file__).parent / "bin" / "haproxy-forwardfor"
+# Serve's one hook into its Python proxy's process (imray.deployments.proxy_limits).
+PROXY_CALLBACK = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+PROXY_LIMITS = "imray.deployments.proxy_limits.install"
 
 
 def _real_haproxy() -> str | None:
@@ -65,17 +68,26 @@ def ray_environment(settings: Settings) -> dict[str, str]:
     # 2 rounds each of 2 fresh clusters: history reads 883 -> 1,025/s, logins 55 -> 59/s.
     # An operator's own value wins.
     fast = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")}
+    # No lock-out by idle connections: whichever proxy is the ingress closes connections that send no
+    # request head in time and caps them per client address (Serve sets neither).
+    limits = {"IMRAY_INGRESS_REQUEST_TIMEOUT_S": str(settings.http_request_timeout_s),
+              "IMRAY_INGRESS_CONNECTIONS_PER_ADDRESS": str(settings.http_connections_per_address)}
     real = _real_haproxy() if settings.serve_haproxy else None
     if real is None:
         if settings.serve_haproxy:
             log.warning("no usable HAProxy binary: Serve's Python proxy serves HTTP instead")
-        return fast
-    return {**fast, "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        if os.environ.get(PROXY_CALLBACK, PROXY_LIMITS) != PROXY_LIMITS:  # an operator's own callback wins
+            log.warning("%s is set: the Python proxy runs without imray's connection limits", PROXY_CALLBACK)
+            return fast
+        return {**fast, **limits, PROXY_CALLBACK: PROXY_LIMITS}
+    return {**fast, **limits, "RAY_SERVE_ENABLE_HA_PROXY": "1",
             # Serve's HAProxy, with X-Forwarded-For added: the gateway sees each client's address.
             "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WRAPPER), "IMRAY_HAPROXY_BINARY": real,
             # Its metrics listener defaults to port 9101, our first socket node's; Ray's own metrics suffice.
             "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0", "RAY_SERVE_HAPROXY_METRICS_PORT": "9190",
-            "RAY_SERVE_HAPROXY_NBTHREAD": "1"}
+            "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+            # Serve's default is an hour (the wrapper adds the request timeout and the cap).
+            "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(settings.http_idle_timeout_s)}
 
 
 def ports_in_use(settings: Settings) -> list[int]:

@@ -18,7 +18,15 @@ from ray.serve import Deployment as ServeDeployment
 from ray.util.placement_group import get_placement_group, remove_placement_group
 
 from imray.actors.supervisor import PLACEMENT_GROUP, SHARD_GROUP, SocketSupervisor
-from imray.adapters.named_actors import PRESENCE, SUPERVISOR, ActorMissing, RayNamedActors, shard_name, socket_node_name
+from imray.adapters.named_actors import (
+    LOGIN_FAILURES,
+    PRESENCE,
+    SUPERVISOR,
+    ActorMissing,
+    RayNamedActors,
+    shard_name,
+    socket_node_name,
+)
 from imray.backends import Backends, with_config_overlay
 from imray.deployments.auth import AuthService
 from imray.deployments.common import deployment_options
@@ -30,6 +38,7 @@ from imray.domain.tokens import SigningKey
 from imray.scaleout import check_scale_out
 from imray.settings import Settings
 from imray.storage import migrate
+from imray.storage.private import private_dir
 
 log = logging.getLogger("imray")
 APP_NAME = "imray"
@@ -49,7 +58,7 @@ class Deployment:
 
 def prepare(settings: Settings) -> SigningKey:
     """Data dir, schema and signing key: everything that must exist before the first request."""
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_path)  # 0700: keys, the SQLite database, local files
     migrate.upgrade(settings.db_url)
     return SigningKey.load_or_create(settings.data_path / "keys")
 
@@ -77,7 +86,9 @@ def deploy(settings: Settings, key: SigningKey, dashboard_url: str | None = None
         name=SUPERVISOR, namespace=settings.namespace, lifetime="detached").remote(settings, [key.public()])
     nodes: list[NodeStatus] = ray.get(supervisor.start.remote(), timeout=120)
     serve.start(proxy_location="HeadOnly",
-                http_options={"host": settings.http_host, "port": settings.http_port},
+                # keep_alive_timeout_s: idle connections between requests, in HAProxy and the Python proxy.
+                http_options={"host": settings.http_host, "port": settings.http_port,
+                              "keep_alive_timeout_s": settings.http_idle_timeout_s},
                 logging_config={"enable_access_log": False, "log_level": "WARNING"})
     serve.run(build_app(settings, key), name=APP_NAME, route_prefix="/")
     return Deployment(settings.base_url, f"{settings.base_url}/docs", _dashboard_url(dashboard_url), nodes)
@@ -128,8 +139,8 @@ def undeploy(settings: Settings) -> None:
 
 
 def _named_actors(namespace: str) -> list[str]:
-    """imray's named actors alive in `namespace`: supervisor, presence, shards, socket nodes."""
-    prefixes = (SUPERVISOR, PRESENCE, shard_name(0)[:-1], socket_node_name(""))
+    """imray's named actors alive in `namespace`: supervisor, presence, login failures, shards, socket nodes."""
+    prefixes = (SUPERVISOR, PRESENCE, LOGIN_FAILURES, shard_name(0)[:-1], socket_node_name(""))
     return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
             if a["namespace"] == namespace and a["name"].startswith(prefixes)]
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from imray.redact import redact, redacted_repr
+
 DIRECT_SOCKET_URL = "ws://{host}:{port}/ws"
 SOCKET_URL_FIELDS = frozenset({"node", "host", "port"})
 SHARD_CPUS = 4  # cluster CPUs per conversation shard, when the count is automatic
@@ -39,11 +41,28 @@ class Settings:
     socket_max_frame_bytes: int = 65536  # over this: a too_large error frame, session kept
     socket_hard_frame_bytes: int = 1048576  # over this: the websockets library closes with 1009
     socket_send_queue: int = 10000  # per-session outbound queue; a client this far behind is dropped
+    # Hostile socket clients (issue 16, area "sockets and logged-out-means-out"; docs/protocol.md §2).
+    socket_auth_frame_bytes: int = 4096  # frames before auth_ok: over this, the library closes with 1009
+    socket_max_pending_per_address: int = 256  # connections not yet authenticated, per client address (0: no cap)
+    socket_max_connections_per_address: int = 4096  # every connection, per client address (0: no cap)
+    socket_max_sessions_per_user: int = 32  # per user on one node; the next is refused (close 4009)
+    socket_sends_per_s: float = 2000.0  # per session: send frames (the benchmarks send up to ~500/s per session)
+    socket_signals_per_s: float = 20.0  # per session: read and typing frames
+    socket_controls_per_s: float = 20.0  # per session: ping, refresh and frames that do not parse
+    socket_rate_burst_s: float = 2.0  # each rate's burst: this many seconds of it; as much again over it closes (4029)
     # Up to this many socket nodes, fan-out sends each batch to all of them instead of asking presence.
     fanout_broadcast_nodes: int = 4
     # Conversation shards; 0 (auto): one for SQLite (a single writer anyway); for a database server,
     # one per SHARD_CPUS CPUs of the cluster (see with_shards_for), fixed when imray deploys.
     shards: int = 0
+    # Issue 16, area "no poison input, bounded everywhere": what a shard holds and how long waits last
+    # (README "Configuration" says what each overflow does).
+    shard_queue_items: int = 50000  # items waiting for a shard's commit; beyond: rate_limited at once
+    fanout_queue_deliveries: int = 200000  # committed, waiting for the shard's fan-out; beyond: dropped
+    fanout_node_pending: int = 20000  # waiting for one socket node; beyond: its stream is reset
+    delivery_ack_timeout_s: float = 10.0  # a socket node's ack of a delivery; then its stream is reset
+    shard_submit_timeout_s: float = 30.0  # a socket node's wait for a shard's outcomes; then internal
+    database_timeout_s: float = 30.0  # pymysql's read and write timeouts (a database server only)
     # Limits.
     max_text_length: int = 4000
     max_group_members: int = 2000
@@ -52,6 +71,9 @@ class Settings:
     max_upload_bytes: int = 20 * 1024 * 1024  # chat files
     max_avatar_bytes: int = 2 * 1024 * 1024
     file_url_ttl_s: int = 300  # presigned download URLs
+    # Issue 16, area "files and secrets": the bytes one user's uploads (files and avatars) may take in
+    # all; over it an upload gets 413 saying so. 0: no quota.
+    user_storage_quota_bytes: int = 1024 * 1024 * 1024
     # Tokens.
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
@@ -86,11 +108,31 @@ class Settings:
     serve_haproxy: bool = True
     gateway_replicas: int = 2  # Serve replicas of the ingress (HTTP is parsed and history read there)
     auth_replicas: int = 1  # Serve replicas of AuthService (password hashing is its CPU)
+    # Issue 16, password guessing, CPU floods and idle HTTP connections. Failed logins are counted
+    # per account (whatever the address) and per client address in fixed windows shared by every
+    # AuthService replica (Redis, or one in-cluster actor); at the limit, logins are refused with 429
+    # until the window ends, a correct password included. 0 turns a limit off.
+    login_failures_per_account: int = 10
+    login_failures_per_address: int = 50
+    login_failure_window_s: int = 300
+    # Password checks (argon2, one CPU each) per AuthService replica: this many at once (0: one per
+    # CPU of its host) and this many more waiting; a login beyond that gets 503 at once.
+    password_checks_at_once: int = 0
+    password_checks_waiting: int = 32
+    # The HTTP ingress (Serve's HAProxy or its Python proxy): a client has this long to send a whole
+    # request head, an idle client connection is closed after this long, and one client address may
+    # hold this many connections at once.
+    http_request_timeout_s: int = 10
+    http_idle_timeout_s: int = 60
+    http_connections_per_address: int = 256
     namespace: str = "imray"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_socket_public_url(self.socket_public_url, self.socket_nodes)
+
+    def __repr__(self) -> str:  # settings get printed and logged: never with their passwords and keys
+        return redacted_repr(self)
 
     @property
     def data_path(self) -> Path:
@@ -185,7 +227,7 @@ def checked(loaded: object, source: str) -> dict[str, Any]:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ValueError(f"{source}: {name} must be a {kind.__name__}, not {value!r}")
+            raise ValueError(f"{source}: {name} must be a {kind.__name__}, not {redact(name, value)!r}")
         values[name] = value
     return values
 

@@ -64,6 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     settings = load_settings(data_dir=str(tmp / "data"), socket_nodes=2, shards=2, socket_auth_timeout_s=2.0,
                              max_text_length=4000, max_upload_bytes=256 * 1024, max_avatar_bytes=64 * 1024,
+                             user_storage_quota_bytes=1024 * 1024,
                              socket_send_queue=100,
                              # The real stack fans out through presence (Redis); the embedded one, with
                              # two nodes, sends to both (the default up to four): both paths are tested.

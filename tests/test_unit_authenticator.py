@@ -159,3 +159,27 @@ async def test_a_tampered_token_is_unauthorized(auth: Authenticator, issuer: Tok
 async def test_a_missing_or_malformed_token_is_unauthorized(auth: Authenticator, token: object) -> None:
     with pytest.raises(Unauthorized):
         await auth.user(token)
+
+
+# -- renewing a socket's token (the `refresh` frame) -----------------------------------------------
+
+
+async def test_a_renewal_takes_a_token_of_the_same_user_login_and_node_only(
+        auth: Authenticator, issuer: TokenIssuer, revoked: FakeRevoked) -> None:
+    current = await auth.user(issuer.issue_user(USER_ID, "imray-app", "node-1", LOGIN_A))
+    fresh = await auth.renewal(issuer.issue_user(USER_ID, "imray-app", "node-1", LOGIN_A), current)
+    assert (fresh.user_id, fresh.family, fresh.node) == (USER_ID, LOGIN_A, "node-1")
+    refused = {
+        "another user": issuer.issue_user(USER_ID + 1, "imray-app", "node-1", LOGIN_A),
+        "another login": issuer.issue_user(USER_ID, "imray-app", "node-1", LOGIN_B),
+        "another node": issuer.issue_user(USER_ID, "imray-app", "node-2", LOGIN_A),
+        "a client's token": issuer.issue_client("bot", "chat"),
+        "no token": "",
+    }
+    for what, token in refused.items():
+        with pytest.raises(Unauthorized):
+            await auth.renewal(token, current)
+        assert what
+    await revoked.revoke(LOGIN_A, 900)
+    with pytest.raises(Unauthorized, match="revoked"):
+        await auth.renewal(issuer.issue_user(USER_ID, "imray-app", "node-1", LOGIN_A), current)

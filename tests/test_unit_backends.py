@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Connection
 
-from imray.adapters.cache import LocalCache, revoked_family_key
+from imray.adapters.cache import LocalCache
 from imray.adapters.live_config import LiveSettings
 from imray.adapters.objects import LocalObjects
 from imray.adapters.rate_limits import RateLimiter
 from imray.adapters.registry import NoDirectory, Unregistered
-from imray.adapters.revocations import CachedRevocations
+from imray.adapters.revocations import Revocations
 from imray.backends import Backends
 from imray.domain.authenticator import Authenticator
 from imray.domain.tokens import SigningKey, TokenIssuer
@@ -59,7 +59,7 @@ def revoke_a_login(db: Database, family: str) -> None:
 
 
 async def eventually_revoked(revoked: object, family: str, within_s: float) -> bool:
-    assert isinstance(revoked, CachedRevocations)
+    assert isinstance(revoked, Revocations)
     for _ in range(int(within_s / 0.05)):
         if await revoked.is_revoked(family):
             return True
@@ -128,15 +128,15 @@ async def test_the_embedded_directory_has_no_outside_view(backends: Backends) ->
     assert await backends.directory("imray-socket").node_ids() is None
 
 
-def test_revoked_logins_are_kept_in_the_processes_cache_and_built_once(backends: Backends) -> None:
+def test_revoked_logins_are_kept_in_the_processes_view_and_built_once(backends: Backends) -> None:
     revoked = backends.revoked_logins()
-    assert isinstance(revoked, CachedRevocations)
+    assert isinstance(revoked, Revocations)
     assert backends.revoked_logins(follow=False) is revoked
 
 
-async def test_a_login_revoked_here_is_in_the_shared_cache(backends: Backends) -> None:
+async def test_a_login_revoked_here_is_revoked_here_at_once(backends: Backends) -> None:
     await backends.revoked_logins(follow=False).revoke("f" * 32, 900)
-    assert await backends.cache().get(revoked_family_key("f" * 32)) is True
+    assert await backends.revoked_logins().is_revoked("f" * 32)
 
 
 def test_building_the_embedded_parts_writes_no_files(backends: Backends, settings: Settings) -> None:

@@ -13,6 +13,7 @@ from imray.domain.groups import (
     Group,
     check_may_add,
     check_membership,
+    check_no_blocks,
     check_removal,
     check_size,
     founding_members,
@@ -240,3 +241,45 @@ def test_a_group_over_its_limit_is_invalid_and_says_the_limit() -> None:
     assert_error(exc, Invalid, 422)
     assert exc.value.message == "a group has at most 5 members"
     assert exc.value.code == "bad_request"
+
+
+# -- check_no_blocks (issue 16: a block holds in groups) -------------------------------------------
+
+BLOCKER, BLOCKED = 3, 4
+
+
+def test_a_newcomer_blocked_by_a_member_is_refused_and_named() -> None:
+    with pytest.raises(Forbidden) as exc:
+        check_no_blocks([BLOCKED], [OWNER, BLOCKER, BLOCKED], {(BLOCKER, BLOCKED)})
+    assert_error(exc, Forbidden, 403)
+    assert exc.value.message.startswith(f"users [{BLOCKED}] cannot join this group")
+
+
+def test_a_newcomer_who_blocked_a_member_is_refused_too() -> None:
+    with pytest.raises(Forbidden):
+        check_no_blocks([BLOCKER], [OWNER, BLOCKED, BLOCKER], {(BLOCKER, BLOCKED)})
+
+
+def test_two_newcomers_with_a_block_between_them_are_both_named() -> None:
+    with pytest.raises(Forbidden) as exc:
+        check_no_blocks([BLOCKER, BLOCKED], [OWNER, BLOCKER, BLOCKED], {(BLOCKER, BLOCKED)})
+    assert exc.value.message.startswith(f"users [{BLOCKER}, {BLOCKED}] cannot join")
+
+
+def test_a_creator_blocked_by_a_founding_member_cannot_found_the_group_with_them() -> None:
+    # A new group's creator is a member, not a newcomer: the one named is whom they tried to bring in.
+    with pytest.raises(Forbidden) as exc:
+        check_no_blocks([BLOCKER], [BLOCKED, BLOCKER], {(BLOCKER, BLOCKED)})
+    assert exc.value.message.startswith(f"users [{BLOCKER}] cannot join")
+
+
+def test_a_block_between_two_existing_members_does_not_stop_others_joining() -> None:
+    assert check_no_blocks([MEMBER], [BLOCKER, BLOCKED, MEMBER], {(BLOCKER, BLOCKED)}) is None
+
+
+def test_a_block_with_someone_outside_the_group_does_not_count() -> None:
+    assert check_no_blocks([BLOCKED], [OWNER, BLOCKED], {(BLOCKER, BLOCKED), (BLOCKED, STRANGER)}) is None
+
+
+def test_no_blocks_no_refusal() -> None:
+    assert check_no_blocks([MEMBER], [OWNER, MEMBER], set()) is None

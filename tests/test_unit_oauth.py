@@ -8,6 +8,7 @@ the real `TokenVerifier`, so what the tests check is what a gateway would see.
 from __future__ import annotations
 
 import pickle
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -106,9 +107,12 @@ class FakeNodes:
     def __init__(self, *nodes: NodeEndpoint) -> None:
         self.queue = list(nodes)
         self.asked: list[int] = []
+        self.alive = {n.node_id: n for n in nodes}
 
-    async def pick(self, user_id: int) -> NodeEndpoint | None:
+    async def pick(self, user_id: int, prefer: str | None = None) -> NodeEndpoint | None:
         self.asked.append(user_id)
+        if prefer in self.alive:  # as the supervisor: a live preferred node is kept
+            return self.alive[prefer]
         if not self.queue:
             return None
         return self.queue.pop(0) if len(self.queue) > 1 else self.queue[0]
@@ -423,6 +427,14 @@ async def test_refreshed_tokens_are_pinned_to_the_node_picked_now(
     assert verifier.verify(second["access_token"]).node == "node-2"
 
 
+async def test_a_refresh_asking_to_keep_its_socket_node_keeps_it(
+        server: OAuthServer, verifier: TokenVerifier) -> None:
+    first = await login(server)  # pinned to node-1; the next pick would be node-2
+    second = await server.token({**refresh_form(first["refresh_token"]), "socket_node": "node-1"}, None)
+    assert second["socket_node"] == "node-1"
+    assert verifier.verify(second["access_token"]).node == "node-1"
+
+
 async def test_a_refresh_token_is_spent_with_the_access_tokens_lifetime_as_keep(
         server: OAuthServer, store: FakeStore) -> None:
     first = await login(server)
@@ -593,23 +605,36 @@ async def test_assign_issues_a_fresh_token_pinned_to_the_newly_picked_node(
     assignment = await server.assign(principal)
     assert assignment["socket_node"] == "node-2"
     assert assignment["socket_url"] == "ws://10.0.0.2:9101/ws"
-    assert assignment["expires_in"] == ACCESS_TTL_S
+    assert assignment["expires_in"] <= ACCESS_TTL_S
     assert assignment["access_token"] != tokens["access_token"]
     fresh = verifier.verify(assignment["access_token"])
     assert fresh.node == "node-2"
+    assert fresh.exp == principal.exp  # a re-pin, not a renewal
     assert (fresh.user_id, fresh.client_id, fresh.family) == (ALICE_ID, PUBLIC_CLIENT, principal.family)
     assert nodes.asked == [ALICE_ID, ALICE_ID]
 
 
 async def test_assign_gives_a_token_without_a_login_a_new_login_of_its_own(
         server: OAuthServer, verifier: TokenVerifier) -> None:
-    principal = Principal(sub=str(ALICE_ID), client_id=PUBLIC_CLIENT, scope=USER_SCOPE, jti="j", exp=0,
-                          user_id=ALICE_ID, node="node-1", family=None)
+    principal = Principal(sub=str(ALICE_ID), client_id=PUBLIC_CLIENT, scope=USER_SCOPE, jti="j",
+                          exp=int(time.time()) + 60, user_id=ALICE_ID, node="node-1", family=None)
     first = verifier.verify((await server.assign(principal))["access_token"])
     second = verifier.verify((await server.assign(principal))["access_token"])
     assert first.family is not None
     assert len(first.family) == 32
     assert first.family != second.family
+
+
+async def test_assign_never_outlives_the_token_presented(server: OAuthServer, verifier: TokenVerifier) -> None:
+    """A leaked access token cannot renew itself: each assign ends when the token it came from does."""
+    exp = int(time.time()) + 5
+    principal = Principal(sub=str(ALICE_ID), client_id=PUBLIC_CLIENT, scope=USER_SCOPE, jti="j", exp=exp,
+                          user_id=ALICE_ID, node="node-1", family="f" * 32)
+    for _ in range(3):
+        assignment = await server.assign(principal)
+        principal = verifier.verify(assignment["access_token"])
+        assert principal.exp == exp
+        assert assignment["expires_in"] <= 5
 
 
 async def test_assign_when_no_socket_node_is_alive_is_unavailable(

@@ -37,9 +37,12 @@ def test_an_environment_already_set_by_ray_env_does_not_point_the_wrapper_at_its
 def test_without_a_usable_haproxy_or_when_off_serve_keeps_its_python_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", raising=False)
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/nonexistent/haproxy")
-    assert localcluster.ray_environment(load_settings()) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    python_proxy = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "IMRAY_INGRESS_REQUEST_TIMEOUT_S": "10",
+                    "IMRAY_INGRESS_CONNECTIONS_PER_ADDRESS": "256",  # through Serve's proxy callback:
+                    localcluster.PROXY_CALLBACK: localcluster.PROXY_LIMITS}
+    assert localcluster.ray_environment(load_settings()) == python_proxy
     monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH")
-    assert localcluster.ray_environment(load_settings(serve_haproxy=False)) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    assert localcluster.ray_environment(load_settings(serve_haproxy=False)) == python_proxy
 
 
 def test_serve_runs_in_its_throughput_mode_unless_the_operator_says_otherwise(

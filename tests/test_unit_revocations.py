@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import update
 
-from imray.adapters.cache import LocalCache, revoked_family_key
-from imray.adapters.revocations import CachedRevocations, RevocationFollower
+from imray.adapters.revocations import RevocationFollower, Revocations
 from imray.storage import accounts
 from imray.storage.db import Database
 from imray.storage.schema import revoked_logins
@@ -29,38 +28,38 @@ def _login(db: Database, family: str, refresh_hash: str) -> None:
 async def test_a_revoked_login_reaches_another_process_cache(db: Database) -> None:
     _login(db, "fam1", "h1")
     _login(db, "fam2", "h2")
-    cache = LocalCache()  # another process's: nothing was set in it directly
+    cache = Revocations()  # another process's view: nothing was set in it directly
     follower = RevocationFollower(db, cache, TTL_S)
     assert await follower.poll_once() == 0
     assert db.transaction(lambda c: accounts.revoke_family(c, "h1", keep_s=TTL_S)) == "fam1"
     assert await follower.poll_once() == 1
-    assert await cache.get(revoked_family_key("fam1")) is True
-    assert await cache.get(revoked_family_key("fam2")) is None  # another login is not touched
+    assert cache.known("fam1")
+    assert not cache.known("fam2")  # another login is not touched
 
 
 async def test_a_reused_refresh_token_revokes_its_login_for_every_process(db: Database) -> None:
     _login(db, "fam3", "h3")
-    cache = LocalCache()
+    cache = Revocations()
     follower = RevocationFollower(db, cache, TTL_S)
     assert db.transaction(lambda c: accounts.consume_refresh(c, "h3", keep_s=TTL_S))["family"] == "fam3"  # rotated once
     again = db.transaction(lambda c: accounts.consume_refresh(c, "h3", keep_s=TTL_S))
     assert again == {"reused": True, "family": "fam3"}
     await follower.poll_once()
-    assert await cache.get(revoked_family_key("fam3")) is True
+    assert cache.known("fam3")
 
 
 async def test_revocations_older_than_any_access_token_are_not_loaded(db: Database) -> None:
     _login(db, "old", "h4")
     db.transaction(lambda c: accounts.revoke_family(c, "h4", keep_s=TTL_S))
-    cache = LocalCache()
+    cache = Revocations()
     # Its tokens would have expired: a follower whose tokens live 0 s sees nothing to deny.
     follower = RevocationFollower(db, cache, token_ttl_s=0)
     await follower.poll_once()
-    assert await cache.get(revoked_family_key("old")) is None
+    assert not cache.known("old")
     # The same revocation with a 15-minute token lifetime is denied.
     follower = RevocationFollower(db, cache, TTL_S)
     await follower.poll_once()
-    assert await cache.get(revoked_family_key("old")) is True
+    assert cache.known("old")
 
 
 def test_revoking_twice_keeps_one_row(db: Database) -> None:
@@ -85,8 +84,8 @@ def test_revocations_past_the_token_lifetime_are_deleted(db: Database) -> None:
 
 async def test_a_login_the_follower_loaded_is_revoked_for_the_authenticator(db: Database) -> None:
     _login(db, "fam8", "h8")
-    cache = LocalCache()
-    revoked = CachedRevocations(cache)  # what the process's Authenticator asks
+    cache = Revocations()
+    revoked = cache  # what the process's Authenticator asks
     assert await revoked.is_revoked("fam8") is False
     db.transaction(lambda c: accounts.revoke_family(c, "h8", keep_s=TTL_S))
     await RevocationFollower(db, cache, TTL_S).poll_once()
@@ -94,7 +93,41 @@ async def test_a_login_the_follower_loaded_is_revoked_for_the_authenticator(db: 
 
 
 async def test_a_login_revoked_in_this_process_is_revoked_at_once_and_only_that_login() -> None:
-    revoked = CachedRevocations(LocalCache())
+    revoked = Revocations()
     await revoked.revoke("fam9", ttl_s=TTL_S)
     assert await revoked.is_revoked("fam9") is True
     assert await revoked.is_revoked("fam10") is False
+
+
+# -- the view's listeners, and Redis away (a real connection refused: nothing listens on port 1) ---
+
+REDIS_AWAY = "redis://127.0.0.1:1/0"
+
+
+async def test_listeners_hear_of_each_revoked_login_once(db: Database) -> None:
+    _login(db, "fam11", "h11")
+    view = Revocations()
+    heard: list[list[str]] = []
+    view.on_revoked(heard.append)
+    follower = RevocationFollower(db, view, TTL_S)
+    db.transaction(lambda c: accounts.revoke_family(c, "h11", keep_s=TTL_S))
+    await follower.poll_once()
+    await follower.poll_once()  # read again (the overlap): not news
+    assert heard == [["fam11"]]
+
+
+async def test_with_redis_away_a_revocation_is_kept_and_every_process_learns_it_from_the_database(
+        db: Database) -> None:
+    _login(db, "fam12", "h12")
+    auth, gateway = Revocations(REDIS_AWAY), Revocations(REDIS_AWAY)  # two processes, Redis unreachable
+    try:
+        assert db.transaction(lambda c: accounts.revoke_family(c, "h12", keep_s=TTL_S)) == "fam12"
+        await auth.revoke("fam12", TTL_S)  # Redis refuses: no error, the database has it
+        assert await auth.is_revoked("fam12")
+        assert not await gateway.is_revoked("fam12")  # not yet read from the database
+        await RevocationFollower(db, gateway, TTL_S).poll_once()
+        assert await gateway.is_revoked("fam12")  # Redis still away: the database's word holds
+        assert not await gateway.is_revoked("fam13")
+    finally:
+        await auth.close()
+        await gateway.close()

@@ -4,15 +4,24 @@ dispatch, on fake connections: no network, no Ray."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
+import pytest
 from websockets.protocol import State
 
 from imray.actors.session import CLOSE_TOO_SLOW, Session, encode_frame
-from imray.actors.socket_server import CLOSE_UNAUTHORIZED, CLOSE_WRONG_NODE, SocketServer
+from imray.actors.socket_server import (
+    CLOSE_RATE_LIMITED,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_TOO_MANY_SESSIONS,
+    CLOSE_UNAUTHORIZED,
+    CLOSE_WRONG_NODE,
+    SocketServer,
+)
 from imray.adapters.live_config import LiveSettings
 from imray.domain.errors import DomainError, Unauthorized
 from imray.domain.messaging import Item, Outcome, SendItem
@@ -241,7 +250,8 @@ class Tokens:
     async def user(self, token: object, not_a_user: type[DomainError]) -> Principal:
         if token == "bad":
             raise Unauthorized("token is invalid")
-        return Principal(sub="7", client_id="web", scope="", jti="j", exp=0, user_id=7, node=self.node)
+        return Principal(sub="7", client_id="web", scope="", jti="j", exp=int(time.time()) + 900, user_id=7,
+                         node=self.node)
 
 
 class Shards:
@@ -258,8 +268,9 @@ class Shards:
         return future
 
 
-def make_server(tokens: Tokens, shards: Shards, presence: list[tuple[int, int]]) -> SocketServer:
-    settings = Settings()
+def make_server(tokens: Tokens, shards: Shards, presence: list[tuple[int, int]],
+                settings: Settings | None = None) -> SocketServer:
+    settings = settings or Settings()
 
     def presence_change(user: int, delta: int) -> asyncio.Future[None]:
         presence.append((user, delta))
@@ -328,5 +339,153 @@ def test_a_token_pinned_to_another_node_is_sent_there_with_close_4003() -> None:
         (refusal,) = [orjson.loads(text) for text in client.sent]
         assert refusal["code"] == "wrong_node" and refusal["socket_url"] == "ws://sn-2.example/ws"
         assert client.closed_with == (CLOSE_WRONG_NODE, "wrong_node")
+
+    run(test)
+
+
+# -- SocketServer: revoked logins, expiring tokens, caps and rates (issue 16) -------------------------
+
+
+class Logins(Tokens):
+    """Token text "<family>" or "<family>@<exp>": user 7 on this node, that login, expiring then
+    (in 15 minutes when not given)."""
+
+    async def user(self, token: object, not_a_user: type[DomainError]) -> Principal:
+        family, _, exp = str(token).partition("@")
+        return Principal(sub="7", client_id="web", scope="", jti="j", user_id=7, node=self.node, family=family,
+                         exp=int(exp) if exp else int(time.time()) + 900)
+
+    async def renewal(self, token: object, current: Principal) -> Principal:
+        principal = await self.user(token, Unauthorized)
+        if principal.family != current.family:
+            raise Unauthorized("the new token is for another login")
+        return principal
+
+
+async def connected(server: SocketServer, token: str) -> tuple[Client, asyncio.Task[None]]:
+    client = Client()
+    client.incoming.put_nowait(orjson.dumps({"type": "auth", "token": token}).decode())
+    handler = asyncio.create_task(server.handle(client))  # type: ignore[arg-type]
+    await turns(20)
+    return client, handler
+
+
+async def gone(client: Client, handler: asyncio.Task[None]) -> None:
+    client.incoming.put_nowait(None)
+    await handler
+
+
+def test_a_revoked_login_has_its_sessions_closed_4001_and_other_logins_keep_theirs() -> None:
+    async def test() -> None:
+        server = make_server(Logins(), Shards(), [])
+        (a1, h1), (a2, h2), (b, hb) = [await connected(server, t) for t in ("famA", "famA", "famB")]
+        assert server.close_logins(["famA", "famZ"]) == 2
+        await turns(20)
+        for client in (a1, a2):
+            assert frames_of(client)[-1]["code"] == "unauthorized"
+            assert client.closed_with == (CLOSE_UNAUTHORIZED, "revoked")
+        assert b.closed_with is None
+        for client, handler in ((a1, h1), (a2, h2), (b, hb)):
+            await gone(client, handler)
+        assert server.close_logins(["famA"]) == 0  # nothing is left behind in the index
+
+    run(test)
+
+
+def test_a_session_is_closed_4002_when_its_token_expires_unless_renewed() -> None:
+    async def test() -> None:
+        server = make_server(Logins(), Shards(), [])
+        now = int(time.time())
+        expiring, h1 = await connected(server, f"famA@{now}")
+        renewed, h2 = await connected(server, f"famB@{now}")
+        renewed.incoming.put_nowait(orjson.dumps({"type": "refresh", "token": f"famA@{now + 900}"}).decode())
+        renewed.incoming.put_nowait(orjson.dumps({"type": "refresh", "token": f"famB@{now + 900}"}).decode())
+        await turns(20)
+        refused, ok = frames_of(renewed)[1:]
+        assert refused["code"] == "unauthorized" and "another login" in refused["message"]
+        assert ok == {"type": "refresh_ok", "expires_at": now + 900}
+        await asyncio.sleep(1.3)
+        assert frames_of(expiring)[-1]["code"] == "token_expired"
+        assert expiring.closed_with == (CLOSE_TOKEN_EXPIRED, "token expired")
+        assert renewed.closed_with is None
+        await gone(expiring, h1)
+        await gone(renewed, h2)
+
+    run(test)
+
+
+def test_a_user_over_the_session_cap_is_refused_4009() -> None:
+    async def test() -> None:
+        server = make_server(Logins(), Shards(), [], Settings(socket_max_sessions_per_user=2))
+        held = [await connected(server, "famA") for _ in range(2)]
+        refused, handler = await connected(server, "famA")
+        await handler
+        assert [orjson.loads(text)["code"] for text in refused.sent] == ["too_many_sessions"]
+        assert refused.closed_with == (CLOSE_TOO_MANY_SESSIONS, "too many sessions")
+        assert server.connection_count() == 2
+        for client, h in held:
+            await gone(client, h)
+
+    run(test)
+
+
+def test_frames_over_the_rate_are_refused_and_a_client_that_goes_on_is_closed_4029() -> None:
+    async def test() -> None:
+        settings = Settings(socket_controls_per_s=1.0, socket_rate_burst_s=3.0)  # a burst of 3 pings
+        server = make_server(Logins(), Shards(), [], settings)
+        client, handler = await connected(server, "famA")
+        for _ in range(8):
+            client.incoming.put_nowait('{"type": "ping"}')
+        await turns(40)
+        replies = frames_of(client)[1:]
+        assert [f["type"] for f in replies[:3]] == ["pong"] * 3
+        assert [f.get("code") for f in replies[3:]] == ["rate_limited"] * 4
+        assert client.closed_with == (CLOSE_RATE_LIMITED, "rate limited")
+        await gone(client, handler)
+
+    run(test)
+
+
+def test_on_a_real_socket_frames_before_auth_are_small_and_unauthenticated_connections_are_capped() -> None:
+    """The listening side (websockets on 127.0.0.1, no Ray): the pre-auth frame limit, its lift at
+    auth_ok, and the cap on connections from one address that have not authenticated."""
+    import struct
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    async def test() -> None:
+        settings = Settings(socket_auth_frame_bytes=1024, socket_max_pending_per_address=3)
+        server = make_server(Logins(), Shards(), [], settings)
+        await server.listen("127.0.0.1", 0)
+        assert server._server is not None
+        port = server._server.sockets[0].getsockname()[1]
+        url = f"ws://127.0.0.1:{port}/ws"
+        try:
+            async with connect(url) as ws:  # a header announcing 1 MiB: closed at once, 1009
+                ws.transport.write(bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 1 << 20) + b"\0" * 4 + b"x" * 2000)
+                await asyncio.wait_for(ws.wait_closed(), 5)
+            assert ws.close_code == 1009
+            async with connect(url, max_size=None) as ws:  # after auth_ok, frames up to the usual limits
+                await ws.send('{"type": "auth", "token": "famA"}')
+                assert orjson.loads(await ws.recv())["type"] == "auth_ok"
+                await ws.send(orjson.dumps({"type": "ping", "pad": "x" * 5000}).decode())
+                assert orjson.loads(await ws.recv()) == {"type": "pong"}
+            idle = [await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.66", 0)) for _ in range(3)]
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url, local_addr=("127.0.0.66", 0)):
+                    pass
+            assert refused.value.response.status_code == 429
+            async with connect(url, local_addr=("127.0.0.67", 0)) as ws:  # another address
+                await ws.send('{"type": "auth", "token": "famB"}')
+                assert orjson.loads(await ws.recv())["type"] == "auth_ok"
+            for _, writer in idle:
+                writer.close()
+            await turns(50)
+            async with connect(url, local_addr=("127.0.0.66", 0)) as ws:
+                await ws.send('{"type": "auth", "token": "famC"}')
+                assert orjson.loads(await ws.recv())["type"] == "auth_ok"
+        finally:
+            await server.close()
 
     run(test)

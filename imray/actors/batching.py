@@ -23,12 +23,23 @@ R = TypeVar("R")
 log = logging.getLogger("imray.batching")
 
 
+class PendingOverflow(OverflowError):
+    """More items waited for one destination than the batcher holds: they were dropped."""
+
+
 class Batcher(Generic[K, I, R]):
-    def __init__(self, send: Callable[[K, list[I]], Awaitable[Sequence[R] | None]], linger_s: float = 0.0) -> None:
+    def __init__(self, send: Callable[[K, list[I]], Awaitable[Sequence[R] | None]], linger_s: float = 0.0,
+                 max_pending: int = 0, on_overflow: Callable[[K, int], None] | None = None) -> None:
         """`linger_s`: how long a first item waits for company before its call goes out (0: the
-        next turn of the loop), for destinations where fewer, larger calls beat a quick answer."""
+        next turn of the loop), for destinations where fewer, larger calls beat a quick answer.
+
+        `max_pending` (0: no bound): items waiting for one destination (its call in flight not
+        counted). The item that would exceed it finds the waiting ones dropped (their futures fail
+        with PendingOverflow, `on_overflow(key, how many)` is told) and waits alone in their place."""
         self._send = send
         self._linger_s = linger_s
+        self._max_pending = max_pending
+        self._on_overflow = on_overflow
         self._pending: dict[K, tuple[list[I], list[asyncio.Future[R] | None]]] = {}
         self._busy: set[K] = set()
         self._scheduled = False
@@ -46,10 +57,24 @@ class Batcher(Generic[K, I, R]):
 
     def _queue(self, key: K, item: I, future: asyncio.Future[R] | None) -> None:
         items, futures = self._pending.setdefault(key, ([], []))
+        if self._max_pending and len(items) >= self._max_pending:
+            self._drop(key)
+            items, futures = self._pending.setdefault(key, ([], []))
         items.append(item)
         futures.append(future)
         if key not in self._busy:
             self._schedule()
+
+    def _drop(self, key: K) -> None:
+        items, futures = self._pending.pop(key)
+        overflow = PendingOverflow(f"{len(items)} items waited for {key!r}: dropped")
+        for future in futures:
+            if future is not None and not future.done():
+                future.set_exception(overflow)
+        if self._on_overflow is not None:
+            self._on_overflow(key, len(items))
+        else:
+            log.warning("%s", overflow)
 
     def _schedule(self) -> None:
         if not self._scheduled:

@@ -36,7 +36,7 @@ class ConversationShard:
         live.on_change(lambda _values: setattr(conversations, "direct_messages", live.direct_messages))
         streams = NodeStreams()
         self._fanout = FanOut(index, settings, self._backends.actors(), streams, store)
-        self._committer = ShardCommitter(index, conversations, store, self._fanout.post)
+        self._committer = ShardCommitter(index, conversations, store, self._fanout.post, settings.shard_queue_items)
         host = settings.socket_host or ray.util.get_node_ip_address()
         self._listener = ShardListener(index, host, self._committer.submit, streams, self._fanout.node_ready)
         self._tasks = Tasks(f"shard-{index}")

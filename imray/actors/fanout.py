@@ -48,7 +48,12 @@ class FanOut:
         self._broadcast_nodes = settings.fanout_broadcast_nodes
         self._actors = actors
         self._streams = streams
+        # Bounded (`fanout_queue_deliveries`): beyond it, what was committed is dropped here, and
+        # read from history instead. A socket node's own backlog is bounded below, by `_to_nodes`.
         self._queue: asyncio.Queue[list[Delivery]] = asyncio.Queue()
+        self._queued = 0  # deliveries in `_queue`
+        self._max_queued = settings.fanout_queue_deliveries
+        self._ack_timeout_s = settings.delivery_ack_timeout_s
         self._tasks = Tasks(f"shard-{index} fan-out")
         self._loop: asyncio.Task[None] | None = None
         self._node_handles: dict[str, ActorHandle] = {}  # socket nodes reached by Ray calls
@@ -58,7 +63,10 @@ class FanOut:
         self._nodes_answered = False
         # One delivery batch in flight per socket node: batches merge meanwhile, and order holds. A
         # None only wakes a node's call up, for a re-delivery when nothing else is on its way.
-        self._to_nodes: Batcher[str, DeliveryPart | None, None] = Batcher(self._deliver)
+        # A node with more than `fanout_node_pending` deliveries waiting has them dropped and its
+        # stream reset: its new HELLO asks for what it missed, re-delivered from the database.
+        self._to_nodes: Batcher[str, DeliveryPart | None, None] = Batcher(
+            self._deliver, max_pending=settings.fanout_node_pending, on_overflow=self._node_overflowed)
         self._hellos: dict[str, asyncio.Event] = {}  # set once the node's stream has said HELLO
         self._waited: set[str] = set()  # nodes whose first HELLO was waited for (or long enough)
         self._redeliver: dict[str, int] = {}  # node -> the `since` its last HELLO asked for
@@ -80,6 +88,11 @@ class FanOut:
         self._loop = None
 
     def post(self, deliveries: list[Delivery]) -> None:
+        if self._queued + len(deliveries) > self._max_queued:
+            log.warning("shard %s: %d deliveries already wait for the fan-out; %d dropped (they are in history)",
+                        self._index, self._queued, len(deliveries))
+            return
+        self._queued += len(deliveries)
         self._queue.put_nowait(deliveries)
 
     def node_ready(self, node_id: str, since: int | None) -> None:
@@ -97,6 +110,19 @@ class FanOut:
         else:
             self._flowing.set()
 
+    def _node_overflowed(self, node_id: str, dropped: int) -> None:
+        self._reset_node(node_id, f"{dropped} deliveries waiting for it were dropped")
+
+    def _reset_node(self, node_id: str, why: str) -> None:
+        """Reset a node's stream; it reconnects and asks for what it missed. Until that HELLO (or
+        FIRST_HELLO_WAIT_S) nothing more goes to it, which could overtake the re-delivery."""
+        if self._streams.reset(node_id):
+            log.warning("shard %s: stream of node %s reset: %s", self._index, node_id, why)
+            self._waited.discard(node_id)
+            self._hellos.pop(node_id, None)
+        else:
+            log.warning("shard %s: node %s has no stream: %s", self._index, node_id, why)
+
     def _find_supervisor(self) -> ActorHandle | None:
         try:
             return self._actors.supervisor()
@@ -109,6 +135,7 @@ class FanOut:
             await self._flowing.wait()
             while not self._queue.empty():  # everything committed meanwhile goes in one lookup
                 deliveries.extend(self._queue.get_nowait())
+            self._queued -= len(deliveries)
             try:
                 await self._fan_out(presence, deliveries)
             except Exception:
@@ -187,9 +214,12 @@ class FanOut:
         taken = self._streams.deliver(node_id, blob)
         if taken is not None:
             try:
-                await taken  # a node that does not keep up holds back only its own deliveries
+                # A node that does not keep up holds back only its own deliveries, for so long.
+                await asyncio.wait_for(taken, self._ack_timeout_s)
             except ConnectionError:
                 pass  # the node went away: its clients catch up from history
+            except TimeoutError:
+                self._reset_node(node_id, f"no ack of a delivery in {self._ack_timeout_s} s")
             return
         handle = self._node_handles.get(node_id)
         if handle is None:

@@ -11,8 +11,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from imray.domain.frame_rates import FrameBudget
+from imray.domain.tokens import Principal
+
 CLOSE_TOO_SLOW = 4008
 CUT_GRACE_S = 2.0
+_ENDING: set[asyncio.Task[None]] = set()  # sessions being closed by `end`, referenced until closed
 
 
 def encode_frame(text: str) -> bytes:
@@ -37,11 +41,16 @@ class Session:
     keeps it referenced until it is done.
     """
 
-    __slots__ = ("backlog", "cut", "grace", "id", "in_flight", "limit", "pending", "task", "user", "ws")
+    __slots__ = ("backlog", "budget", "closing", "cut", "expiry", "grace", "id", "in_flight", "limit", "pending",
+                 "principal", "task", "user", "ws")
 
-    def __init__(self, user: int, ws: ServerConnection, backlog_limit: int, cut_grace_s: float = CUT_GRACE_S) -> None:
+    def __init__(self, user: int, ws: ServerConnection, backlog_limit: int, cut_grace_s: float = CUT_GRACE_S,
+                 principal: Principal | None = None, budget: FrameBudget | None = None) -> None:
         self.id = secrets.token_hex(8)
         self.user = user
+        self.principal = principal  # the token it runs on: its login (family), node and expiry
+        self.budget = budget  # its frame rates (the socket server's to check)
+        self.expiry: asyncio.TimerHandle | None = None  # closes the session when its token expires
         self.ws = ws
         self.limit = backlog_limit
         self.grace = cut_grace_s
@@ -49,6 +58,7 @@ class Session:
         self.backlog: deque[bytes] | None = None
         self.pending: list[bytes] | None = None
         self.cut = False
+        self.closing = False  # `end` was called: its frames are no longer acted on
         self.task: asyncio.Task[None] | None = None
 
     def push(self, text: str) -> None:
@@ -77,6 +87,24 @@ class Session:
             self.task = asyncio.get_running_loop().create_task(self._cut(self.task))
             return
         self.backlog.extend(frames)
+
+    def end(self, last_words: str, code: int, reason: str) -> None:
+        """An error frame, then a close with `code` (the connection is dropped if the close
+        handshake does not finish within the grace). The frame leaves first: this loop turn's
+        frames are flushed before the closing task starts."""
+        if self.closing or self.cut or self.ws.protocol.state is not State.OPEN:
+            return
+        self.closing = True
+        self.push(last_words)
+        task = asyncio.get_running_loop().create_task(self._close(code, reason))
+        _ENDING.add(task)
+        task.add_done_callback(_ENDING.discard)
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason), self.grace)
+        except TimeoutError:
+            self.ws.transport.abort()
 
     async def _cut(self, draining: asyncio.Task[None] | None) -> None:
         # A close handshake waits for the socket to drain, which a client that does not read never

@@ -3,6 +3,8 @@
 One loop takes the whole queue, plans it (membership, idempotency, seq), commits it in one
 transaction, answers the callers' futures in queue order, then hands the deliveries to the fan-out.
 Membership changes (`forget`) wait in the same queue, so they apply between the batches around them.
+A row the database refuses fails alone, never its batch, and after any refusal the conversations
+involved are read again from the database (`_settle`). The queue is bounded (`shard_queue_items`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,26 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
-from imray.domain.messaging import Batch, ConversationLog, Delivery, Item, MessageStore, Outcome
+from imray.domain.messaging import (
+    REFUSED,
+    SHARD_BUSY,
+    Batch,
+    ConversationLog,
+    Delivery,
+    Item,
+    MessageStore,
+    Outcome,
+)
 from imray.lifecycle import Tasks
 
 log = logging.getLogger("imray.shard")
-COMMIT_ATTEMPTS = 3
+# What the database answers about rows rather than about itself: a (sender, client id) or a seq
+# already taken (a resend this owner had not seen, another writer of the same conversation, a
+# commit whose answer was lost), or a value a column cannot hold. Such a batch is planned again
+# from what the database holds; what it still refuses is split off until it fails alone.
+RowRefused = (IntegrityError, DataError, OverflowError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +51,14 @@ class ShardCommitter:
     """The commit loop, from `start()` to `stop()`; `on_committed` takes each batch's deliveries."""
 
     def __init__(self, index: int, conversations: ConversationLog, store: MessageStore,
-                 on_committed: Callable[[list[Delivery]], None]) -> None:
+                 on_committed: Callable[[list[Delivery]], None], max_queued: int = 50_000) -> None:
         self._index = index
         self._log = conversations
         self._store = store
         self._on_committed = on_committed
         self._queue: list[Queued] = []
+        self._queued_items = 0  # items in `_queue`, bounded by `max_queued`
+        self._max_queued = max_queued
         self._current: list[Queued] = []  # what the loop took from the queue and has not answered yet
         self._wakeup = asyncio.Event()
         self._tasks = Tasks(f"shard-{index} committer")
@@ -57,11 +74,18 @@ class ShardCommitter:
         for _, future in [*self._current, *self._queue]:
             if not future.done():
                 future.set_exception(stopped)
-        self._current, self._queue = [], []
+        self._current, self._queue, self._queued_items = [], [], 0
 
     def submit(self, items: list[Item]) -> asyncio.Future[list[Outcome]]:
-        """Queue one batch from a socket node; the future resolves with its outcomes."""
+        """Queue one batch from a socket node; the future resolves with its outcomes. Past
+        `max_queued` waiting items, a batch is refused whole at once (SHARD_BUSY, nothing stored)."""
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        if self._queued_items + len(items) > self._max_queued:
+            log.warning("shard %s: %d items already wait for a commit; %d refused", self._index,
+                        self._queued_items, len(items))
+            future.set_result([Outcome(error=SHARD_BUSY) for _ in items])
+            return future
+        self._queued_items += len(items)
         self._queue.append((items, future))
         self._wakeup.set()
         return future
@@ -79,7 +103,7 @@ class ShardCommitter:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                self._current, self._queue = self._queue, []
+                self._current, self._queue, self._queued_items = self._queue, [], 0
                 await self._process(self._current)
                 self._current = []
 
@@ -117,21 +141,41 @@ class ShardCommitter:
             self._on_committed(batch.deliveries)
 
     async def _plan_and_commit(self, items: list[Item]) -> Batch:
-        for attempt in range(COMMIT_ATTEMPTS):
-            batch = await self._log.plan(items, check_store=attempt > 0)
-            try:
-                if batch.rows or batch.cursor_moves:
-                    await self._store.commit(batch)
-            except IntegrityError:
-                # A (sender, client id) already stored (a resend this owner had not seen, or another
-                # shard's): plan again, checking the store, and it becomes a resend.
-                self._log.rollback(batch)
-                if attempt == COMMIT_ATTEMPTS - 1:
-                    raise
-                continue
-            except Exception:
-                self._log.rollback(batch)
-                raise
-            self._log.committed(batch)
+        # The hot path skips the idempotency query for client ids this owner has not seen (the
+        # unique key still refuses a duplicate, and `_settle` then finds it).
+        batch = await self._log.plan(items, check_store=False)
+        try:
+            await self._write(batch)
+        except RowRefused as exc:
+            log.info("shard %s: a batch of %d was refused (%s); planning it again from the database",
+                     self._index, len(items), type(exc).__name__)
+            return await self._settle(items)
+        return batch
+
+    async def _settle(self, items: list[Item]) -> Batch:
+        """Plan `items` again from what the database holds; what it still refuses is halved until
+        the item it refuses fails alone (REFUSED), and every other item is committed."""
+        batch = await self._log.plan(items, check_store=True)
+        try:
+            await self._write(batch)
             return batch
-        raise AssertionError("unreachable")
+        except RowRefused as exc:
+            if len(items) == 1:
+                log.warning("shard %s: the database refuses an item for %s: %s", self._index, items[0].conv,
+                            type(exc).__name__)
+                return Batch(outcomes=[Outcome(error=REFUSED)])
+        half = len(items) // 2
+        first, second = await self._settle(items[:half]), await self._settle(items[half:])
+        return Batch(outcomes=first.outcomes + second.outcomes, deliveries=first.deliveries + second.deliveries)
+
+    async def _write(self, batch: Batch) -> None:
+        try:
+            if batch.rows or batch.cursor_moves:
+                await self._store.commit(batch)
+        except RowRefused:
+            self._log.refused(batch)  # its conversations are read again: the database knows better
+            raise
+        except Exception:
+            self._log.rollback(batch)
+            raise
+        self._log.committed(batch)

@@ -26,18 +26,25 @@ from imray.lifecycle import Tasks
 
 log = logging.getLogger("imray.socket")
 RECONNECT_S = (0.1, 0.25, 0.5, 1.0, 2.0)  # backoff while a shard restarts: quick first, then 2 s apart
-ENDPOINT_TIMEOUT_S = 5.0
+ENDPOINT_TIMEOUT_S = 5.0  # also bounds opening the TCP connection to the shard
+SUBMIT_TIMEOUT_S = 30.0  # the default of `shard_submit_timeout_s`
 
 
 class ShardLinkLost(ConnectionError):
     pass
 
 
+class ShardTimeout(TimeoutError):
+    """The shard gave no outcome in time: unknown whether it stored the batch (a resend is safe)."""
+
+
 class ShardLink:
     """`on_deliver` takes a DELIVER payload and returns the newest message ts in it (0 if none)."""
 
-    def __init__(self, node_id: str, index: int, actors: NamedActors, on_deliver: Callable[[bytes], int]) -> None:
+    def __init__(self, node_id: str, index: int, actors: NamedActors, on_deliver: Callable[[bytes], int],
+                 timeout_s: float = SUBMIT_TIMEOUT_S) -> None:
         self._node_id = node_id
+        self._timeout_s = timeout_s
         self._index = index
         self._actors = actors
         self._on_deliver = on_deliver
@@ -62,14 +69,21 @@ class ShardLink:
         await self._tasks.cancel_all()
 
     async def submit(self, blob: bytes) -> bytes:
-        """One batch of items; their outcomes, once the shard has committed them."""
-        writer = await self._connected()
-        if writer.is_closing():
-            raise self._lost()
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiting.append(future)
-        writer.write(frame(SUBMIT, blob))
-        return await future
+        """One batch of items; their outcomes, once the shard has committed them (ShardTimeout
+        after `timeout_s`, connecting included)."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                writer = await self._connected()
+                if writer.is_closing():
+                    raise self._lost()
+                future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+                self._waiting.append(future)
+                writer.write(frame(SUBMIT, blob))
+                # On timeout the future is cancelled but keeps its place: the shard answers in order,
+                # and its late OUTCOMES frame must still be matched to it (and dropped).
+                return await future
+        except TimeoutError:
+            raise ShardTimeout(f"shard {self._index} gave no outcome in {self._timeout_s} s") from None
 
     async def _connected(self) -> asyncio.StreamWriter:
         async with self._lock:
@@ -80,7 +94,8 @@ class ShardLink:
                 # Bounded: this holds the lock every send waits for, and an endpoint call that never
                 # answers must not stall them all; the next attempt asks afresh.
                 endpoint: ShardEndpoint = await asyncio.wait_for(shard.stream_endpoint.remote(), ENDPOINT_TIMEOUT_S)
-                reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(endpoint.host, endpoint.port),
+                                                        ENDPOINT_TIMEOUT_S)
                 writer.write(frame(HELLO, orjson.dumps({"node": self._node_id, "secret": endpoint.secret,
                                                         "since": self._since.since()})))
                 self._writer = writer

@@ -88,6 +88,15 @@ class NodeStreams:
             del self._by_node[node_id]
         stream.fail(ConnectionError(f"stream from node {node_id} lost"))
 
+    def reset(self, node_id: str) -> bool:
+        """Close `node_id`'s stream (it fell behind or stopped acknowledging): the node opens a new
+        one, whose HELLO asks for what it missed (`redelivery`). False if it had no stream."""
+        stream = self._by_node.get(node_id)
+        if stream is None:
+            return False
+        stream.writer.close()  # its reader then ends, and `closed` fails what it had not acknowledged
+        return True
+
     def close_all(self) -> None:
         for stream in list(self._by_node.values()):
             stream.writer.close()  # each stream's reader then ends, and `closed` runs for it

@@ -73,19 +73,22 @@ class SocketNode:
         actors = backends.actors()
         self._presence: PresencePort = backends.presence()
         self._supervisor: ActorHandle = actors.supervisor()
+        revoked = backends.revoked_logins()
         server = self._server = SocketServer(
             self.node_id, settings, backends.authenticator(self._keys), backends.live(),
             submit=self._to_shards.submit, shard_count=settings.shard_count, url_of=self._url_of,
-            presence_change=self._presence_change,
+            presence_change=self._presence_change, known_revoked=revoked.known,
         )
+        revoked.on_revoked(server.close_logins)  # the follower's news: a revoked login's sessions go (4001)
         # Deliveries come straight from the streams to the server: no hop through the actor method.
-        self._links = [ShardLink(self.node_id, i, actors, server.deliver) for i in range(settings.shard_count)]
+        self._links = [ShardLink(self.node_id, i, actors, server.deliver, settings.shard_submit_timeout_s)
+                       for i in range(settings.shard_count)]
         for link in self._links:
             link.start()
         self._host = settings.socket_host or ray.util.get_node_ip_address()
         await server.listen(self._host, self._port)
         self._tasks.spawn(self._refresh_presence(), name="presence refresh")
-        await backends.start()  # live settings, and (embedded) the follower of revoked logins
+        await backends.start()  # live settings, and the follower of revoked logins
         registration = self._registration = backends.registration(SOCKET_SERVICE, self._host, self._port)
         await registration.register(self._metadata())
         self._upkeep = self._tasks.spawn(self._keep_registration_current(), name="registration upkeep")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -24,14 +26,30 @@ from imray.adapters.live_config import LiveSettings
 from imray.domain.authenticator import Authenticator
 from imray.domain.conversations import parse_conv, shard_of
 from imray.domain.errors import BadRequest, DomainError, Unauthorized
+from imray.domain.frame_rates import CONTROLS, FrameBudget, FrameRates, Verdict, frame_class
 from imray.domain.messaging import NOT_STORED, Item, Outcome, ReadItem, SendItem, TypingItem, check_send
-from imray.protocol.frames import Auth, Ping, Read, Send, Typing, client_id_of, dumps, error_frame, parse_frame
+from imray.domain.tokens import Principal
+from imray.protocol.frames import (
+    Auth,
+    Ping,
+    Read,
+    Refresh,
+    Send,
+    Typing,
+    client_id_of,
+    dumps,
+    error_frame,
+    parse_frame,
+)
 from imray.settings import Settings
 
 log = logging.getLogger("imray.socket")
 
-CLOSE_UNAUTHORIZED = 4001
+CLOSE_UNAUTHORIZED = 4001  # also a login revoked while its sessions are open
+CLOSE_TOKEN_EXPIRED = 4002  # the access token expired and was not renewed (a `refresh` frame)
 CLOSE_WRONG_NODE = 4003
+CLOSE_TOO_MANY_SESSIONS = 4009
+CLOSE_RATE_LIMITED = 4029
 MAX_IN_FLIGHT = 1000  # sends awaiting their ack, per session
 PONG = dumps({"type": "pong"})
 # Conversations whose last delivered seq the node remembers, least recently delivered forgotten
@@ -42,6 +60,7 @@ DELIVERED_CONVS = 100_000
 Submit = Callable[[int, Item], asyncio.Future[Outcome]]  # (shard index, item) -> its outcome
 UrlOf = Callable[[str], Awaitable[str | None]]  # a node id -> its socket URL, None if it is gone
 PresenceChange = Callable[[int, int], asyncio.Future[None]]  # (user, +1 or -1 session)
+KnownRevoked = Callable[[str], bool]  # a login (family) this process already knows to be revoked
 
 
 class SocketServer:
@@ -49,7 +68,7 @@ class SocketServer:
 
     def __init__(self, node_id: str, settings: Settings, authenticator: Authenticator, live: LiveSettings,
                  submit: Submit, shard_count: int, url_of: UrlOf, presence_change: PresenceChange,
-                 cut_grace_s: float = CUT_GRACE_S) -> None:
+                 cut_grace_s: float = CUT_GRACE_S, known_revoked: KnownRevoked = lambda _family: False) -> None:
         self.node_id = node_id
         self.sessions: dict[int, dict[str, Session]] = {}
         self._settings = settings
@@ -66,13 +85,23 @@ class SocketServer:
         self._paths = {"/ws", f"/ws/{node_id}"}
         self._delivered: OrderedDict[str, int] = OrderedDict()  # conv -> the last seq delivered here
         self._delivered_limit = DELIVERED_CONVS
+        self._known_revoked = known_revoked
+        self._logins: dict[str, dict[str, Session]] = {}  # family -> its sessions here (session id ->)
+        self._rates = FrameRates((settings.socket_sends_per_s, settings.socket_signals_per_s,
+                                  settings.socket_controls_per_s), settings.socket_rate_burst_s)
+        self._connections: dict[str, int] = {}  # client address -> its connections (TCP, any stage)
+        self._pending: dict[str, int] = {}  # client address -> its connections not yet authenticated
+        self._renewals: set[asyncio.Task[None]] = set()
 
     # -- the listening socket -------------------------------------------------------------------
 
     async def listen(self, host: str, port: int) -> None:
+        # Frames are limited to the auth frame's size until the session is authenticated (then to
+        # socket_hard_frame_bytes): a connection that has not said who it is costs at most that.
         self._server = await serve(
             self.handle, host, port, compression=None,
-            max_size=self._settings.socket_hard_frame_bytes, process_request=self._only_ws_path,
+            max_size=self._settings.socket_auth_frame_bytes, process_request=self._admit,
+            open_timeout=self._settings.socket_auth_timeout_s, create_connection=_counted_connection(self),
             ping_interval=20, ping_timeout=20,
         )
 
@@ -83,10 +112,31 @@ class SocketServer:
             await self._server.wait_closed()
             self._server = None
 
-    def _only_ws_path(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path.split("?", 1)[0] not in self._paths:
             return connection.respond(HTTPStatus.NOT_FOUND, f"socket endpoint is /ws or /ws/{self.node_id}\n")
+        address = _address_of(connection)
+        settings = self._settings
+        if (0 < settings.socket_max_connections_per_address < self._connections.get(address, 0)
+                or 0 < settings.socket_max_pending_per_address < self._pending.get(address, 0)):
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many connections from your address\n")
         return None
+
+    # -- connections per client address (counted from accept to close) ---------------------------
+
+    def _opened(self, connection: ServerConnection) -> None:
+        address = _address_of(connection)
+        self._connections[address] = self._connections.get(address, 0) + 1
+        self._pending[address] = self._pending.get(address, 0) + 1
+
+    def _authenticated(self, connection: ServerConnection) -> None:
+        if getattr(connection, "imray_pending", False):
+            connection.imray_pending = False  # type: ignore[attr-defined]
+            _decrement(self._pending, _address_of(connection))
+
+    def _lost(self, connection: ServerConnection) -> None:
+        self._authenticated(connection)
+        _decrement(self._connections, _address_of(connection))
 
     # -- what the node reports ------------------------------------------------------------------
 
@@ -125,29 +175,89 @@ class SocketServer:
     # -- one connection -------------------------------------------------------------------------
 
     async def handle(self, ws: ServerConnection) -> None:
-        user = await self._authenticate(ws)
-        if user is None:
+        principal = await self._authenticate(ws)
+        if principal is None or principal.user_id is None:
             return
-        session = Session(user, ws, self._settings.socket_send_queue, self._cut_grace_s)
-        self.sessions.setdefault(session.user, {})[session.id] = session
+        user = principal.user_id
+        if len(self.sessions.get(user, ())) >= self._settings.socket_max_sessions_per_user:
+            await self._refuse(ws, error_frame("too_many_sessions", "too many sessions of this user on this node"),
+                               CLOSE_TOO_MANY_SESSIONS, "too many sessions")
+            return
+        self._authenticated(ws)
+        ws.protocol.max_message_size = self._settings.socket_hard_frame_bytes
+        session = Session(user, ws, self._settings.socket_send_queue, self._cut_grace_s, principal,
+                          FrameBudget(self._rates))
+        self.sessions.setdefault(user, {})[session.id] = session
+        if principal.family:
+            self._logins.setdefault(principal.family, {})[session.id] = session
+        self._expire_at(session, principal.exp)
         try:
-            await self._presence_change(session.user, 1)
-            session.push(dumps({"type": "auth_ok", "user_id": session.user, "node": self.node_id,
-                                "session": session.id}))
+            await self._presence_change(user, 1)
+            session.push(dumps({"type": "auth_ok", "user_id": user, "node": self.node_id, "session": session.id}))
+            if principal.family and self._known_revoked(principal.family):  # revoked while it authenticated
+                self.close_logins([principal.family])
             async for raw in ws:
                 self._on_frame(session, raw)
         except ConnectionClosed:
             pass
         finally:
-            mine = self.sessions.get(session.user, {})
+            if session.expiry is not None:
+                session.expiry.cancel()
+            mine = self.sessions.get(user, {})
             mine.pop(session.id, None)
             if not mine:
-                self.sessions.pop(session.user, None)
-            gone = self._presence_change(session.user, -1)
+                self.sessions.pop(user, None)
+            if principal.family:
+                login = self._logins.get(principal.family, {})
+                login.pop(session.id, None)
+                if not login:
+                    self._logins.pop(principal.family, None)
+            gone = self._presence_change(user, -1)
             gone.add_done_callback(_consume_failure)
 
-    async def _authenticate(self, ws: ServerConnection) -> int | None:
-        """The user this connection speaks for; None once the connection is refused."""
+    # -- logins revoked, tokens expiring --------------------------------------------------------
+
+    def close_logins(self, families: Iterable[str]) -> int:
+        """Close every session here of these revoked logins (4001); how many."""
+        closed = 0
+        for family in families:
+            for session in list(self._logins.get(family, {}).values()):
+                session.end(error_frame("unauthorized", "this login was revoked"), CLOSE_UNAUTHORIZED, "revoked")
+                closed += 1
+        return closed
+
+    def _expire_at(self, session: Session, exp: int) -> None:
+        """Close `session` once its token expires (python-jose's rule: expired past `exp`'s second)."""
+        if session.expiry is not None:
+            session.expiry.cancel()
+        loop = asyncio.get_running_loop()
+        session.expiry = loop.call_at(loop.time() + max(0.0, exp + 1 - time.time()), self._expire, session)
+
+    def _expire(self, session: Session) -> None:
+        session.expiry = None
+        session.end(error_frame("token_expired", "the access token expired: send a refresh frame before it does"),
+                    CLOSE_TOKEN_EXPIRED, "token expired")
+
+    def _renew(self, session: Session, frame: Refresh) -> None:
+        task = asyncio.get_running_loop().create_task(self._renewal(session, frame.token))
+        self._renewals.add(task)
+        task.add_done_callback(self._renewals.discard)
+
+    async def _renewal(self, session: Session, token: str) -> None:
+        assert session.principal is not None
+        try:
+            principal = await self._authenticator.renewal(token, session.principal)
+        except DomainError as exc:
+            session.push(error_frame("unauthorized", exc.message))
+            return
+        if session.closing:  # expired, revoked or over its rate while the new token was checked
+            return
+        session.principal = principal
+        self._expire_at(session, principal.exp)
+        session.push(dumps({"type": "refresh_ok", "expires_at": principal.exp}))
+
+    async def _authenticate(self, ws: ServerConnection) -> Principal | None:
+        """Who this connection speaks for; None once the connection is refused."""
         try:
             # asyncio.timeout, not wait_for: wait_for wraps recv() in a task of its own, and creating
             # it was 8 % of a socket node's CPU while sessions were connecting.
@@ -168,7 +278,7 @@ class SocketServer:
             hint = "connect to your pinned node" if url else "your node is gone: POST /api/socket/assign"
             await self._refuse(ws, error_frame("wrong_node", hint, socket_url=url), CLOSE_WRONG_NODE, "wrong_node")
             return None
-        return principal.user_id
+        return principal
 
     async def _refuse(self, ws: ServerConnection, frame: str, code: int, reason: str) -> None:
         try:
@@ -180,12 +290,24 @@ class SocketServer:
     # -- frames ---------------------------------------------------------------------------------
 
     def _on_frame(self, session: Session, raw: str | bytes) -> None:
+        if session.closing:  # revoked, expired or over its rate: nothing more it says counts
+            return
         try:
             frame = parse_frame(raw, self._max_frame)
+        except DomainError as exc:
+            if self._within_rate(session, CONTROLS, None):
+                client_id = client_id_of(raw) if len(raw) <= self._max_frame else None
+                session.push(error_frame(exc.code, exc.message, client_id))
+            return
+        if not self._within_rate(session, frame_class(frame.type), frame.id if isinstance(frame, Send) else None):
+            return
+        try:
             if isinstance(frame, Send):
                 self._on_send(session, frame)
             elif isinstance(frame, Ping):
                 session.push(PONG)
+            elif isinstance(frame, Refresh):
+                self._renew(session, frame)
             elif isinstance(frame, Read | Typing):
                 parse_conv(frame.conv)
                 item: Item = (ReadItem(session.user, session.id, frame.conv, frame.seq) if isinstance(frame, Read)
@@ -196,6 +318,19 @@ class SocketServer:
         except DomainError as exc:
             client_id = client_id_of(raw) if len(raw) <= self._max_frame else None
             session.push(error_frame(exc.code, exc.message, client_id))
+
+    def _within_rate(self, session: Session, kind: int, client_id: str | None) -> bool:
+        """Whether to act on a frame of this class: over the rate it is answered `rate_limited`, and
+        a client that goes on through another whole burst is closed (4029)."""
+        verdict = session.budget.take(self._rates, kind) if session.budget is not None else Verdict.PASS
+        if verdict is Verdict.PASS:
+            return True
+        if verdict is Verdict.LIMITED:
+            session.push(error_frame("rate_limited", "too many frames: slow down", client_id))
+        else:
+            session.end(error_frame("rate_limited", "too many frames after rate_limited: closing", client_id),
+                        CLOSE_RATE_LIMITED, "rate limited")
+        return False
 
     def _on_send(self, session: Session, frame: Send) -> None:
         try:
@@ -228,6 +363,39 @@ class SocketServer:
             session.push(error_frame(outcome.error[0], outcome.error[1], client_id))
         elif outcome.ack is not None:
             session.push(outcome.ack)  # encoded once, by the shard's domain
+
+
+def _address_of(connection: ServerConnection) -> str:
+    return getattr(connection, "imray_address", "")
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
+def _counted_connection(server: SocketServer) -> type[ServerConnection]:
+    """Connections that `server` counts against their client's address, from accept to close."""
+
+    class CountedConnection(ServerConnection):
+        imray_address = ""
+        imray_pending = False
+
+        def connection_made(self, transport: Any) -> None:
+            peer = transport.get_extra_info("peername")
+            self.imray_address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            self.imray_pending = True
+            super().connection_made(transport)
+            server._opened(self)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            server._lost(self)
+
+    return CountedConnection
 
 
 def _consume_failure(future: asyncio.Future[None]) -> None:

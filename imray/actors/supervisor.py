@@ -219,8 +219,9 @@ class SocketSupervisor:
         record = self._nodes.get(node_id) if isinstance(node_id, str) else None
         return record.endpoint.url if record and record.alive else None
 
-    async def pick(self, user_id: int) -> NodeEndpoint | None:
-        """The node a login of `user_id` is pinned to, or None when no node is alive.
+    async def pick(self, user_id: int, prefer: str | None = None) -> NodeEndpoint | None:
+        """The node a login of `user_id` is pinned to, or None when no node is alive; `prefer` when
+        that node is alive (a refresh that keeps its socket's pin).
 
         With an outside registry (Nacos), the candidates are the live nodes it shows (the fleet an
         outside load balancer or an operator sees); otherwise, or while it does not answer, every
@@ -234,7 +235,7 @@ class SocketSupervisor:
         candidates = await self._directory.node_ids()
         alive = {node_id: r.load(now) for node_id, r in self._nodes.items()
                  if r.alive and (candidates is None or node_id in candidates)}
-        chosen = least_connections(alive, user_id)
+        chosen = prefer if prefer in alive else least_connections(alive, user_id)
         if chosen is None:
             return None
         self._nodes[chosen].pending.append(now)

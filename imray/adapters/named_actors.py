@@ -12,6 +12,7 @@ from imray.domain.conversations import shard_of
 
 SUPERVISOR = "imray-supervisor"
 PRESENCE = "imray-presence"
+LOGIN_FAILURES = "imray-login-failures"  # the embedded stack's failed-login counts
 
 ActorHandle = Any  # ray.actor.ActorHandle: untyped, and this module must import without Ray
 

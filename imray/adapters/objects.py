@@ -12,10 +12,14 @@ from imray.settings import Settings
 
 
 class ObjectStore(Protocol):
+    """Objects by key. `disposition` is the Content-Disposition the object is served with: kept with
+    the object by `put` and asked for again in a presigned URL (S3 servers honour one or the other)."""
+
     def ensure_bucket(self) -> None: ...
-    def put(self, key: str, data: bytes, content_type: str) -> None: ...
+    def put(self, key: str, data: bytes, content_type: str, disposition: str) -> None: ...
     def get(self, key: str) -> bytes: ...
-    def presigned_url(self, key: str, ttl_s: int) -> str | None: ...
+    def delete(self, key: str) -> None: ...
+    def presigned_url(self, key: str, ttl_s: int, content_type: str, disposition: str) -> str | None: ...
     def describe(self) -> str: ...
 
 
@@ -34,7 +38,7 @@ class LocalObjects:
             raise ValueError("object key escapes the store")
         return path
 
-    def put(self, key: str, data: bytes, content_type: str) -> None:
+    def put(self, key: str, data: bytes, content_type: str, disposition: str) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".part")
@@ -44,7 +48,10 @@ class LocalObjects:
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
-    def presigned_url(self, key: str, ttl_s: int) -> str | None:
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def presigned_url(self, key: str, ttl_s: int, content_type: str, disposition: str) -> str | None:
         return None
 
     def describe(self) -> str:
@@ -66,8 +73,9 @@ class S3Objects:
         if not self._client.bucket_exists(self._bucket):
             self._client.make_bucket(self._bucket)
 
-    def put(self, key: str, data: bytes, content_type: str) -> None:
-        self._client.put_object(self._bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+    def put(self, key: str, data: bytes, content_type: str, disposition: str) -> None:
+        self._client.put_object(self._bucket, key, io.BytesIO(data), len(data), content_type=content_type,
+                                metadata={"Content-Disposition": disposition})
 
     def get(self, key: str) -> bytes:
         response = self._client.get_object(self._bucket, key)
@@ -77,8 +85,16 @@ class S3Objects:
             response.close()
             response.release_conn()
 
-    def presigned_url(self, key: str, ttl_s: int) -> str | None:
-        return self._client.presigned_get_object(self._bucket, key, expires=timedelta(seconds=ttl_s))
+    def delete(self, key: str) -> None:
+        self._client.remove_object(self._bucket, key)
+
+    def presigned_url(self, key: str, ttl_s: int, content_type: str, disposition: str) -> str | None:
+        # Objects stored before dispositions were kept get theirs from the URL (AWS, MinIO; s3s-fs
+        # ignores these and serves what `put` stored).
+        overrides: dict[str, str | list[str] | tuple[str]] = {
+            "response-content-type": content_type, "response-content-disposition": disposition}
+        return self._client.presigned_get_object(self._bucket, key, expires=timedelta(seconds=ttl_s),
+                                                 response_headers=overrides)
 
     def describe(self) -> str:
         return f"S3 bucket {self._bucket} at {self._endpoint}"

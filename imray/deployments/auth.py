@@ -15,6 +15,7 @@ from imray.backends import Backends
 from imray.deployments.common import BackendsService
 from imray.deployments.oauth_store import DatabaseOAuthStore
 from imray.domain.errors import Unavailable
+from imray.domain.login_guard import LoginGuard, LoginLimits, PasswordQueue
 from imray.domain.nodes import NodeEndpoint
 from imray.domain.oauth import Assignment, Basic, ClientToken, OAuthServer, UserTokens
 from imray.domain.passwords import Passwords
@@ -40,14 +41,15 @@ class SupervisorPicker:
         self._retry_s = retry_s
         self._supervisor: ActorHandle | None = None
 
-    async def pick(self, user_id: int) -> NodeEndpoint | None:
+    async def pick(self, user_id: int, prefer: str | None = None) -> NodeEndpoint | None:
         deadline = time.monotonic() + self._retry_s
         while True:
             try:
                 if self._supervisor is None:
                     self._supervisor = self._actors.supervisor()
                 left = max(deadline - time.monotonic(), PICK_RETRY_PAUSE_S)
-                node: NodeEndpoint | None = await asyncio.wait_for(self._supervisor.pick.remote(user_id), left)
+                node: NodeEndpoint | None = await asyncio.wait_for(self._supervisor.pick.remote(user_id, prefer),
+                                                                left)
                 return node
             except (ActorMissing, RayActorError, TimeoutError) as exc:
                 self._supervisor = None
@@ -63,14 +65,24 @@ class AuthService(BackendsService):
     async def __init__(self, settings: Settings, key: SigningKey) -> None:  # type: ignore[misc]  # Serve awaits it
         self._backends = backends = Backends(settings, f"auth-{os.getpid()}")
         passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
+        self._password_queue = PasswordQueue(settings.password_checks_at_once or len(os.sched_getaffinity(0)),
+                                             settings.password_checks_waiting)
+        guard = LoginGuard(backends.login_failures(), LoginLimits(
+            settings.login_failures_per_account, settings.login_failures_per_address,
+            settings.login_failure_window_s), self._password_queue)
         self._oauth = OAuthServer(DatabaseOAuthStore(backends.database()), SupervisorPicker(backends.actors()),
                                   passwords, TokenIssuer(key, settings.base_url, settings.access_token_ttl_s),
-                                  backends.revoked_logins(follow=False), settings.refresh_token_ttl_s)
+                                  backends.revoked_logins(follow=False), settings.refresh_token_ttl_s,
+                                  guard=guard)
         await self.start()
         freeze_startup_heap()
 
-    async def token(self, form: dict[str, str], basic: Basic) -> UserTokens | ClientToken:
-        return await self._oauth.token(form, basic)
+    async def token(self, form: dict[str, str], basic: Basic, address: str = "") -> UserTokens | ClientToken:
+        return await self._oauth.token(form, basic, address)
+
+    async def stop(self) -> None:
+        self._password_queue.close()
+        await super().stop()
 
     async def revoke(self, form: dict[str, str], basic: Basic) -> None:
         await self._oauth.revoke(form, basic)

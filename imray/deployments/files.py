@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from typing import TypedDict, final
 
@@ -10,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from imray.adapters.objects import ObjectStore
 from imray.domain.errors import Forbidden, NotFound
-from imray.domain.files import Upload, check_upload
+from imray.domain.files import OverQuota, Upload, check_quota, check_upload, content_disposition
 from imray.settings import Settings
 from imray.storage import files as file_store
 from imray.storage.db import Database
@@ -65,15 +66,30 @@ class FileKeeper:
     async def store(self, owner_id: int, data: bytes, purpose: str, filename: str | None) -> StoredFile:
         limit = self._settings.max_avatar_bytes if purpose == "avatar" else self._settings.max_upload_bytes
         content_type = check_upload(data, purpose, limit)
+        quota = self._settings.user_storage_quota_bytes
+        if quota:  # refused before the bytes travel; checked again, under a lock, with the row
+            check_quota(await self._db.read(lambda conn: file_store.stored_bytes(conn, owner_id)), len(data), quota)
         await self._ensure_bucket()
         file_id = secrets.token_urlsafe(18)
         key = f"{purpose}s/{owner_id}/{file_id}"
-        # The object first, then the row: a failure leaves at worst an unreferenced object.
-        await asyncio.to_thread(self._objects.put, key, data, content_type)
         row: StoredFile = {"file_id": file_id, "owner_id": owner_id, "purpose": purpose, "object_key": key,
                            "content_type": content_type, "size": len(data),
                            "filename": (filename or "")[:255] or None}
-        await self._db.run(lambda conn: file_store.add_file(conn, row))
+        # The object first, then the row: a failure leaves at worst an unreferenced object.
+        await asyncio.to_thread(self._objects.put, key, data, content_type,
+                                content_disposition(content_type, row["filename"]))
+
+        def record(conn: Connection) -> None:
+            if quota:
+                check_quota(file_store.stored_bytes_locked_txn(conn, owner_id), len(data), quota)
+            file_store.add_file(conn, row)
+
+        try:
+            await self._db.run(record)
+        except OverQuota:  # another upload of this user's took the room meanwhile
+            with contextlib.suppress(Exception):  # else an unreferenced object, as above: the answer stands
+                await asyncio.to_thread(self._objects.delete, key)
+            raise
         return row
 
     async def fetch(self, user_id: int, file_id: str, check: bool = True) -> Download:
@@ -86,8 +102,9 @@ class FileKeeper:
             return found
 
         found = await self._db.run(find)
-        url = await asyncio.to_thread(self._objects.presigned_url, found["object_key"],
-                                      self._settings.file_url_ttl_s)
+        url = await asyncio.to_thread(self._objects.presigned_url, found["object_key"], self._settings.file_url_ttl_s,
+                                      found["content_type"], content_disposition(found["content_type"],
+                                                                                 found["filename"]))
         if url is not None:
             return {"url": url}
         data = await asyncio.to_thread(self._objects.get, found["object_key"])

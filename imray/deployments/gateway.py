@@ -23,7 +23,10 @@ from imray.backends import Backends
 from imray.deployments.common import call
 from imray.deployments.history import HistoryReader
 from imray.deployments.http import (
+    AfterSeq,
+    BeforeSeq,
     ClientTokenRefused,
+    IdPath,
     NewGroup,
     NewMembers,
     RateLimited,
@@ -153,7 +156,8 @@ class Gateway:
     @app.post("/oauth2/token", tags=["oauth2"])
     async def token(self, request: Request) -> JSONResponse:
         await self._anonymous(request)
-        result = await call(self._auth.token.remote(*await oauth_form(request, "token")))
+        address = request.client.host if request.client else ""  # failed logins are also counted per address
+        result = await call(self._auth.token.remote(*await oauth_form(request, "token"), address))
         return JSONResponse(result, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     @app.post("/oauth2/revoke", tags=["oauth2"])
@@ -190,12 +194,12 @@ class Gateway:
         return {"user_ids": await call(self._users.blocks.remote(await self._uid(request)))}
 
     @app.put("/api/users/me/blocks/{other_id}", status_code=204, tags=["users"])
-    async def block(self, other_id: int, request: Request) -> Response:
+    async def block(self, other_id: IdPath, request: Request) -> Response:
         await call(self._users.block.remote(await self._uid(request), other_id, True))
         return Response(status_code=204)
 
     @app.delete("/api/users/me/blocks/{other_id}", status_code=204, tags=["users"])
-    async def unblock(self, other_id: int, request: Request) -> Response:
+    async def unblock(self, other_id: IdPath, request: Request) -> Response:
         await call(self._users.block.remote(await self._uid(request), other_id, False))
         return Response(status_code=204)
 
@@ -210,12 +214,12 @@ class Gateway:
         return await call(self._users.set_avatar.remote(uid, data))
 
     @app.get("/api/users/{user_id}/avatar", tags=["users"])
-    async def avatar(self, user_id: int, request: Request) -> Response:
+    async def avatar(self, user_id: IdPath, request: Request) -> Response:
         await self._user(request)
         return file_response(await call(self._users.avatar.remote(user_id)))
 
     @app.get("/api/users/{user_id}", tags=["users"])
-    async def user(self, user_id: int, request: Request) -> dict:
+    async def user(self, user_id: IdPath, request: Request) -> dict:
         await self._user(request)
         return await call(self._users.get.remote(user_id))
 
@@ -227,8 +231,7 @@ class Gateway:
 
     @app.get("/api/conversations/{conv}/messages", tags=["conversations"])
     async def history(self, conv: str, request: Request,
-                      after_seq: Annotated[int | None, Query(ge=0)] = None,
-                      before_seq: Annotated[int | None, Query(ge=1)] = None,
+                      after_seq: AfterSeq = None, before_seq: BeforeSeq = None,
                       limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Response:
         """{"messages": [...]}, ascending seq (the hot path of every reconnect: encoded with orjson)."""
         page = await self._history.read(await self._uid(request), conv, after_seq, before_seq, limit)
@@ -252,16 +255,16 @@ class Gateway:
         return await call(self._web.create_group.remote(user.user_id, body.name, body.members))
 
     @app.get("/api/groups/{group_id}", tags=["groups"])
-    async def get_group(self, group_id: int, request: Request) -> dict:
+    async def get_group(self, group_id: IdPath, request: Request) -> dict:
         return await call(self._web.get_group.remote(await self._uid(request), group_id))
 
     @app.post("/api/groups/{group_id}/members", tags=["groups"])
-    async def add_members(self, group_id: int, body: NewMembers, request: Request) -> dict:
+    async def add_members(self, group_id: IdPath, body: NewMembers, request: Request) -> dict:
         user = await self._user(request)
         return await call(self._web.add_members.remote(user.user_id, group_id, body.user_ids))
 
     @app.delete("/api/groups/{group_id}/members/{member_id}", status_code=204, tags=["groups"])
-    async def remove_member(self, group_id: int, member_id: int, request: Request) -> Response:
+    async def remove_member(self, group_id: IdPath, member_id: IdPath, request: Request) -> Response:
         user = await self._user(request)
         await call(self._web.remove_member.remote(user.user_id, group_id, member_id))
         return Response(status_code=204)

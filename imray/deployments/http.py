@@ -8,7 +8,7 @@ import binascii
 import logging
 from typing import Annotated
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from ray.exceptions import RayError
@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from imray.deployments.files import Download
 from imray.domain.accounts import USERNAME_PATTERN
 from imray.domain.errors import DomainError, Forbidden, Invalid, TooLarge
+from imray.domain.files import SANDBOXED, download_headers
 from imray.domain.oauth import Basic, OAuthError
 
 log = logging.getLogger("imray.gateway")
@@ -34,6 +35,17 @@ class ClientTokenRefused(Forbidden):
         super().__init__("this route needs a user's token, not a client's")
 
 
+# Integers from outside are range-checked here (422), before any service or database sees them: the
+# database's integers are signed 64-bit, and a larger value met SQLite as an OverflowError (500) and
+# MariaDB's driver inside a service as a failed call (503).
+MAX_ID = 2**63 - 1  # user and group ids
+MAX_SEQ = 2**62  # seqs, as in a read frame (imray.protocol.frames)
+DbId = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+AfterSeq = Annotated[int | None, Query(ge=0, le=MAX_SEQ)]
+BeforeSeq = Annotated[int | None, Query(ge=1, le=MAX_SEQ)]
+
+
 class Registration(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: Annotated[str, Field(pattern=USERNAME_PATTERN)]
@@ -44,12 +56,12 @@ class Registration(BaseModel):
 class NewGroup(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(min_length=1, max_length=64)]
-    members: Annotated[list[Annotated[StrictInt, Field(ge=1)]], Field(max_length=2000)] = []
+    members: Annotated[list[DbId], Field(max_length=2000)] = []
 
 
 class NewMembers(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_ids: Annotated[list[Annotated[StrictInt, Field(ge=1)]], Field(min_length=1, max_length=2000)]
+    user_ids: Annotated[list[DbId], Field(min_length=1, max_length=2000)]
 
 
 # -- errors as responses ----------------------------------------------------------------------------
@@ -61,6 +73,9 @@ def _oauth_error(exc: OAuthError, basic_used: bool) -> JSONResponse:
     headers = {"Cache-Control": "no-store"}
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="imray"' if basic_used else 'Bearer realm="imray"'
+    retry_after_s = getattr(exc, "retry_after_s", None)  # a throttled or queued-out login (domain.login_guard)
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
@@ -133,6 +148,7 @@ async def multipart_file(request: Request, limit: int) -> tuple[bytes, str | Non
 
 def file_response(result: Download) -> Response:
     if "url" in result:
-        return RedirectResponse(result["url"], status_code=307, headers={"Cache-Control": "no-store"})
-    headers = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
+        return RedirectResponse(result["url"], status_code=307, headers={"Cache-Control": "no-store", **SANDBOXED})
+    headers = {"Cache-Control": "private, max-age=300",
+               **download_headers(result["content_type"], result["filename"])}
     return Response(result["data"], media_type=result["content_type"], headers=headers)

@@ -58,6 +58,7 @@ class WebService(BackendsService):
 
         def create(conn: Connection) -> Group:
             _check_users_exist(conn, wanted)
+            rules.check_no_blocks(wanted[1:], wanted, group_store.blocks_among(conn, wanted, wanted[1:]))
             return group_store.create_group(conn, name, owner_id, wanted)
 
         return await self._db.run(create)
@@ -69,7 +70,10 @@ class WebService(BackendsService):
         def add(conn: Connection) -> Group:
             group = rules.check_may_add(group_store.group(conn, group_id), user_id)
             _check_users_exist(conn, user_ids)
-            group_store.add_members(conn, group_id, rules.joining(group, user_ids, self._settings.max_group_members))
+            new = rules.joining(group, user_ids, self._settings.max_group_members)
+            everyone = [*group["members"], *new]
+            rules.check_no_blocks(new, everyone, group_store.blocks_among(conn, everyone, new))
+            group_store.add_members(conn, group_id, new)
             changed = group_store.group(conn, group_id)
             assert changed is not None  # in the same transaction
             return changed

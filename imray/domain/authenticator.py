@@ -32,6 +32,18 @@ class Authenticator:
             raise Unauthorized("this login was revoked")
         return principal
 
+    async def renewal(self, token: object, current: Principal) -> Principal:
+        """A fresh token for a socket authenticated as `current`: valid, unrevoked, and for the same
+        user, login (family) and node, so renewing can neither switch identity nor move a pin."""
+        principal = await self.user(token, not_a_user=Unauthorized)
+        if principal.user_id != current.user_id:
+            raise Unauthorized("the new token is for another user")
+        if principal.family != current.family:
+            raise Unauthorized("the new token is for another login")
+        if principal.node != current.node:
+            raise Unauthorized("the new token is pinned to another node")
+        return principal
+
     async def user(self, token: object, not_a_user: type[DomainError] = Forbidden) -> Principal:
         """Like `authenticate`, for places only people may enter: a client's token raises `not_a_user`."""
         principal = await self.authenticate(token)

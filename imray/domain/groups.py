@@ -75,6 +75,21 @@ def check_removal(group: Group | None, user_id: int, member_id: int) -> Group:
     return group
 
 
+def check_no_blocks(newcomers: list[int], members: list[int], blocks: set[tuple[int, int]]) -> None:
+    """A group never gains a member who has a block (either way) with someone in it, so a block cannot
+    be routed around through a group: not by the blocked user, nor by anyone adding for them.
+
+    `members`: everyone in the group once the newcomers are in (a new group's creator is a member, not
+    a newcomer); `blocks`: (blocker, blocked) pairs, of which those between two members count. A block
+    made while both already share a group changes nothing there (the blocker may leave); it only stops
+    either joining the other again.
+    """
+    fresh, present = set(newcomers), set(members)
+    refused = sorted({u for pair in blocks if set(pair) <= present for u in pair if u in fresh})
+    if refused:
+        raise Forbidden(f"users {refused} cannot join this group: a block stands between them and a member")
+
+
 def check_size(members: int, max_members: int) -> None:
     if members > max_members:
         raise Invalid(f"a group has at most {max_members} members")

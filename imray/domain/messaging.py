@@ -101,6 +101,11 @@ def message_row(msg: MsgFrame, client_id: str) -> MessageRow:
 # A batch that failed before its outcome was known (a shard away, a broken stream): nothing is
 # acknowledged, and a resend with the same client id is safe.
 NOT_STORED = ("internal", "message not stored, send it again")
+# The store refused this one item even after everything was read again and it was tried alone: not
+# worth resending as it is (the other items of its batch were stored).
+REFUSED = ("internal", "the database refused this message; it was not stored")
+# The shard holds too many items waiting for a commit: nothing was stored, resending later is safe.
+SHARD_BUSY = ("rate_limited", "this conversation's shard is overloaded: send it again later")
 
 
 @dataclass(slots=True)
@@ -328,6 +333,13 @@ class ConversationLog:
                 self._convs[conv].last_seq = head
         for user, conv, _ in batch.cursor_moves:
             self._cursors.pop((user, conv), None)
+
+    def refused(self, batch: Batch) -> None:
+        """The store refused the batch (a seq or client id taken behind this log's back): roll it
+        back, and read its conversations again on next use, whatever this log believed of them."""
+        self.rollback(batch)
+        for conv in {*batch.previous_heads, *(conv for _, conv, _ in batch.cursor_moves)}:
+            self.forget(conv)
 
 
 def check_send(kind: str, body: str, file_id: str | None, max_text: int) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,4 +52,4 @@ class ShardEndpoint:
 
     host: str
     port: int
-    secret: str
+    secret: str = field(repr=False)  # never printed or logged

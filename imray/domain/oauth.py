@@ -10,14 +10,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypedDict
+from functools import partial
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from imray.domain.authenticator import RevokedLogins
 from imray.domain.errors import DomainError, Forbidden, Unavailable
 from imray.domain.nodes import NodeEndpoint
 from imray.domain.tokens import USER_SCOPE, Principal, digest, new_refresh_token
+
+if TYPE_CHECKING:  # it builds on OAuthError
+    from imray.domain.login_guard import LoginGuard
 
 PUBLIC_CLIENT = "imray-app"  # the built-in first-party app: a public client, no secret
 MAX_USERNAME = 32  # longer names cannot exist (domain.accounts): no lookup for them
@@ -78,7 +83,8 @@ class OAuthStore(Protocol):
 
 
 class NodePicker(Protocol):
-    async def pick(self, user_id: int) -> NodeEndpoint | None: ...  # None: no socket node is alive
+    # None: no socket node is alive. `prefer`: that node if it is alive (a refresh keeping its pin).
+    async def pick(self, user_id: int, prefer: str | None = None) -> NodeEndpoint | None: ...
 
 
 class PasswordVerifier(Protocol):
@@ -89,7 +95,7 @@ class Issuer(Protocol):
     ttl_s: int
 
     def issue_user(self, user_id: int, client_id: str, node: str, family: str | None = None,
-                   scope: str = USER_SCOPE) -> str: ...
+                   scope: str = USER_SCOPE, expires_at: int | None = None) -> str: ...
     def issue_client(self, client_id: str, scope: str) -> str: ...
 
 
@@ -122,14 +128,16 @@ class OAuthServer:
     """The token endpoint's grants, revocation, and socket-node assignment."""
 
     def __init__(self, store: OAuthStore, nodes: NodePicker, passwords: PasswordVerifier, issuer: Issuer,
-                 revoked: RevokedLogins, refresh_ttl_s: int) -> None:
+                 revoked: RevokedLogins, refresh_ttl_s: int, *, guard: LoginGuard | None = None) -> None:
         self._store, self._nodes, self._passwords = store, nodes, passwords
         self._issuer, self._revoked, self._refresh_ttl_s = issuer, revoked, refresh_ttl_s
+        self._guard = guard  # throttles failed logins and bounds the password checks; None: neither
 
-    async def token(self, form: Form, basic: Basic) -> UserTokens | ClientToken:
+    async def token(self, form: Form, basic: Basic, address: str = "") -> UserTokens | ClientToken:
+        """`address`: the client's, as the gateway sees it ("": unknown)."""
         grant = form.get("grant_type")
         if grant == "password":
-            return await self._password_grant(form, basic)
+            return await self._password_grant(form, basic, address)
         if grant == "refresh_token":
             return await self._refresh_grant(form, basic)
         if grant == "client_credentials":
@@ -149,14 +157,16 @@ class OAuthServer:
             await self._revoked.revoke(family, self._issuer.ttl_s)
 
     async def assign(self, principal: Principal) -> Assignment:
-        """A fresh pin (the old node is gone, or the client wants another): a new access token."""
+        """A fresh pin (the old node is gone, or the client wants another): a new access token that
+        ends when the presented one does. Only the refresh grant extends a login, so a leaked access
+        token cannot renew itself past its own expiry (nor its login past the refresh token's)."""
         if principal.user_id is None:  # the gateway lets only users' tokens through; this holds regardless
             raise Forbidden("a user token is required, not a client's")
         node = await self._pick(principal.user_id)
-        return {"socket_url": node.url, "socket_node": node.node_id,
-                "access_token": self._issuer.issue_user(principal.user_id, principal.client_id, node.node_id,
-                                                        principal.family or secrets.token_hex(16)),
-                "expires_in": self._issuer.ttl_s}
+        token = self._issuer.issue_user(principal.user_id, principal.client_id, node.node_id,
+                                        principal.family or secrets.token_hex(16), expires_at=principal.exp)
+        return {"socket_url": node.url, "socket_node": node.node_id, "access_token": token,
+                "expires_in": max(0, principal.exp - int(time.time()))}
 
     async def _client(self, form: Form, basic: Basic, confidential: bool) -> Client:
         """Authenticate the client (HTTP Basic or form fields); public clients need no secret."""
@@ -174,14 +184,19 @@ class OAuthServer:
             raise OAuthError("invalid_client", "client authentication failed", 401)
         return client
 
-    async def _password_grant(self, form: Form, basic: Basic) -> UserTokens:
+    async def _password_grant(self, form: Form, basic: Basic, address: str) -> UserTokens:
         client = await self._client(form, basic, confidential=False)
         username, password = form.get("username"), form.get("password")
         if not username or not password:
             raise OAuthError("invalid_request", "username and password are required")
         found = await self._store.credentials(username) if len(username) <= MAX_USERNAME else None
         # Verified even for an unknown name (against a dummy hash): it costs as long as a wrong password.
-        ok = await asyncio.to_thread(self._passwords.verify, found[1] if found else None, password[:MAX_PASSWORD])
+        check = partial(self._passwords.verify, found[1] if found else None, password[:MAX_PASSWORD])
+        if self._guard is None:
+            ok = await asyncio.to_thread(check)
+        else:  # an account by its id: however the database compares names, they count as one
+            account = f"id:{found[0]}" if found else f"name:{username[:MAX_USERNAME].lower()}"
+            ok = await self._guard.verify(check, account, address)
         if not ok or found is None:
             raise OAuthError("invalid_grant", "wrong username or password")
         return await self._user_tokens(found[0], client.client_id, secrets.token_hex(16))
@@ -197,7 +212,8 @@ class OAuthServer:
             used = None
         if used is None or used.client_id != client.client_id:
             raise OAuthError("invalid_grant", "refresh token is invalid, expired or already used")
-        return await self._user_tokens(used.user_id, used.client_id, used.family)
+        # `socket_node`: keep that pin if the node is alive, so a socket can renew its token in place.
+        return await self._user_tokens(used.user_id, used.client_id, used.family, form.get("socket_node"))
 
     async def _client_credentials(self, form: Form, basic: Basic) -> ClientToken:
         client = await self._client(form, basic, confidential=True)
@@ -209,8 +225,9 @@ class OAuthServer:
         return {"access_token": self._issuer.issue_client(client.client_id, scope), "token_type": "Bearer",
                 "expires_in": self._issuer.ttl_s, "scope": scope}
 
-    async def _user_tokens(self, user_id: int, client_id: str, family: str) -> UserTokens:
-        node = await self._pick(user_id)
+    async def _user_tokens(self, user_id: int, client_id: str, family: str,
+                           prefer: str | None = None) -> UserTokens:
+        node = await self._pick(user_id, prefer)
         refresh = new_refresh_token()
         await self._store.store_refresh(digest(refresh), family, user_id, client_id, USER_SCOPE,
                                         self._refresh_ttl_s)
@@ -218,8 +235,8 @@ class OAuthServer:
                 "token_type": "Bearer", "expires_in": self._issuer.ttl_s, "refresh_token": refresh,
                 "scope": USER_SCOPE, "user_id": user_id, "socket_url": node.url, "socket_node": node.node_id}
 
-    async def _pick(self, user_id: int) -> NodeEndpoint:
-        node = await self._nodes.pick(user_id)
+    async def _pick(self, user_id: int, prefer: str | None = None) -> NodeEndpoint:
+        node = await self._nodes.pick(user_id, prefer)
         if node is None:
             raise Unavailable("no socket node is alive")
         return node

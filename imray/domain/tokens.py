@@ -6,7 +6,7 @@ import hashlib
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ USER_SCOPE = "chat"
 @dataclass(frozen=True)
 class SigningKey:
     kid: str
-    private_pem: str
+    private_pem: str = field(repr=False)  # never printed or logged
     public_pem: str
 
     @classmethod
@@ -75,7 +75,7 @@ class PublicKey:
                 "kid": self.kid, "use": "sig", "alg": ALGORITHM}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a socket session keeps its own for its life
 class Principal:
     """Who a verified token speaks for: a user (user_id set) or a confidential client."""
 
@@ -96,17 +96,19 @@ class TokenIssuer:
         self._prepared = jwk.construct(key.private_pem, ALGORITHM)
 
     def issue_user(self, user_id: int, client_id: str, node: str, family: str | None = None,
-                   scope: str = USER_SCOPE) -> str:
-        """`fam` names the login (the refresh-token family): revoking it revokes these tokens too."""
+                   scope: str = USER_SCOPE, expires_at: int | None = None) -> str:
+        """`fam` names the login (the refresh-token family): revoking it revokes these tokens too.
+        `expires_at` (unix s) caps the token's life below the full TTL (a re-pin keeps the old end)."""
         claims = {"sub": str(user_id), "client_id": client_id, "scope": scope, "node": node}
-        return self._issue({**claims, "fam": family} if family else claims)
+        return self._issue({**claims, "fam": family} if family else claims, expires_at)
 
     def issue_client(self, client_id: str, scope: str) -> str:
         return self._issue({"sub": client_id, "client_id": client_id, "scope": scope})
 
-    def _issue(self, claims: dict[str, str]) -> str:
+    def _issue(self, claims: dict[str, str], expires_at: int | None = None) -> str:
         now = int(time.time())
-        body = {**claims, "iss": self._issuer, "iat": now, "exp": now + self.ttl_s, "jti": uuid.uuid4().hex}
+        exp = now + self.ttl_s if expires_at is None else min(expires_at, now + self.ttl_s)
+        body = {**claims, "iss": self._issuer, "iat": now, "exp": exp, "jti": uuid.uuid4().hex}
         return jwt.encode(body, self._prepared, algorithm=ALGORITHM, headers={"kid": self._key.kid})
 
 

@@ -46,12 +46,20 @@ class Ping(_Frame):
     type: Literal["ping"]
 
 
-ClientFrame = Annotated[Auth | Send | Read | Typing | Ping, Field(discriminator="type")]
+class Refresh(_Frame):
+    """A fresh access token for an authenticated socket, before its current one expires."""
+
+    type: Literal["refresh"]
+    token: StrictStr
+
+
+Frame = Auth | Send | Read | Typing | Ping | Refresh
+ClientFrame = Annotated[Frame, Field(discriminator="type")]
 _adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
-FRAME_TYPES = ("auth", "send", "read", "typing", "ping")
+FRAME_TYPES = ("auth", "send", "read", "typing", "ping", "refresh")
 
 
-def parse_frame(raw: str | bytes, max_bytes: int) -> Auth | Send | Read | Typing | Ping:
+def parse_frame(raw: str | bytes, max_bytes: int) -> Frame:
     """Decode one frame or raise BadRequest / TooLarge with a message a client developer can act on."""
     # A str counts characters; UTF-8 takes up to 4 bytes each, so encode only when it could matter.
     if len(raw) > max_bytes or (isinstance(raw, str) and len(raw) * 4 > max_bytes

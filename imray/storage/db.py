@@ -15,17 +15,26 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
 
+from imray.storage.private import private_parent, private_sqlite_file
 from imray.storage.schema import metadata
 
 T = TypeVar("T")
 
 
-def make_engine(url: str) -> Engine:
+# A database server that stops answering fails the statement after this long instead of holding a
+# thread (and the shard's commit, or a request) for good: pymysql's read and write timeouts.
+TIMEOUT_S = 30.0
+
+
+def make_engine(url: str, timeout_s: float = TIMEOUT_S) -> Engine:
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_parent(Path(path))  # a directory made for it is 0700, whatever the umask
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        if path and path != ":memory:":
+            # Before SQLite opens (and perhaps creates) the file: 0600, whatever the umask.
+            event.listen(engine, "do_connect", lambda *_: private_sqlite_file(Path(path)))
 
         # Several processes share the file: WAL, and waits instead of errors while another writes.
         @event.listens_for(engine, "connect")
@@ -38,7 +47,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return _server_engine(url)
+    return _server_engine(url, timeout_s)
 
 
 # A database server's connection pool, without the round trips SQLAlchemy's safe defaults add to
@@ -52,8 +61,10 @@ _USED_AT = "imray_used_at"  # keys in the pool's per-connection `info`
 _CLEAN = "imray_clean"
 
 
-def _server_engine(url: str, **options: object) -> Engine:
-    engine = create_engine(url, pool_recycle=3600, pool_reset_on_return=None, **options)
+def _server_engine(url: str, timeout_s: float, **options: object) -> Engine:
+    bounded = {"read_timeout": timeout_s, "write_timeout": timeout_s,
+               "connect_timeout": max(1, min(int(timeout_s), 10))} if url.startswith("mysql") else {}
+    engine = create_engine(url, pool_recycle=3600, pool_reset_on_return=None, connect_args=bounded, **options)
 
     @event.listens_for(engine, "connect")
     def _fresh(_dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry) -> None:
@@ -94,11 +105,12 @@ def _disconnected(engine: Engine, exc: Exception) -> bool:
 class Database:
     """A SQLAlchemy engine plus a small thread pool; `await db.run(fn)` calls fn(conn) in a transaction."""
 
-    def __init__(self, url: str, threads: int = 4) -> None:
+    def __init__(self, url: str, threads: int = 4, timeout_s: float = TIMEOUT_S) -> None:
         self.url = url
         self.embedded = url.startswith("sqlite")
-        self.engine = make_engine(url)
-        self._read_engine = self.engine if self.embedded else _server_engine(url, isolation_level="AUTOCOMMIT")
+        self.engine = make_engine(url, timeout_s)
+        self._read_engine = (self.engine if self.embedded
+                             else _server_engine(url, timeout_s, isolation_level="AUTOCOMMIT"))
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="imray-db")
 
     def create_schema(self) -> None:

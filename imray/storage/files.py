@@ -5,18 +5,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from imray.domain.conversations import parse_conv
 from imray.domain.files import Upload
 from imray.storage.accounts import now_ms
-from imray.storage.schema import files, group_members, messages
+from imray.storage.schema import files, group_members, messages, users
 
 
 def add_file(conn: Connection, row: Mapping[str, Any]) -> None:
     """Record an upload: `row` has every column of `Upload` but `created_at`, which is now."""
     conn.execute(insert(files).values(**row, created_at=now_ms()))
+
+
+def stored_bytes(conn: Connection, owner_id: int) -> int:
+    """The bytes of every upload `owner_id` has made (chat files and avatars)."""
+    total = conn.execute(select(func.coalesce(func.sum(files.c.size), 0)).where(files.c.owner_id == owner_id))
+    return int(total.scalar_one())
+
+
+def stored_bytes_locked_txn(conn: Connection, owner_id: int) -> int:
+    """`stored_bytes`, with the owner's other uploads held until this transaction ends: a no-op write
+    on the user's row locks it on a database server, and on SQLite it starts the write transaction
+    (which the driver otherwise begins only at the insert, after the sum was read)."""
+    conn.execute(update(users).where(users.c.id == owner_id).values(id=users.c.id))
+    return stored_bytes(conn, owner_id)
 
 
 def _upload(row: Any) -> Upload:

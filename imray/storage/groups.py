@@ -8,7 +8,7 @@ from sqlalchemy.engine import Connection
 from imray.domain.groups import Group
 from imray.storage.accounts import now_ms
 from imray.storage.messages import add_cursors, last_seq
-from imray.storage.schema import group_members, groups
+from imray.storage.schema import blocks, group_members, groups
 from imray.storage.sql_compat import DriverSql
 
 
@@ -60,6 +60,16 @@ def remove_member(conn: Connection, group_id: int, user_id: int) -> bool:
         if rest:
             conn.execute(update(groups).where(groups.c.id == group_id).values(owner_id=rest[0]))
     return bool(gone)
+
+
+def blocks_among(conn: Connection, user_ids: list[int], touching: list[int]) -> set[tuple[int, int]]:
+    """(blocker, blocked) pairs with both users in `user_ids` and at least one in `touching`."""
+    if not user_ids or not touching:
+        return set()
+    rows = conn.execute(select(blocks.c.user_id, blocks.c.blocked_id).where(
+        blocks.c.user_id.in_(user_ids), blocks.c.blocked_id.in_(user_ids),
+        blocks.c.user_id.in_(touching) | blocks.c.blocked_id.in_(touching)))
+    return {(r.user_id, r.blocked_id) for r in rows}
 
 
 def group_ids_of(conn: Connection, user_id: int) -> list[int]:

@@ -35,9 +35,17 @@ def last_seq(conn: Connection, conv: str) -> int:
 
 
 def last_seqs(conn: Connection, convs: Sequence[str]) -> dict[str, int]:
-    rows = conn.execute(select(conversations.c.conv, conversations.c.last_seq)
-                        .where(conversations.c.conv.in_(list(convs))))
-    found = {r.conv: int(r.last_seq) for r in rows}
+    """The truth a shard (re)starts from: each conversation's head, or its highest stored seq when a
+    row got there without the head (a second writer): the seq after it is the next free one. Both
+    are reads of a primary or unique key, and a shard asks only when it loads a conversation."""
+    wanted = list(convs)
+    heads = conn.execute(select(conversations.c.conv, conversations.c.last_seq)
+                         .where(conversations.c.conv.in_(wanted)))
+    found = {r.conv: int(r.last_seq) for r in heads}
+    stored = conn.execute(select(messages.c.conv, func.max(messages.c.seq))
+                          .where(messages.c.conv.in_(wanted)).group_by(messages.c.conv)).tuples()
+    for conv, top in stored:
+        found[conv] = max(found.get(conv, 0), int(top or 0))
     return {c: found.get(c, 0) for c in convs}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -13,8 +15,37 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeEngine
+
+
+class ExactString(TypeDecorator[str]):
+    """A string the database compares byte for byte, as Python does: VARBINARY on MySQL/MariaDB,
+    whose collations call "p" and "p " equal (PAD SPACE) and, when case-insensitive, "A" and "a";
+    SQLite's TEXT compares bytes already. Values go in and come out as str (UTF-8)."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.chars = length
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.VARBINARY(self.chars * 4))  # up to 4 UTF-8 bytes a character
+        return dialect.type_descriptor(String(self.chars))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return value.encode() if isinstance(value, str) and dialect.name in ("mysql", "mariadb") else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return value.decode() if isinstance(value, bytes) else value
+
 
 metadata = MetaData()
 # SQLite only autoincrements INTEGER PRIMARY KEY; MySQL gets BIGINT.
@@ -90,7 +121,8 @@ messages = Table(
     Column("conv", String(40), nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("sender_id", BigInteger, nullable=False),
-    Column("client_id", String(64), nullable=False),
+    # Idempotency compares client ids exactly, in the shard and here (migration 0003).
+    Column("client_id", ExactString(64), nullable=False),
     Column("kind", String(8), nullable=False),
     Column("body", Text, nullable=False),
     Column("file_id", String(64)),

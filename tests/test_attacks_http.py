@@ -1,0 +1,152 @@
+"""Hostile HTTP clients: password guessing, login floods and idle connections, from outside only.
+
+Each test uses client addresses of its own (127.0.0.x, all on loopback) so that what it uses up
+(failed-login counts, connection slots) is never the rest of the suite's 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import urlsplit
+
+import httpx
+from client import PASSWORD, PUBLIC_CLIENT, Api, unique
+
+
+def from_address(base_url: str, address: str, connections: int = 100) -> httpx.AsyncClient:
+    """An HTTP client whose connections leave from `address` (the gateway sees it, through HAProxy)."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=base_url, timeout=30,
+                             transport=httpx.AsyncHTTPTransport(local_address=address, limits=limits))
+
+
+async def password_grant(http: httpx.AsyncClient, username: str, password: str,
+                         headers: dict[str, str] | None = None) -> httpx.Response:
+    return await http.post("/oauth2/token", headers=headers, data={
+        "grant_type": "password", "username": username, "password": password, "client_id": PUBLIC_CLIENT})
+
+
+async def early_in_a_window(window_s: int, needed_s: float = 30) -> None:
+    """Failures are counted in fixed windows of the wall clock: start where `needed_s` fit before the next."""
+    left = window_s - time.time() % window_s
+    if left < needed_s:
+        await asyncio.sleep(left + 0.5)
+
+
+def throttled(response: httpx.Response) -> bool:
+    """429 in the token endpoint's RFC 6749 error shape, saying when to try again."""
+    return (response.status_code == 429 and response.json().get("error") == "slow_down"
+            and int(response.headers.get("retry-after", "0")) >= 1)
+
+
+async def test_forty_wrong_passwords_for_one_account_from_forty_addresses_are_throttled(stack):
+    api = Api(stack.base_url)
+    user = await api.register()
+    limit = stack.settings.login_failures_per_account
+    await early_in_a_window(stack.settings.login_failure_window_s)
+    answers = [await password_grant(api.http, user["username"], "wrong password",
+                                     headers={"X-Forwarded-For": f"127.0.0.{100 + i}"}) for i in range(40)]
+    codes = [r.status_code for r in answers]
+    assert codes[:limit] == [400] * limit, codes
+    assert all(throttled(r) for r in answers[limit:]), codes
+    # The right password waits too: a 200 now would tell a guesser it had found it.
+    right = await password_grant(api.http, user["username"], PASSWORD, headers={"X-Forwarded-For": "127.0.0.99"})
+    assert throttled(right), right.text
+    assert int(right.headers["retry-after"]) <= stack.settings.login_failure_window_s
+    await api.close()
+
+
+async def test_failed_logins_from_one_address_are_throttled_whatever_the_accounts(stack):
+    limit = stack.settings.login_failures_per_address
+    async with from_address(stack.base_url, "127.0.0.21") as guesser, \
+            from_address(stack.base_url, "127.0.0.22") as neighbour:
+        api = Api(stack.base_url)
+        user = await api.register()
+        await api.close()
+        await early_in_a_window(stack.settings.login_failure_window_s)
+        codes = [(await password_grant(guesser, unique("nobody"), "wrong password")).status_code
+                 for _ in range(limit)]
+        assert codes == [400] * limit, codes
+        assert throttled(await password_grant(guesser, unique("nobody"), "wrong password"))
+        assert throttled(await password_grant(guesser, user["username"], PASSWORD))
+        assert (await password_grant(neighbour, user["username"], PASSWORD)).status_code == 200
+
+
+async def test_a_flood_of_logins_gets_quick_refusals_and_the_service_keeps_answering(stack):
+    api = Api(stack.base_url)
+    user = await api.register()
+    await api.close()
+    flood = 160
+
+    async def timed_login(http: httpx.AsyncClient) -> tuple[int, float, httpx.Response]:
+        start = time.monotonic()
+        r = await password_grant(http, user["username"], PASSWORD)
+        return r.status_code, time.monotonic() - start, r
+
+    async with from_address(stack.base_url, "127.0.0.31", flood) as crowd, \
+            from_address(stack.base_url, "127.0.0.32") as probe:
+        logins = [asyncio.create_task(timed_login(crowd)) for _ in range(flood)]
+        await asyncio.sleep(0.5)  # the flood is in
+        start = time.monotonic()
+        health = await probe.get("/healthz", timeout=5)
+        health_s = time.monotonic() - start
+        results = await asyncio.wait_for(asyncio.gather(*logins), 120)
+    codes = sorted({code for code, _, _ in results})
+    assert set(codes) <= {200, 503}, codes
+    refused = [(seconds, r) for code, seconds, r in results if code == 503]
+    assert refused, "no login was refused"
+    assert all(r.json()["error"] == "temporarily_unavailable" and int(r.headers["retry-after"]) >= 1
+               for _, r in refused), refused[0][1].text
+    assert min(seconds for seconds, _ in refused) < 5, "refusals must come at once, not after a wait in line"
+    assert any(code == 200 for code, _, _ in results)  # the queue still serves
+    assert health.status_code == 200 and health_s < 3, health_s
+
+
+async def open_idle(host: str, port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A connection that will never send anything; None if the server reset it while it was made."""
+    try:
+        return await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=(source, 0)), 5)
+    except ConnectionResetError:
+        return None
+
+
+async def closed_by_server(reader: asyncio.StreamReader | None, within_s: float) -> bool:
+    """True once the server closes the connection (or answers it, e.g. 408) within `within_s`."""
+    if reader is None:
+        return True
+    try:
+        await asyncio.wait_for(reader.read(1), within_s)
+        return True  # data (an error answer) or EOF: either way the server let go of it
+    except TimeoutError:  # before OSError, of which it is a subclass
+        return False
+    except OSError:  # reset
+        return True
+
+
+async def test_idle_connections_cannot_lock_others_out_and_are_closed_after_the_request_timeout(stack):
+    url = urlsplit(stack.base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    cap = stack.settings.http_connections_per_address
+    extra = 20
+    idle = []
+    try:
+        for _ in range(cap + extra):
+            idle.append(await open_idle(host, port, "127.0.0.41"))
+        readers = [connection[0] if connection else None for connection in idle]
+        closed = await asyncio.gather(*(closed_by_server(reader, 2) for reader in readers))
+        assert sum(closed) >= extra, f"{sum(closed)} of {len(idle)} idle connections from one address refused"
+        assert sum(closed) <= extra + 5, "connections under the cap must stay open until the request timeout"
+        async with from_address(stack.base_url, "127.0.0.42") as other:
+            start = time.monotonic()
+            health = await other.get("/healthz", timeout=8)
+            assert health.status_code == 200 and time.monotonic() - start < 2
+        # The ones let in never send a request: the request timeout closes them.
+        left = [reader for reader, gone in zip(readers, closed, strict=True) if not gone]
+        deadline = stack.settings.http_request_timeout_s + 5
+        closed_later = await asyncio.gather(*(closed_by_server(reader, deadline) for reader in left))
+        assert all(closed_later), f"{closed_later.count(False)} idle connections still open after {deadline} s"
+    finally:
+        for connection in idle:
+            if connection:
+                connection[1].close()
