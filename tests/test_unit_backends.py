@@ -54,7 +54,7 @@ def revoke_a_login(db: Database, family: str) -> None:
     def write(conn: Connection) -> None:
         user_id = accounts.create_user(conn, f"user-{family}", "hash", "nick")["id"]
         accounts.store_refresh(conn, f"hash-{family}", family, user_id, "imray-app", "chat", 3600)
-        assert accounts.revoke_family(conn, f"hash-{family}", keep_s=900) == family
+        assert accounts.revoke_family(conn, f"hash-{family}", client_id="imray-app", keep_s=900) == family
     db.transaction(write)
 
 

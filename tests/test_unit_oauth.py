@@ -70,10 +70,11 @@ class FakeStore:
                             ttl_s: int) -> None:
         self.refresh[token_hash] = StoredRefresh(family, user_id, client_id, scope, ttl_s)
 
-    async def consume_refresh(self, token_hash: str, keep_s: int) -> RefreshUse | RefreshReuse | None:
+    async def consume_refresh(self, token_hash: str, client_id: str,
+                              keep_s: int) -> RefreshUse | RefreshReuse | None:
         self.consumed.append((token_hash, keep_s))
         row = self.refresh.get(token_hash)
-        if row is None:
+        if row is None or row.client_id != client_id:
             return None
         if row.used:
             self._revoke(row.family, keep_s)
@@ -81,9 +82,9 @@ class FakeStore:
         row.used = True
         return RefreshUse(row.user_id, row.client_id, row.family)
 
-    async def revoke_family(self, token_hash: str, keep_s: int) -> str | None:
+    async def revoke_family(self, token_hash: str, client_id: str, keep_s: int) -> str | None:
         row = self.refresh.get(token_hash)
-        if row is None:
+        if row is None or row.client_id != client_id:
             return None
         self._revoke(row.family, keep_s)
         return row.family
@@ -491,16 +492,28 @@ async def test_a_refresh_grant_without_a_refresh_token_is_an_invalid_request(
     assert store.consumed == []
 
 
-async def test_a_refresh_token_presented_by_another_client_is_refused_and_spent(
-        server: OAuthServer, store: FakeStore) -> None:
+async def test_a_refresh_token_presented_by_another_client_is_refused_and_not_spent(
+        server: OAuthServer, store: FakeStore, revoked: FakeRevoked) -> None:
     tokens = await login(server)  # issued to the built-in app
     error = await oauth_error(server.token(
         {**refresh_form(tokens["refresh_token"], BOT), "client_secret": BOT_SECRET}, None))
     assert (error.error, error.status) == ("invalid_grant", 400)
-    # The token was consumed before its client was compared: it cannot be used by its own client either.
-    assert store.refresh[digest(tokens["refresh_token"])].used
-    again = await oauth_error(server.token(refresh_form(tokens["refresh_token"]), None))
-    assert again.error == "invalid_grant"
+    # Not spent (RFC 6749 §6: the client is checked first): its owner's next refresh is no "reuse".
+    assert not store.refresh[digest(tokens["refresh_token"])].used
+    renewed = await server.token(refresh_form(tokens["refresh_token"]), None)
+    assert renewed["refresh_token"] != tokens["refresh_token"]
+    assert revoked.families == {}
+
+
+async def test_another_client_cannot_revoke_a_login_it_does_not_hold(
+        server: OAuthServer, store: FakeStore, revoked: FakeRevoked) -> None:
+    tokens = await login(server)  # issued to the built-in app
+    # RFC 7009 §2.2: answered like an unknown token, and nothing is revoked.
+    assert await server.revoke({"client_id": BOT, "client_secret": BOT_SECRET,
+                                "token": tokens["refresh_token"]}, None) is None
+    assert revoked.families == {}
+    assert not store.refresh[digest(tokens["refresh_token"])].used
+    assert (await server.token(refresh_form(tokens["refresh_token"]), None))["user_id"] == ALICE_ID
 
 
 async def test_only_the_first_512_characters_of_a_refresh_token_are_hashed(
@@ -514,6 +527,13 @@ async def test_only_the_first_512_characters_of_a_refresh_token_are_hashed(
 
 def credentials_form(**changes: str) -> dict[str, str]:
     return {"grant_type": "client_credentials", "client_id": BOT, "client_secret": BOT_SECRET, **changes}
+
+
+async def test_client_credentials_with_an_empty_scope_are_refused_not_given_the_whole_scope(
+        server: OAuthServer) -> None:
+    for empty in ("", "   "):
+        error = await oauth_error(server.token(credentials_form(scope=empty), None))
+        assert (error.error, error.status) == ("invalid_scope", 400), empty
 
 
 async def test_client_credentials_without_a_scope_get_the_clients_whole_scope(

@@ -22,13 +22,16 @@ class DatabaseOAuthStore:
                             ttl_s: int) -> None:
         await self._db.run(lambda c: accounts.store_refresh(c, token_hash, family, user_id, client_id, scope, ttl_s))
 
-    async def consume_refresh(self, token_hash: str, keep_s: int) -> RefreshUse | RefreshReuse | None:
-        row = await self._db.run(lambda c: accounts.consume_refresh(c, token_hash, keep_s=keep_s))
+    async def consume_refresh(self, token_hash: str, client_id: str,
+                              keep_s: int) -> RefreshUse | RefreshReuse | None:
+        row = await self._db.run(lambda c: accounts.consume_refresh(c, token_hash, client_id=client_id,
+                                                                    keep_s=keep_s))
         if row is None:
             return None
         if "reused" in row:
             return RefreshReuse(row["family"])
         return RefreshUse(row["user_id"], row["client_id"], row["family"])
 
-    async def revoke_family(self, token_hash: str, keep_s: int) -> str | None:
-        return await self._db.run(lambda c: accounts.revoke_family(c, token_hash, keep_s=keep_s))
+    async def revoke_family(self, token_hash: str, client_id: str, keep_s: int) -> str | None:
+        return await self._db.run(lambda c: accounts.revoke_family(c, token_hash, client_id=client_id,
+                                                                   keep_s=keep_s))

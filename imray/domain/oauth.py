@@ -76,10 +76,13 @@ class OAuthStore(Protocol):
     async def credentials(self, username: str) -> tuple[int, str] | None: ...  # (user id, password hash)
     async def store_refresh(self, token_hash: str, family: str, user_id: int, client_id: str, scope: str,
                             ttl_s: int) -> None: ...
-    # Spend a refresh token: None when unknown or expired. A reuse revokes its family in the store.
-    async def consume_refresh(self, token_hash: str, keep_s: int) -> RefreshUse | RefreshReuse | None: ...
-    # Revoke the login of a refresh token; its family, None for an unknown token.
-    async def revoke_family(self, token_hash: str, keep_s: int) -> str | None: ...
+    # Spend a refresh token of `client_id`: None, and nothing spent, when unknown, another client's or
+    # expired. A reuse revokes its family in the store.
+    async def consume_refresh(self, token_hash: str, client_id: str,
+                              keep_s: int) -> RefreshUse | RefreshReuse | None: ...
+    # Revoke the login of a refresh token of `client_id`; its family, None for an unknown or another
+    # client's token (nothing revoked).
+    async def revoke_family(self, token_hash: str, client_id: str, keep_s: int) -> str | None: ...
 
 
 class NodePicker(Protocol):
@@ -148,11 +151,13 @@ class OAuthServer:
 
     async def revoke(self, form: Form, basic: Basic) -> None:
         """RFC 7009: revoke the login of a refresh token; unknown tokens are not an error."""
-        await self._client(form, basic, confidential=False)
+        client = await self._client(form, basic, confidential=False)
         token = form.get("token")
         if not token:
             raise OAuthError("invalid_request", "token is required")
-        family = await self._store.revoke_family(digest(token[:MAX_TOKEN]), keep_s=self._issuer.ttl_s)
+        # Another client's token is answered like an unknown one (RFC 7009 §2.2) and revokes nothing.
+        family = await self._store.revoke_family(digest(token[:MAX_TOKEN]), client.client_id,
+                                                 keep_s=self._issuer.ttl_s)
         if family is not None:
             await self._revoked.revoke(family, self._issuer.ttl_s)
 
@@ -206,7 +211,9 @@ class OAuthServer:
         token = form.get("refresh_token")
         if not token:
             raise OAuthError("invalid_request", "refresh_token is required")
-        used = await self._store.consume_refresh(digest(token[:MAX_TOKEN]), keep_s=self._issuer.ttl_s)
+        # Another client's token is refused without being spent: its owner's next refresh still works.
+        used = await self._store.consume_refresh(digest(token[:MAX_TOKEN]), client.client_id,
+                                                 keep_s=self._issuer.ttl_s)
         if isinstance(used, RefreshReuse):  # a leaked token: its whole login goes, access tokens too
             await self._revoked.revoke(used.family, self._issuer.ttl_s)
             used = None
@@ -218,7 +225,9 @@ class OAuthServer:
     async def _client_credentials(self, form: Form, basic: Basic) -> ClientToken:
         client = await self._client(form, basic, confidential=True)
         allowed = set(client.scope.split())
-        asked = set((form.get("scope") or client.scope).split())
+        if "scope" in form and not form["scope"].strip():  # asked for nothing: not the whole scope
+            raise OAuthError("invalid_scope", "scope is empty; leave it out for the client's whole scope")
+        asked = set(form.get("scope", client.scope).split())
         if not asked <= allowed:
             raise OAuthError("invalid_scope", f"client may ask for: {' '.join(sorted(allowed))}")
         scope = " ".join(sorted(asked))

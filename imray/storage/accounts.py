@@ -102,13 +102,16 @@ def store_refresh(conn: Connection, token_hash: str, family: str, user_id: int, 
         expires_at=now_ms() + ttl_s * 1000, used=False))
 
 
-def revoke_family(conn: Connection, token_hash: str, *, keep_s: int) -> str | None:
-    """Revoke the login a refresh token belongs to (RFC 7009); returns its family, if known.
+def revoke_family(conn: Connection, token_hash: str, *, client_id: str, keep_s: int) -> str | None:
+    """Revoke the login a refresh token of `client_id` belongs to (RFC 7009); returns its family, or
+    None for a token unknown or issued to another client (RFC 7009 §2.1: not theirs to revoke).
     `keep_s`: how long a revocation matters (the access tokens' lifetime); older ones are deleted."""
-    family = conn.execute(select(refresh_tokens.c.family).where(refresh_tokens.c.token_hash == token_hash)).scalar()
-    if family is not None:
-        _revoke(conn, family, keep_s)
-    return family
+    row = conn.execute(select(refresh_tokens.c.family, refresh_tokens.c.client_id)
+                       .where(refresh_tokens.c.token_hash == token_hash)).first()
+    if row is None or row.client_id != client_id:
+        return None
+    _revoke(conn, row.family, keep_s)
+    return str(row.family)
 
 
 def _revoke(conn: Connection, family: str, keep_s: int) -> None:
@@ -128,21 +131,26 @@ def revoked_since(conn: Connection, since_ms: int) -> list[tuple[str, int]]:
     return [(r.family, int(r.revoked_at)) for r in rows]
 
 
-def consume_refresh(conn: Connection, token_hash: str, *, keep_s: int) -> RefreshRow | RefreshReused | None:
-    """Mark a refresh token used and return it; None if unknown or expired, `RefreshReused` if used before.
+def consume_refresh(conn: Connection, token_hash: str, *, client_id: str,
+                    keep_s: int) -> RefreshRow | RefreshReused | None:
+    """Mark a refresh token of `client_id` used and return it; `RefreshReused` if used before; None,
+    and nothing spent, if unknown, issued to another client (RFC 6749 §6) or expired (so its owner's
+    next try is not mistaken for a reuse).
 
     A second use of a used token means it leaked: the whole family (every token rotated from the
     same login) is revoked, as RFC 9700 recommends for public clients.
     """
     row = conn.execute(select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash)).first()
-    if row is None:
+    if row is None or row.client_id != client_id:
         return None
     if row.used:
         _revoke(conn, row.family, keep_s)
         return {"reused": True, "family": row.family}
+    if row.expires_at < now_ms():
+        return None
     claimed = conn.execute(update(refresh_tokens).where(
         refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used.is_(False)).values(used=True))
-    if claimed.rowcount != 1 or row.expires_at < now_ms():
+    if claimed.rowcount != 1:  # spent meanwhile by a concurrent request
         return None
     return cast(RefreshRow, dict(row._mapping))
 
