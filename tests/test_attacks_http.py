@@ -103,6 +103,33 @@ async def test_a_flood_of_logins_gets_quick_refusals_and_the_service_keeps_answe
     assert health.status_code == 200 and health_s < 3, health_s
 
 
+async def test_a_flood_of_registrations_gets_quick_refusals_and_the_service_keeps_answering(stack):
+    # Each sign-up hashes a password: unbounded, 160 at once queued behind each other on the replicas.
+    flood = 160
+
+    async def timed_signup(http: httpx.AsyncClient) -> tuple[int, float, httpx.Response]:
+        start = time.monotonic()
+        r = await http.post("/api/users", json={"username": unique(), "password": PASSWORD})
+        return r.status_code, time.monotonic() - start, r
+
+    async with from_address(stack.base_url, "127.0.0.33", flood) as crowd, \
+            from_address(stack.base_url, "127.0.0.34") as probe:
+        signups = [asyncio.create_task(timed_signup(crowd)) for _ in range(flood)]
+        await asyncio.sleep(0.5)  # the flood is in
+        start = time.monotonic()
+        health = await probe.get("/healthz", timeout=5)
+        health_s = time.monotonic() - start
+        results = await asyncio.wait_for(asyncio.gather(*signups), 120)
+    codes = sorted({code for code, _, _ in results})
+    assert set(codes) <= {201, 503}, codes
+    refused = [(seconds, r) for code, seconds, r in results if code == 503]
+    assert refused, "no registration was refused"
+    assert all("too many registrations" in r.json()["detail"] for _, r in refused), refused[0][1].text
+    assert min(seconds for seconds, _ in refused) < 5, "refusals must come at once, not after a wait in line"
+    assert any(code == 201 for code, _, _ in results)  # the queue still serves
+    assert health.status_code == 200 and health_s < 3, health_s
+
+
 async def open_idle(host: str, port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
     """A connection that will never send anything; None if the server reset it while it was made."""
     try:

@@ -217,7 +217,7 @@ class _Flaky:
         self.failures, self.calls = failures, 0
         self.pick = self
 
-    def remote(self, user_id: int) -> asyncio.Future[str]:
+    def remote(self, user_id: int, prefer: str | None = None) -> asyncio.Future[str]:
         self.calls += 1
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         if self.calls <= self.failures:

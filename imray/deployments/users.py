@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
+from functools import partial
 
 from ray import serve
 from sqlalchemy.engine import Connection
@@ -14,7 +14,8 @@ from imray.deployments.common import BackendsService, membership_changed
 from imray.deployments.files import Download, FileKeeper
 from imray.domain.accounts import User, check_registration
 from imray.domain.conversations import direct_conv
-from imray.domain.errors import NotFound
+from imray.domain.errors import NotFound, Unavailable
+from imray.domain.login_guard import PasswordQueue
 from imray.domain.passwords import Passwords
 from imray.heap import freeze_startup_heap
 from imray.settings import Settings
@@ -34,12 +35,21 @@ class UserService(BackendsService):
         self._actors = backends.actors()
         self._passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib,
                                     settings.argon2_parallelism)
+        # Registrations hash passwords as logins check them: the same bound, so a flood of sign-ups
+        # gets quick 503s instead of starving the replica (issue 16).
+        self._hashing = PasswordQueue(settings.password_checks_at_once or len(os.sched_getaffinity(0)),
+                                      settings.password_checks_waiting,
+                                      busy=lambda: Unavailable("too many registrations at once; try again shortly"))
         await self.start()
         freeze_startup_heap()
 
+    async def stop(self) -> None:
+        self._hashing.close()
+        await super().stop()
+
     async def register(self, username: object, password: object, nickname: object) -> User:
         username, password, nickname = check_registration(username, password, nickname)
-        hashed = await asyncio.to_thread(self._passwords.hash, password)
+        hashed = await self._hashing.run(partial(self._passwords.hash, password))
         return await self._db.run(lambda c: accounts.create_user(c, username, hashed, nickname))
 
     async def blocks(self, user_id: int) -> list[int]:

@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from imray.domain.oauth import OAuthError
 
 BUSY_RETRY_S = 1  # a full queue drains in about that: 34 checks of 47 ms (measured) on 2 CPUs take 0.8 s
 
+
+T = TypeVar("T")
 
 class LoginRefused(OAuthError):
     """A login refused before its password was checked: RFC 6749's error shape, plus when to try again."""
@@ -49,19 +51,22 @@ class PasswordQueue:
     `waiting` more wait their turn, and a check beyond that is refused at once (503) rather than
     queued behind every other: a flood of logins then costs a few CPUs, not the service."""
 
-    def __init__(self, at_once: int, waiting: int) -> None:
+    def __init__(self, at_once: int, waiting: int, busy: Callable[[], Exception] | None = None) -> None:
+        """`busy()`: the error a refused check raises (default: the token endpoint's 503)."""
         self._pool = ThreadPoolExecutor(max_workers=max(1, at_once), thread_name_prefix="password-check")
         self._room = max(1, at_once) + max(0, waiting)
         self._pending = 0
+        self._busy = busy or (lambda: LoginRefused("temporarily_unavailable",
+                                                   "too many logins at once; try again shortly", 503, BUSY_RETRY_S))
 
     @property
     def pending(self) -> int:
         return self._pending
 
-    async def run(self, check: Callable[[], bool]) -> bool:
+    async def run(self, check: Callable[[], T]) -> T:
+        """`check()` (a hash or a verification) in the pool, or `busy()` raised at once when full."""
         if self._pending >= self._room:
-            raise LoginRefused("temporarily_unavailable", "too many logins at once; try again shortly", 503,
-                               BUSY_RETRY_S)
+            raise self._busy()
         self._pending += 1
         # A cancelled caller drops its check from the pool's queue; a running one finishes in its thread,
         # so no more than `at_once` threads ever hash.
