@@ -58,7 +58,7 @@ class Settings:
     # Issue 16, area "no poison input, bounded everywhere": what a shard holds and how long waits last
     # (README "Configuration" says what each overflow does).
     shard_queue_items: int = 50000  # items waiting for a shard's commit; beyond: rate_limited at once
-    fanout_queue_deliveries: int = 200000  # committed, waiting for the shard's fan-out; beyond: dropped
+    fanout_queue_deliveries: int = 200000  # committed, waiting for the shard's fan-out; beyond: re-sent
     fanout_node_pending: int = 20000  # waiting for one socket node; beyond: its stream is reset
     delivery_ack_timeout_s: float = 10.0  # a socket node's ack of a delivery; then its stream is reset
     shard_submit_timeout_s: float = 30.0  # a socket node's wait for a shard's outcomes; then internal

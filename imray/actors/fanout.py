@@ -48,8 +48,9 @@ class FanOut:
         self._broadcast_nodes = settings.fanout_broadcast_nodes
         self._actors = actors
         self._streams = streams
-        # Bounded (`fanout_queue_deliveries`): beyond it, what was committed is dropped here, and
-        # read from history instead. A socket node's own backlog is bounded below, by `_to_nodes`.
+        # Bounded (`fanout_queue_deliveries`): beyond it, what was committed is dropped here and every
+        # node's stream is reset, so each asks for what it missed and gets it from the database (as
+        # after a shard crash). A socket node's own backlog is bounded below, by `_to_nodes`.
         self._queue: asyncio.Queue[list[Delivery]] = asyncio.Queue()
         self._queued = 0  # deliveries in `_queue`
         self._max_queued = settings.fanout_queue_deliveries
@@ -89,8 +90,9 @@ class FanOut:
 
     def post(self, deliveries: list[Delivery]) -> None:
         if self._queued + len(deliveries) > self._max_queued:
-            log.warning("shard %s: %d deliveries already wait for the fan-out; %d dropped (they are in history)",
-                        self._index, self._queued, len(deliveries))
+            why = f"{self._queued} deliveries already wait for the fan-out; {len(deliveries)} dropped"
+            for node_id in list(self._streams.node_ids()):
+                self._reset_node(node_id, why)
             return
         self._queued += len(deliveries)
         self._queue.put_nowait(deliveries)
