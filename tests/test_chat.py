@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -211,11 +212,16 @@ async def test_a_client_that_stops_reading_is_cut_loose_and_loses_nothing(stack)
         assert '"auth_ok"' in await stuck.recv()  # and it does not read again for a while
         assert node_connections(stack, b.socket_node) == before + 1
         body, sent = "x" * 3900, 0
+        # Paced below the per-session send rate (socket_sends_per_s; its 2 s burst absorbs jitter): a
+        # sender faster than that gets rate_limited frames instead of acks, which is not this test.
+        pace_s = 100 / (0.75 * stack.settings.socket_sends_per_s)
         while node_connections(stack, b.socket_node) > before and sent < 8000:  # ~4 KB frames fill the buffers
+            started = time.monotonic()
             for _ in range(100):
                 await sa.send_json({"type": "send", "id": f"s{sent}", "conv": conv, "kind": "text", "body": body})
                 sent += 1
             await sa.wait(lambda fs, n=sent: len([f for f in fs if f["type"] == "ack"]) == n, timeout=60)
+            await asyncio.sleep(max(0.0, pace_s - (time.monotonic() - started)))
         for _ in range(60):  # the node offers a close for 2 s, then drops the connection
             if node_connections(stack, b.socket_node) == before:
                 break
