@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,13 +38,8 @@ class Store(SqlMessageStore):
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path}/t.db")
-    database.create_schema()
-    try:
-        yield database
-    finally:
-        database.close()
+def db(sqlite_db: Database) -> Database:
+    return sqlite_db  # conftest's fresh SQLite database with imray's schema
 
 
 def users(db: Database, count: int) -> list[int]:
