@@ -125,6 +125,57 @@ async def test_a_block_keeps_both_out_of_each_others_groups_until_it_is_lifted(s
     await api.close()
 
 
+async def test_a_block_hides_the_blocked_users_messages_in_a_group_they_already_shared(stack):
+    """B blocks A after both joined C's group: A stays, but reaches B no more — live, in history and in
+    the conversation list B gets A's messages hidden (place kept, content gone), and no typing of A's."""
+    api = Api(stack.base_url)
+    a, b, c = await api.user(), await api.user(), await api.user()
+    r = await new_group(api, c, a, b)
+    assert r.status_code == 201, r.text
+    conv = r.json()["conv"]
+    sa, sb, sc = [await Socket.open(u.socket_url, u.access_token) for u in (a, b, c)]
+    try:
+        assert (await sa.send_text(conv, "before the block"))["type"] == "ack"
+        await sb.wait(lambda fs: any(f.get("body") == "before the block" for f in fs))
+        await block(api, b, a)
+        await sa.send_json({"type": "typing", "conv": conv})
+        secret = await sa.send_text(conv, "secret for b")
+        assert secret["type"] == "ack", secret  # A still writes to the group
+        assert (await sc.send_text(conv, "from c"))["type"] == "ack"
+        await sc.wait(lambda fs: any(f.get("body") == "secret for b" for f in fs))  # C reads A as before
+        frames = await sb.wait(lambda fs: any(f.get("body") == "from c" for f in fs))
+        live = [f for f in frames if f["type"] == "msg" and f["conv"] == conv]
+        assert [m["seq"] for m in live] == [1, 2, 3]  # gap-free
+        assert live[1] == {"type": "msg", "conv": conv, "seq": 2, "msg_id": secret["msg_id"], "from": a.user_id,
+                           "kind": "text", "body": "", "ts": secret["ts"], "hidden": True}
+        await asyncio.sleep(QUIET_S)
+        assert not [f for f in sb.frames if f["type"] == "typing" and f["user_id"] == a.user_id], sb.frames
+        assert "secret for b" not in str(sb.frames)
+
+        assert (await sa.send_text(conv, "last word"))["type"] == "ack"
+        for page in (await api.all_history(b.access_token, conv),
+                     await api.history(b.access_token, conv, before_seq=5)):
+            assert [m["seq"] for m in page] == [1, 2, 3, 4]
+            # History shows the reader's block as it stands: A's earlier message is hidden too.
+            assert [m.get("hidden", False) for m in page] == [True, True, False, True]
+            assert [m["body"] for m in page] == ["", "", "from c", ""]
+        listed = {i["conv"]: i for i in (await api.get("/api/conversations", b.access_token)).json()}
+        assert listed[conv]["last_message"]["hidden"] is True and listed[conv]["last_message"]["body"] == ""
+        assert [m["body"] for m in await api.all_history(c.access_token, conv)][1:] == [
+            "secret for b", "from c", "last word"]
+
+        r = await api.http.delete(f"/api/users/me/blocks/{a.user_id}", headers=bearer(b.access_token))
+        assert r.status_code == 204
+        assert [m["body"] for m in await api.all_history(b.access_token, conv)] == [
+            "before the block", "secret for b", "from c", "last word"]
+        assert (await sa.send_text(conv, "unblocked"))["type"] == "ack"
+        await sb.wait(lambda fs: any(f.get("body") == "unblocked" for f in fs))
+    finally:
+        for s in (sa, sb, sc):
+            await s.close()
+        await api.close()
+
+
 # -- files -------------------------------------------------------------------------------------
 
 PAGE = b"<!doctype html><html><body><script>fetch('/api/users/me')</script></body></html>\n"

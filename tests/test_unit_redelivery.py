@@ -326,3 +326,27 @@ async def test_a_paused_fan_out_holds_deliveries_until_resumed(world: World) -> 
         assert [s for d in writer.delivered for s in seqs_in(d)] == [1, 2]
     finally:
         await fan.stop()
+
+
+async def test_in_a_group_a_blocker_gets_the_blocked_senders_messages_hidden_live_and_again(world: World) -> None:
+    """ben blocks ann, both in ann's group: each of ann's messages goes to ben as a hidden copy, under
+    its own stream key, so the node delivers it once (live), and once only (after a re-delivery)."""
+    ann, ben, cy = world.users[:3]
+    world.db.transaction(lambda c: accounts.block(c, ben, ann))
+    conv = f"g:{world.group}"
+    start = redelivery.now_ms()
+    batch = await world.log.plan([SendItem(ann, "sess", "c1", conv, "text", "psst")])
+    await world.store.commit(batch)
+    full, hidden = batch.deliveries
+    assert sorted(full.users) == sorted([ann, cy]) and full.conv == conv and orjson.loads(full.frame)["body"] == "psst"
+    assert hidden.users == (ben,) and hidden.seq == full.seq and hidden.conv != conv and hidden.skip is None
+    assert orjson.loads(hidden.frame) == {**orjson.loads(full.frame), "body": "", "hidden": True}
+
+    again = await redelivery.missed_since(world.store, shard_of(conv, 1), 1, start - 1)
+    assert [(p[1], p[3]) for p in again] == [(sorted([ann, cy]), conv), ([ben], hidden.conv)]
+    b, c = FakeSession(ben, "b"), FakeSession(cy, "c")
+    node = node_with(b, c)
+    for parts in ([(d.frame, list(d.users), d.skip, d.conv, d.seq, d.ts) for d in batch.deliveries], again):
+        node.deliver(blob(*parts))
+    assert [(f["body"], f.get("hidden")) for f in b.texts()] == [("", True)]
+    assert [f["body"] for f in c.texts()] == ["psst"]

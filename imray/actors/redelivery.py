@@ -20,7 +20,7 @@ import orjson
 
 from imray.actors.wire import DeliveryPart
 from imray.domain.conversations import ConvId, parse_conv, shard_of
-from imray.domain.messaging import MsgFrame
+from imray.domain.messaging import MsgFrame, hidden, hidden_stream
 
 # Node side: `since` lies this far before the newest ts had from the shard, for a shard whose clock
 # stepped back between commits (a restarted shard may run on another host).
@@ -44,6 +44,7 @@ class CommittedStore(Protocol):
 
     async def committed_since(self, since_ms: int, limit: int) -> list[MsgFrame]: ...
     async def members(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int] | None]: ...
+    async def blockers(self, convs: Sequence[ConvId]) -> dict[str, dict[int, frozenset[int]]]: ...
 
 
 async def missed_since(store: CommittedStore, index: int, shard_count: int, since_ms: int) -> list[DeliveryPart]:
@@ -53,13 +54,20 @@ async def missed_since(store: CommittedStore, index: int, shard_count: int, sinc
     mine = [m for m in await store.committed_since(since_ms, MAX_ROWS) if shard_of(m["conv"], shard_count) == index]
     if not mine:
         return []
-    members = await store.members([parse_conv(conv) for conv in {m["conv"] for m in mine}])
+    convs = [parse_conv(conv) for conv in {m["conv"] for m in mine}]
+    members = await store.members(convs)
+    blockers = await store.blockers([c for c in convs if c.is_group])
     mine.sort(key=lambda m: (m["conv"], m["seq"]))
     parts: list[DeliveryPart] = []
     for m in mine:
         users = members.get(m["conv"])
-        if users:
-            parts.append((orjson.dumps(m).decode(), sorted(users), None, m["conv"], m["seq"], m["ts"]))
+        if not users:
+            continue
+        hiding = blockers.get(m["conv"], {}).get(m["from"], frozenset())
+        parts.append((orjson.dumps(m).decode(), sorted(users - hiding), None, m["conv"], m["seq"], m["ts"]))
+        if hiding & users:
+            parts.append((orjson.dumps(hidden(m)).decode(), sorted(hiding & users), None, hidden_stream(m["conv"]),
+                          m["seq"], m["ts"]))
     return parts
 
 

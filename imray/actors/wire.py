@@ -22,6 +22,7 @@ from imray.domain.messaging import Item, Outcome, ReadItem, SendItem, TypingItem
 # ts). conv, seq and ts are a message's (`Delivery`); receipts and typing carry "", 0, 0. The node
 # drops a message whose seq it has already delivered for that conversation, and remembers the
 # newest ts it has had from each shard, to ask for what it may have missed when a stream comes back.
+# A group message's copy for readers who block its sender travels under `messaging.hidden_stream(conv)`.
 DeliveryPart = tuple[str, Sequence[int], str | None, str, int, int]
 
 _SEND, _READ, _TYPING = 0, 1, 2

@@ -5,7 +5,8 @@ A DeploymentHandle hop to another replica cost more CPU than the read itself (pr
 hop). So the read and its access check run here, in one database call, with no cache:
 a removed member loses access at once, on every replica. A group's catch-up page carries its
 access check in the same statement; only an empty page asks the membership again, to tell a
-member who is up to date from a stranger.
+member who is up to date from a stranger. A group's messages from someone the reader blocks come
+back `hidden` (one more indexed read, only for a page that has messages).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy.engine import Connection
 from imray.domain.conversations import parse_conv
 from imray.domain.errors import Forbidden, NotFound
 from imray.domain.groups import check_membership
-from imray.domain.messaging import MsgFrame
+from imray.domain.messaging import MsgFrame, hide_blocked
 from imray.storage import accounts
 from imray.storage import groups as group_store
 from imray.storage import messages as msgs
@@ -36,9 +37,11 @@ class HistoryReader:
                 page = msgs.member_page_after(conn, conv.group_id, user_id, after_seq or 0, limit)
                 if not page:  # up to date, or not a member (403) or no such group (404)
                     check_membership(group_store.membership(conn, conv.group_id, user_id))
-                return page
+                return hide_blocked(page, accounts.blocked_by(conn, user_id)) if page else page
             if conv.is_group:
                 check_membership(group_store.membership(conn, conv.group_id, user_id))
+                page = msgs.history(conn, str(conv), after_seq, before_seq, limit)
+                return hide_blocked(page, accounts.blocked_by(conn, user_id)) if page else page
             elif user_id not in (conv.a, conv.b):
                 raise Forbidden("you are not part of this conversation")
             page = msgs.history(conn, str(conv), after_seq, before_seq, limit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from functools import partial
 
@@ -20,6 +21,7 @@ from imray.domain.passwords import Passwords
 from imray.heap import freeze_startup_heap
 from imray.settings import Settings
 from imray.storage import accounts
+from imray.storage import groups as group_store
 
 USER_TTL_S = 300
 
@@ -56,19 +58,22 @@ class UserService(BackendsService):
         return await self._db.run(lambda c: accounts.blocked_by(c, user_id))
 
     async def block(self, user_id: int, other: int, blocked: bool) -> None:
-        """Block (or unblock) `other`: they can no longer write to `user_id` in their direct conversation."""
+        """Block (or unblock) `other`: they can no longer write to `user_id` in their direct conversation,
+        and in the groups both are in, `user_id` gets their messages hidden (docs/protocol.md, "Blocks")."""
         conv = str(direct_conv(user_id, other))  # refuses blocking oneself
 
-        def change(conn: Connection) -> None:
+        def change(conn: Connection) -> list[int]:
             if accounts.user_by_id(conn, other) is None:
                 raise NotFound("no such user")
             if blocked:
                 accounts.block(conn, user_id, other)
             elif not accounts.unblock(conn, user_id, other):
                 raise NotFound("that user is not blocked")
+            return group_store.shared_groups(conn, user_id, other)
 
-        await self._db.run(change)
-        await membership_changed(self._actors, conv)  # the owning shard caches who may write
+        shared = await self._db.run(change)
+        # The owning shards cache who may write and who hears whom.
+        await asyncio.gather(*(membership_changed(self._actors, c) for c in (conv, *(f"g:{g}" for g in shared))))
 
     async def set_avatar(self, user_id: int, data: bytes) -> User:
         row = await self._files.store(user_id, data, "avatar", None)

@@ -13,6 +13,7 @@ from imray.deployments.files import Download, FileKeeper, UploadedFile
 from imray.domain import groups as rules
 from imray.domain.errors import Invalid, NotFound
 from imray.domain.groups import Group
+from imray.domain.messaging import hidden
 from imray.heap import freeze_startup_heap
 from imray.settings import Settings
 from imray.storage import accounts
@@ -49,7 +50,13 @@ class WebService(BackendsService):
 
     async def conversations(self, user_id: int) -> list[ConversationItem]:
         def read(conn: Connection) -> list[ConversationItem]:
-            return msgs.conversation_list(conn, user_id, group_store.group_ids_of(conn, user_id))
+            items = msgs.conversation_list(conn, user_id, group_store.group_ids_of(conn, user_id))
+            blocked = set(accounts.blocked_by(conn, user_id)) if items else set()
+            for item in items:  # as the group's history shows it to this reader
+                last = item["last_message"]
+                if blocked and last is not None and last["conv"].startswith("g:") and last["from"] in blocked:
+                    item["last_message"] = hidden(last)
+            return items
 
         return await self._db.run(read)
 

@@ -81,8 +81,8 @@ def check_no_blocks(newcomers: list[int], members: list[int], blocks: set[tuple[
 
     `members`: everyone in the group once the newcomers are in (a new group's creator is a member, not
     a newcomer); `blocks`: (blocker, blocked) pairs, of which those between two members count. A block
-    made while both already share a group changes nothing there (the blocker may leave); it only stops
-    either joining the other again.
+    made while both already share a group keeps both there, and the blocker gets the blocked user's
+    messages hidden (`messaging.hidden`) and none of their typing or receipts.
     """
     fresh, present = set(newcomers), set(members)
     refused = sorted({u for pair in blocks if set(pair) <= present for u in pair if u in fresh})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NotRequired, Protocol, TypedDict
 
@@ -54,7 +54,7 @@ Item = SendItem | ReadItem | TypingItem
 # history pages, the conversation list. "from" is a keyword, hence the functional form.
 MsgFrame = TypedDict("MsgFrame", {
     "type": Literal["msg"], "conv": str, "seq": int, "msg_id": str, "from": int, "kind": str, "body": str,
-    "ts": int, "file_id": NotRequired[str]})
+    "ts": int, "file_id": NotRequired[str], "hidden": NotRequired[bool]})
 
 
 class MessageRow(TypedDict):
@@ -89,6 +89,27 @@ def msg_frame(conv: str, seq: int, msg_id: str, sender: int, kind: str, body: st
     if file_id is not None:
         frame["file_id"] = file_id
     return frame
+
+
+def hidden(msg: MsgFrame) -> MsgFrame:
+    """What a reader who blocks the sender gets of a group message: its place in the conversation
+    (seq, id, sender, time) without what it says, so the reader's seqs stay gap-free."""
+    return {"type": "msg", "conv": msg["conv"], "seq": msg["seq"], "msg_id": msg["msg_id"], "from": msg["from"],
+            "kind": msg["kind"], "body": "", "ts": msg["ts"], "hidden": True}
+
+
+def hidden_stream(conv: str) -> str:
+    """The key under which socket nodes track the hidden copies of `conv`'s messages: a node drops a
+    message whose seq it has delivered for its key, and the full and the hidden copy of one message
+    share a seq (to different readers)."""
+    return f"{conv}/hidden"
+
+
+def hide_blocked(page: list[MsgFrame], blocked: Collection[int]) -> list[MsgFrame]:
+    """A group's page as a reader who blocks `blocked` sees it."""
+    if not blocked:
+        return page
+    return [hidden(m) if m["from"] in blocked else m for m in page]
 
 
 def message_row(msg: MsgFrame, client_id: str) -> MessageRow:
@@ -135,6 +156,14 @@ class ConvState:
     members: frozenset[int]
     last_seq: int
     muted: frozenset[int] = frozenset()  # members who may not write here (blocked by the other side)
+    # In a group: sender -> the members who block them, who get that sender's messages `hidden` and
+    # none of their typing or receipts (a block made after both joined; none can join across one).
+    blockers: dict[int, frozenset[int]] = field(default_factory=dict)
+
+    def audience(self, user: int) -> tuple[tuple[int, ...], frozenset[int]]:
+        """Who hears everything `user` says here (`user` excluded), and who gets it hidden."""
+        hiding = self.blockers.get(user, frozenset())
+        return tuple(m for m in self.members if m != user and m not in hiding), hiding
 
 
 @dataclass
@@ -157,6 +186,7 @@ class MessageStore(Protocol):
     async def members(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int] | None]: ...
     async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]: ...
     async def muted(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int]]: ...
+    async def blockers(self, convs: Sequence[ConvId]) -> dict[str, dict[int, frozenset[int]]]: ...
     async def find_by_client_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], MsgFrame]: ...
     async def files(self, file_ids: Sequence[str]) -> dict[str, Upload]: ...
     async def commit(self, batch: Batch) -> None: ...
@@ -208,11 +238,13 @@ class ConversationLog:
         members = await self._store.members(missing)
         heads = await self._store.last_seqs([str(c) for c in missing])
         muted = await self._store.muted([c for c in missing if not c.is_group])
+        blockers = await self._store.blockers([c for c in missing if c.is_group])
         for cid in missing:
             key = str(cid)
             found = members.get(key)
             if found is not None:
-                self._convs[key] = ConvState(found, heads.get(key, 0), muted.get(key, frozenset()))
+                self._convs[key] = ConvState(found, heads.get(key, 0), muted.get(key, frozenset()),
+                                             blockers.get(key, {}))
 
     async def plan(self, items: Sequence[Item], check_store: bool = True) -> Batch:
         """Plan a batch. `check_store=False` skips the idempotency query for client ids this owner has
@@ -244,11 +276,11 @@ class ConversationLog:
                     continue  # the cursor would not move: nothing to store, nobody to tell
                 self._cursors[(item.user, item.conv)] = seq
                 batch.cursor_moves.append((item.user, item.conv, seq))
-                others = tuple(m for m in state.members if m != item.user)
+                others, _ = state.audience(item.user)
                 batch.deliveries.append(Delivery(orjson.dumps(
                     {"type": "receipt", "conv": item.conv, "user_id": item.user, "seq": seq}).decode(), others))
             else:
-                others = tuple(m for m in state.members if m != item.user)
+                others, _ = state.audience(item.user)
                 batch.deliveries.append(Delivery(orjson.dumps(
                     {"type": "typing", "conv": item.conv, "user_id": item.user}).decode(), others))
         if sends:
@@ -315,8 +347,16 @@ class ConversationLog:
             batch.heads[item.conv] = state.last_seq
             batch.rows.append(message_row(msg, item.client_id))
             batch.outcomes[i].ack = batch.acks[key] = ack_of(msg, item.client_id)
-            batch.deliveries.append(Delivery(orjson.dumps(msg).decode(), tuple(state.members), item.session,
+            if not state.blockers:
+                batch.deliveries.append(Delivery(orjson.dumps(msg).decode(), tuple(state.members), item.session,
+                                                 item.conv, state.last_seq, now))
+                continue
+            others, hiding = state.audience(item.sender)
+            batch.deliveries.append(Delivery(orjson.dumps(msg).decode(), (item.sender, *others), item.session,
                                              item.conv, state.last_seq, now))
+            if hiding:
+                batch.deliveries.append(Delivery(orjson.dumps(hidden(msg)).decode(), tuple(hiding), None,
+                                                 hidden_stream(item.conv), state.last_seq, now))
 
     def committed(self, batch: Batch) -> None:
         """The batch is durable: its client ids are now known here, for resends."""

@@ -39,6 +39,22 @@ def members(conn: Connection, group_id: int) -> list[int]:
     return [r.user_id for r in rows]
 
 
+def members_of(conn: Connection, group_ids: list[int]) -> dict[int, set[int]]:
+    """The members of each of these groups (a group without members, or none, is absent)."""
+    out: dict[int, set[int]] = {}
+    for row in conn.execute(select(group_members.c.group_id, group_members.c.user_id)
+                            .where(group_members.c.group_id.in_(group_ids))):
+        out.setdefault(row.group_id, set()).add(row.user_id)
+    return out
+
+
+def shared_groups(conn: Connection, a: int, b: int) -> list[int]:
+    """The groups both `a` and `b` are members of."""
+    mine = select(group_members.c.group_id).where(group_members.c.user_id == a)
+    return list(conn.execute(select(group_members.c.group_id).where(
+        group_members.c.user_id == b, group_members.c.group_id.in_(mine))).scalars())
+
+
 def add_members(conn: Connection, group_id: int, user_ids: list[int]) -> list[int]:
     present = set(members(conn, group_id))
     new = [u for u in dict.fromkeys(user_ids) if u not in present]

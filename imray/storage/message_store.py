@@ -13,6 +13,7 @@ from imray.domain.files import Upload
 from imray.domain.messaging import Batch, MsgFrame
 from imray.storage import accounts
 from imray.storage import files as file_store
+from imray.storage import groups as group_store
 from imray.storage import messages as msgs
 from imray.storage.db import Database
 from imray.storage.schema import group_members, groups, users
@@ -52,6 +53,27 @@ class SqlMessageStore:
         found = await self._db.run(lambda conn: accounts.blocks_between(conn, [(c.a, c.b) for c in convs]))
         return {str(c): frozenset(blocked for blocker, blocked in found if {blocker, blocked} == {c.a, c.b})
                 for c in convs}
+
+    async def blockers(self, convs: Sequence[ConvId]) -> dict[str, dict[int, frozenset[int]]]:
+        """Per group, each member blocked by other members -> those members (who see them hidden)."""
+        if not convs:
+            return {}
+
+        def load(conn: Connection) -> dict[str, dict[int, frozenset[int]]]:
+            by_group = group_store.members_of(conn, [c.group_id for c in convs])
+            everyone = sorted({u for found in by_group.values() for u in found})
+            pairs = group_store.blocks_among(conn, everyone, everyone) if everyone else set()
+            out: dict[str, dict[int, frozenset[int]]] = {}
+            for group_id, found in by_group.items():
+                hiding: dict[int, set[int]] = {}
+                for blocker, blocked in pairs:
+                    if blocker in found and blocked in found:
+                        hiding.setdefault(blocked, set()).add(blocker)
+                if hiding:
+                    out[f"g:{group_id}"] = {u: frozenset(b) for u, b in hiding.items()}
+            return out
+
+        return await self._db.run(load)
 
     async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]:
         return await self._db.run(lambda conn: msgs.last_seqs(conn, convs))
