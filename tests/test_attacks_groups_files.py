@@ -4,8 +4,11 @@ downloads cannot run as pages of the API's origin, and one user cannot fill the 
 from __future__ import annotations
 
 import asyncio
+import random
+import struct
+import zlib
 
-from client import Api, Login, Socket, bearer
+from client import Api, Login, Socket, bearer, direct
 from conftest import STACK
 from test_files import png
 
@@ -256,4 +259,63 @@ async def test_concurrent_uploads_cannot_overshoot_the_quota_together(stack):
     results = await asyncio.gather(*[upload(api, a, f"c{i}.txt", fifth) for i in range(8)])
     codes = sorted(r.status_code for r in results)
     assert codes == [201] * 5 + [413] * 3, [r.text for r in results]
+    await api.close()
+
+
+async def test_deleting_an_upload_gives_its_room_back_and_only_its_owner_may(stack):
+    api = Api(stack.base_url)
+    a, b = await api.user(), await api.user()
+    quarter = b"h" * (QUOTA // 4)  # max_upload_bytes
+    ids = []
+    for i in range(4):
+        r = await upload(api, a, f"quarter{i}.txt", quarter)
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["file_id"])
+    assert (await upload(api, a, "over.txt", b"x")).status_code == 413
+    sock = await Socket.open(a.socket_url, a.access_token)
+    try:  # shared with b, so b may read it until it is deleted
+        sent = await sock.request({"type": "send", "id": "f1", "conv": direct(a.user_id, b.user_id), "kind": "file",
+                                   "file_id": ids[0], "body": ""}, "ack")
+        assert sent["seq"] == 1, sent
+    finally:
+        await sock.close()
+    assert (await download(api, b, ids[0]))[0].status_code == 200
+    r = await api.http.delete(f"/api/files/{ids[0]}", headers=bearer(b.access_token))
+    assert r.status_code == 403, r.text  # a reader is not the owner
+    for ask in (f"/api/files/{'z' * 24}", f"/api/files/{'z' * 300}"):
+        assert (await api.http.delete(ask, headers=bearer(a.access_token))).status_code == 404
+    assert (await api.http.delete(f"/api/files/{ids[0]}")).status_code == 401
+    r = await api.http.delete(f"/api/files/{ids[0]}", headers=bearer(a.access_token))
+    assert r.status_code == 204, r.text
+    assert (await api.http.delete(f"/api/files/{ids[0]}", headers=bearer(a.access_token))).status_code == 404
+    for reader in (a, b):
+        r = await api.http.get(f"/api/files/{ids[0]}", headers=bearer(reader.access_token))
+        assert r.status_code == 404, r.text
+    assert [m.get("file_id") for m in await api.all_history(b.access_token, direct(a.user_id, b.user_id))] == [ids[0]]
+    assert (await upload(api, a, "fits-again.txt", quarter)).status_code == 201  # the room came back
+    await api.close()
+
+
+def big_png(seed: int) -> bytes:
+    """A valid PNG of ~60 KB (under tests/conftest.py's 64 KiB avatar limit) that does not compress."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    width, height = 100, 200
+    rows = random.Random(seed).randbytes(width * 3 * height)
+    raw = b"".join(b"\x00" + rows[y * width * 3:(y + 1) * width * 3] for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+async def test_a_new_avatar_frees_the_room_of_the_one_it_replaces(stack):
+    api = Api(stack.base_url)
+    a = await api.user()
+    times = QUOTA // len(big_png(0)) + 3  # more avatars than the quota holds, had each stayed
+    for i in range(times):
+        r = await api.http.put("/api/users/me/avatar", content=big_png(i),
+                               headers={**bearer(a.access_token), "Content-Type": "image/png"})
+        assert r.status_code == 200, (i, r.text)
+    r = await api.http.get(f"/api/users/{a.user_id}/avatar", headers=bearer(a.access_token))
+    assert r.status_code in (200, 307), r.text
     await api.close()

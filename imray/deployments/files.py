@@ -92,6 +92,23 @@ class FileKeeper:
             raise
         return row
 
+    async def delete(self, user_id: int, file_id: str, purpose: str = "file") -> None:
+        """The owner takes back an upload of `purpose` and the room it took in their quota. Messages
+        that carried it stay, and its downloads answer 404 from then on."""
+        def remove(conn: Connection) -> Upload:
+            found = file_store.file(conn, file_id) if len(file_id) <= 64 else None
+            if found is None or found["purpose"] != purpose:
+                raise NotFound("no such file")
+            if found["owner_id"] != user_id:
+                raise Forbidden("only its owner may delete a file")
+            file_store.remove_file(conn, file_id)
+            return found
+
+        found = await self._db.run(remove)
+        # The row first, then the object: a failure leaves at worst an unreferenced object, as `store`.
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._objects.delete, found["object_key"])
+
     async def fetch(self, user_id: int, file_id: str, check: bool = True) -> Download:
         def find(conn: Connection) -> Upload:
             found = file_store.file(conn, file_id) if len(file_id) <= 64 else None

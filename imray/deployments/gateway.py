@@ -249,6 +249,12 @@ class Gateway:
         """A redirect to a short-lived object-store URL, or the bytes (embedded store)."""
         return file_response(await call(self._web.download.remote(await self._uid(request), file_id)))
 
+    @app.delete("/api/files/{file_id}", status_code=204, tags=["files"])
+    async def delete_file(self, file_id: str, request: Request) -> Response:
+        """The owner deletes an upload (not an avatar), freeing its room in their storage quota."""
+        await call(self._web.delete_file.remote(await self._uid(request), file_id))
+        return Response(status_code=204)
+
     @app.post("/api/groups", status_code=201, tags=["groups"])
     async def create_group(self, body: NewGroup, request: Request) -> dict:
         user = await self._user(request)

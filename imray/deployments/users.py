@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from functools import partial
 
@@ -76,9 +77,13 @@ class UserService(BackendsService):
         await asyncio.gather(*(membership_changed(self._actors, c) for c in (conv, *(f"g:{g}" for g in shared))))
 
     async def set_avatar(self, user_id: int, data: bytes) -> User:
+        before = (await self.get(user_id))["avatar_url"]
         row = await self._files.store(user_id, data, "avatar", None)
         url = f"{self._settings.base_url}/api/users/{user_id}/avatar?v={row['file_id']}"
         await self._db.run(lambda c: accounts.set_avatar(c, user_id, url))
+        if before:  # the replaced avatar gives its room in the quota back
+            with contextlib.suppress(NotFound):  # replaced by a concurrent change meanwhile
+                await self._files.delete(user_id, before.rsplit("?v=", 1)[1], "avatar")
         await self._cache.delete(user_key(user_id))
         return await self.get(user_id)
 

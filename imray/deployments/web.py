@@ -48,6 +48,9 @@ class WebService(BackendsService):
     async def download(self, user_id: int, file_id: str) -> Download:
         return await self._files.fetch(user_id, file_id)
 
+    async def delete_file(self, user_id: int, file_id: str) -> None:
+        await self._files.delete(user_id, file_id)
+
     async def conversations(self, user_id: int) -> list[ConversationItem]:
         def read(conn: Connection) -> list[ConversationItem]:
             items = msgs.conversation_list(conn, user_id, group_store.group_ids_of(conn, user_id))

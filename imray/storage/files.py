@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from imray.domain.conversations import parse_conv
@@ -45,6 +45,10 @@ def file(conn: Connection, file_id: str) -> Upload | None:
 def files_by_ids(conn: Connection, file_ids: list[str]) -> dict[str, Upload]:
     rows = conn.execute(select(files).where(files.c.file_id.in_(file_ids)))
     return {r.file_id: _upload(r) for r in rows}
+
+
+def remove_file(conn: Connection, file_id: str) -> None:
+    conn.execute(delete(files).where(files.c.file_id == file_id))
 
 
 def may_read(conn: Connection, user_id: int, found: Upload) -> bool:
