@@ -25,6 +25,7 @@ import httpx
 import pytest
 from client import PASSWORD, PUBLIC_CLIENT, Api, eventually
 from mhosts import (
+    NACOS_LIMIT_S,
     MultiHost,
     from_environment,
     nacos_instances,
@@ -53,7 +54,6 @@ WARMUP_S = 3.0
 HEALED_S = 3.0  # traffic on the healed cluster before the audit
 SETTLE_LIMIT_S = 120.0  # every client current again after the fault ended, or the test fails
 LOGIN_LIMIT_S = 10.0  # a new login after the supervisor's death (issue 15)
-NACOS_LIMIT_S = 15.0  # Nacos shows exactly the live socket nodes after it is back (issue 15)
 MW_HOST_PORTS = {"mariadb": 3306, "redis": 6379, "nacos": 8848}
 
 

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from client import Api, Socket, direct, eventually, one_per_node
 from mhosts import (
+    NACOS_LIMIT_S,
     MultiHost,
     from_environment,
     head_command,
@@ -123,7 +124,6 @@ def send_stall(member: Member, since: float) -> float:
     return max((b - a for a, b in pairwise([since, *times])), default=0.0)
 
 
-NACOS_LIMIT_S = 15.0  # Nacos shows exactly the live socket nodes within this (issue 15)
 Instance = tuple[str, str, int]  # node id, ip, port as Nacos lists a socket node
 
 

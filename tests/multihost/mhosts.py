@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+NACOS_LIMIT_S = 15.0  # Nacos shows exactly the live socket nodes within this of a change (issue 15)
+
 
 @dataclass(frozen=True)
 class MultiHost:
