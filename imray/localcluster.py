@@ -71,7 +71,8 @@ def ray_environment(settings: Settings) -> dict[str, str]:
     # No lock-out by idle connections: whichever proxy is the ingress closes connections that send no
     # request head in time and caps them per client address (Serve sets neither).
     limits = {"IMRAY_INGRESS_REQUEST_TIMEOUT_S": str(settings.http_request_timeout_s),
-              "IMRAY_INGRESS_CONNECTIONS_PER_ADDRESS": str(settings.http_connections_per_address)}
+              "IMRAY_INGRESS_CONNECTIONS_PER_ADDRESS": str(settings.http_connections_per_address),
+              "IMRAY_INGRESS_MAX_CONNECTIONS": str(settings.http_max_connections)}
     real = _real_haproxy() if settings.serve_haproxy else None
     if real is None:
         if settings.serve_haproxy:

@@ -125,6 +125,9 @@ class Settings:
     http_request_timeout_s: int = 10
     http_idle_timeout_s: int = 60
     http_connections_per_address: int = 256
+    # Connections the HTTP ingress holds in all; 0: as many as its fd limit allows (Serve's HAProxy
+    # otherwise caps them at 4096: 16 addresses at the cap above).
+    http_max_connections: int = 0
     namespace: str = "imray"
     extra: dict[str, Any] = field(default_factory=dict)
 

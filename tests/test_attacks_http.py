@@ -180,3 +180,41 @@ async def test_idle_connections_cannot_lock_others_out_and_are_closed_after_the_
         for connection in idle:
             if connection:
                 connection[1].close()
+
+
+CROWD = 4200  # more than HAProxy's maxconn as Serve sets it (4096)
+CROWD_ADDRESSES = 200  # 127.0.1.1 ... 127.0.1.200: 21 connections each
+
+
+async def test_idle_connections_from_many_addresses_each_under_the_cap_cannot_lock_others_out(stack):
+    url = urlsplit(stack.base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    each = -(-CROWD // CROWD_ADDRESSES)
+    assert each < stack.settings.http_connections_per_address  # no address is refused for its own count
+    sources = [f"127.0.1.{i}" for i in range(1, CROWD_ADDRESSES + 1)]
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = []
+    try:
+        for _ in range(each):  # one connection per address at a time, all addresses at once
+            idle += await asyncio.gather(*(open_idle(host, port, source) for source in sources))
+        readers = [connection[0] if connection else None for connection in idle]
+        async with from_address(stack.base_url, "127.0.2.1") as other:
+            start = time.monotonic()
+            try:
+                health: httpx.Response | str = await other.get(
+                    "/healthz", timeout=stack.settings.http_request_timeout_s + 5)
+            except httpx.TimeoutException as exc:
+                health = repr(exc)
+            health_s = time.monotonic() - start
+        crowd = f"{len(idle)} idle connections from {len(sources)} addresses"
+        assert isinstance(health, httpx.Response) and health.status_code == 200 and health_s < 2, \
+            f"/healthz behind {crowd}: {health} after {health_s:.1f} s"
+        # All were let in (none over its address's cap) and the request timeout frees every slot again.
+        closed = await asyncio.gather(*(closed_by_server(reader, 0.01) for reader in readers))
+        assert not any(closed), f"{sum(closed)} of {len(idle)} idle connections refused"
+        deadline = stack.settings.http_request_timeout_s + 5
+        closed_later = await asyncio.gather(*(closed_by_server(reader, deadline) for reader in readers))
+        assert all(closed_later), f"{closed_later.count(False)} idle connections still open after {deadline} s"
+    finally:
+        for connection in idle:
+            if connection:
+                connection[1].close()

@@ -38,7 +38,8 @@ def test_without_a_usable_haproxy_or_when_off_serve_keeps_its_python_proxy(monke
     monkeypatch.delenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", raising=False)
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/nonexistent/haproxy")
     python_proxy = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "IMRAY_INGRESS_REQUEST_TIMEOUT_S": "10",
-                    "IMRAY_INGRESS_CONNECTIONS_PER_ADDRESS": "256",  # through Serve's proxy callback:
+                    "IMRAY_INGRESS_CONNECTIONS_PER_ADDRESS": "256", "IMRAY_INGRESS_MAX_CONNECTIONS": "0",
+                    # through Serve's proxy callback:
                     localcluster.PROXY_CALLBACK: localcluster.PROXY_LIMITS}
     assert localcluster.ray_environment(load_settings()) == python_proxy
     monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH")
