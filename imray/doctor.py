@@ -105,8 +105,12 @@ def check_nacos(settings: Settings) -> Check:
 
         with socket.create_connection((host, int(port) + 1000), timeout=3):
             pass  # nacos-sdk-python 3.x talks gRPC on the HTTP port + 1000
+        from imray.adapters.nacos import check_login
+
+        check_login(settings, timeout_s=5)  # NacosLoginRefused, with Nacos's reason, fails the check
+        login = f", logged in as {settings.nacos_username}" if settings.nacos_username else ""
         return (f"Nacos {state.get('version', '?')} at {settings.nacos_server}, readiness {ready}, "
-                f"gRPC port {int(port) + 1000} open")
+                f"gRPC port {int(port) + 1000} open{login}")
 
     return _guard("nacos", probe)
 

@@ -101,10 +101,19 @@ def test_nacos_has_auth_on_and_imray_logs_in_with_the_password_nacos_init_sets()
     assert nacos["NACOS_AUTH_ENABLE"] == "true"
     assert nacos["NACOS_AUTH_TOKEN"] and nacos["NACOS_AUTH_IDENTITY_KEY"] and nacos["NACOS_AUTH_IDENTITY_VALUE"]
     init = services["nacos-init"]
-    assert init["environment"]["NEW_PASSWORD"] == env["IMRAY_NACOS_PASSWORD"] != "nacos"
+    assert init["environment"]["NACOS_NEW_PASSWORD"] == env["IMRAY_NACOS_PASSWORD"] != "nacos"
+    assert init["environment"]["NACOS_URL"] == "http://nacos:8848/nacos"
     assert env["IMRAY_NACOS_USERNAME"] == "nacos"
     assert init["depends_on"]["nacos"]["condition"] == "service_healthy"
-    subprocess.run(["sh", "-n", "-c", init["command"][0]], check=True)
+
+
+def test_nacos_init_runs_the_tested_script_from_deploy() -> None:
+    """The script tests/test_real_nacos_auth.py runs against a Nacos with auth on, mounted read-only."""
+    init = resolved(env_file())["services"]["nacos-init"]
+    source, target, mode = init["volumes"][0].split(":")
+    assert (COMPOSE.parent / source).resolve() == ROOT / "deploy" / "nacos-init.sh" and mode == "ro"
+    assert init["entrypoint"] == ["/bin/sh", target] and "command" not in init
+    subprocess.run(["sh", "-n", str(ROOT / "deploy" / "nacos-init.sh")], check=True)
 
 
 def test_minio_runs_on_the_key_pair_imray_signs_with() -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -42,6 +45,34 @@ def _allow_loopback_only_hosts() -> None:
 
     NetUtils.get_local_ip = staticmethod(local_ip)
     _patched = True
+
+
+class NacosLoginRefused(Exception):
+    """Nacos has auth on and refuses IMRAY_NACOS_USERNAME / IMRAY_NACOS_PASSWORD."""
+
+
+def check_login(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Log in as the SDK will, over HTTP; raise NacosLoginRefused, with Nacos's reason, if it refuses.
+
+    nacos-sdk-python 3.2.0 says only "get access token failed", on the first request, plus an unretrieved
+    task error. Anything but a refusal (Nacos away...) is left to the SDK, which logs in again on each request.
+    """
+    if not (settings.nacos_username and settings.nacos_password):
+        return  # the SDK logs in only with both
+    server = settings.nacos_server.split(",")[0].strip()
+    form = urllib.parse.urlencode({"username": settings.nacos_username, "password": settings.nacos_password})
+    try:
+        with urllib.request.urlopen(f"http://{server}/nacos/v1/auth/users/login", form.encode(),
+                                    timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            reason = exc.read(200).decode(errors="replace").strip()
+            raise NacosLoginRefused(
+                f"Nacos at {server} refused the login of user {settings.nacos_username!r} "
+                f"(HTTP {exc.code} {reason!r}): check IMRAY_NACOS_USERNAME and IMRAY_NACOS_PASSWORD") from None
+    except OSError:
+        pass
 
 
 class NacosHost(TypedDict):
@@ -89,6 +120,7 @@ async def naming_service(settings: Settings, name: str) -> NacosNamingService:
     """A started naming client that redoes its registrations and subscriptions at once on reconnect."""
     from v2.nacos import NacosNamingService
 
+    await asyncio.to_thread(check_login, settings)
     naming = await NacosNamingService.create_naming_service(client_config(settings, name))
     proxy = naming.grpc_client_proxy
     await proxy.rpc_client.register_connection_listener(_RedoOnReconnect(proxy.redo_service))
@@ -171,6 +203,7 @@ class NacosConfig:
         from v2.nacos import NacosConfigService
 
         if self._service is None:
+            await asyncio.to_thread(check_login, self._settings)
             self._service = await NacosConfigService.create_config_service(client_config(self._settings, self._name))
         return self._service
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start a local, standalone Nacos 2.3.2 server (embedded Derby, auth off) for imray's tests.
+# Start a local, standalone Nacos 2.3.2 server (embedded Derby; auth off unless NACOS_AUTH=1) for imray's tests.
 #
 #   middleware/nacos/start.sh STATE_DIR      fetch the jars if needed, start, wait until ready
 #   middleware/nacos/start.sh --fetch-only   only fetch the jars (needs Maven Central)
@@ -18,6 +18,12 @@
 #
 # Environment: NACOS_HOST (127.0.0.1: the address it binds and advertises), NACOS_PORT (8848), NACOS_JAVA_OPTS ("-Xms256m -Xmx512m"),
 #              NACOS_READY_TIMEOUT (180 seconds), NACOS_CACHE_DIR, JAVA (java), MVN (mvn).
+#
+# Auth is off unless NACOS_AUTH=1, which starts it as compose.yml's Nacos runs: clients log in (the
+# built-in user is nacos / nacos until deploy/nacos-init.sh changes it), tokens are signed with
+# NACOS_AUTH_TOKEN (base64 of >= 32 bytes) and servers know each other by NACOS_AUTH_IDENTITY_KEY /
+# NACOS_AUTH_IDENTITY_VALUE. Those not given are generated once per STATE_DIR (kept in its auth.env) and
+# reach the JVM in a properties file readable only by its owner, never on its command line.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -92,6 +98,36 @@ ready() {
   curl -sf -m 2 -o /dev/null "$ready_url" && (exec 3<>"/dev/tcp/$host/$grpc_port") 2>/dev/null
 }
 
+# NACOS_AUTH=1: each secret comes from the environment, else from this state dir's auth.env, else is new
+# (and saved there, so a restart on the same data keeps it).
+random_base64() { head -c "$1" /dev/urandom | base64 -w0; }
+auth_setting() {  # NAME COMMAND...
+  local name="$1" value; shift
+  value="${!name:-}"
+  [ -n "$value" ] || value="$(sed -n "s/^$name=//p" "$state/auth.env")"
+  if [ -z "$value" ]; then
+    value="$("$@")"
+    echo "$name=$value" >>"$state/auth.env"
+  fi
+  printf '%s' "${value//\\/\\\\}"  # a backslash is an escape in a properties file
+}
+write_auth_properties() {
+  local token key value
+  mkdir -p "$state/conf"
+  (umask 077 && touch "$state/auth.env" "$state/conf/application.properties")
+  token="$(auth_setting NACOS_AUTH_TOKEN random_base64 32)"
+  key="$(auth_setting NACOS_AUTH_IDENTITY_KEY echo imray-nacos)"
+  value="$(auth_setting NACOS_AUTH_IDENTITY_VALUE random_base64 24)"
+  [ "$(printf '%s' "$token" | base64 -d 2>/dev/null | wc -c)" -ge 32 ] \
+    || die "NACOS_AUTH_TOKEN must be base64 of 32 bytes or more"
+  # Users are read from the database, not from a cache refreshed every 15 s (the nacos/nacos-server image's
+  # default too).
+  printf '%s\n' "nacos.core.auth.plugin.nacos.token.secret.key=$token" \
+    "nacos.core.auth.server.identity.key=$key" "nacos.core.auth.server.identity.value=$value" \
+    "nacos.core.auth.caching.enabled=false" \
+    >"$state/conf/application.properties"
+}
+
 if alive; then
   echo "nacos: already running (pid $(cat "$pidfile"))" >&2
 else
@@ -100,12 +136,21 @@ else
     die "port $port is already taken by another process"
   fi
   mkdir -p "$state/tmp"
+  auth=false app_args=()
+  if [ "${NACOS_AUTH:-0}" = 1 ]; then
+    write_auth_properties
+    # A folder, as upstream's startup.sh passes it: Nacos reads application.properties from the last one.
+    auth=true app_args=("--spring.config.additional-location=file:$state/conf/")
+  fi
   cd "$state"
   # nacos.home holds conf/ and data/ (Derby, Raft); logs and Tomcat's work dir go under it too.
   # shellcheck disable=SC2086
+  # Derby's first connection has 3 s by default (Nacos's db.pool.config): under load (average 20+)
+  # its first boot took longer and Nacos exited with "Login timeout exceeded".
   setsid "$JAVA" $java_opts \
     -Dnacos.standalone=true \
-    -Dnacos.core.auth.enabled=false \
+    -Ddb.pool.config.connectionTimeout=60000 \
+    -Dnacos.core.auth.enabled="$auth" \
     -Dnacos.home="$state" \
     -Dnacos.logs.path="$state/logs" \
     -DJM.LOG.PATH="$state/logs" \
@@ -117,7 +162,7 @@ else
     -Dserver.tomcat.basedir="$state/tomcat" \
     -Dserver.tomcat.accesslog.enabled=false \
     -Djava.io.tmpdir="$state/tmp" \
-    -cp "$(cat "$cpfile")" com.alibaba.nacos.Nacos \
+    -cp "$(cat "$cpfile")" com.alibaba.nacos.Nacos "${app_args[@]}" \
     </dev/null >"$state/logs/stdout.log" 2>&1 &
   echo $! >"$pidfile"
   echo "nacos: started pid $(cat "$pidfile"), logs in $state/logs" >&2
