@@ -350,3 +350,50 @@ async def test_in_a_group_a_blocker_gets_the_blocked_senders_messages_hidden_liv
         node.deliver(blob(*parts))
     assert [(f["body"], f.get("hidden")) for f in b.texts()] == [("", True)]
     assert [f["body"] for f in c.texts()] == ["psst"]
+
+
+class SilentWriter(FakeWriter):
+    """A node's stream that stops acknowledging (its host cut off); closed by a reset."""
+
+    def __init__(self, streams: NodeStreams) -> None:
+        super().__init__(streams)
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.delivered.append(data[HEADER.size:])
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_node_whose_stream_was_reset_gets_nothing_by_ray_until_its_hello_asks_for_it_all(
+        world: World, monkeypatch) -> None:
+    """Deliveries sent by Ray to a cut-off node arrive when its link is back, and could overtake the
+    re-delivery its HELLO asks for: after a reset, nothing goes by Ray; the HELLO gets everything."""
+    monkeypatch.setattr(fanout_module, "FIRST_HELLO_WAIT_S", 0.1)
+    conv = world.direct(0, 1)
+    start = redelivery.now_ms()
+    streams, actors = NodeStreams(), FakeActors()
+    fan = FanOut(0, Settings(shards=1, delivery_ack_timeout_s=0.2), actors, streams,  # type: ignore[arg-type]
+                 world.store)
+    fan.start(NoPresence())  # type: ignore[arg-type]
+    try:
+        silent = SilentWriter(streams)
+        fan.node_ready(NODE, None)
+        sent = []
+        for i in range(3):
+            sent.append(await world.send(0, conv, f"m{i}"))
+            fan.post([Delivery(orjson.dumps(sent[-1]).decode(), tuple(world.users[:2]), None, conv, sent[-1]["seq"],
+                               sent[-1]["ts"])])
+            await asyncio.sleep(0.3)  # past the ack timeout: the stream is reset, then past FIRST_HELLO_WAIT_S
+        assert silent.closed and actors.by_ray == []
+        writer = FakeWriter(streams)  # the node is back: a new stream, and its HELLO
+        fan.node_ready(NODE, start - 1)
+        await settle(lambda: writer.delivered)
+        assert [s for d in writer.delivered for s in seqs_in(d)] == [1, 2, 3]
+        assert actors.by_ray == []
+    finally:
+        await fan.stop()

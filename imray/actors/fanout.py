@@ -35,6 +35,9 @@ NODES_TTL_S = 1.0
 RAY_CALL_TIMEOUT_S = 5.0
 # How long a node's first deliveries wait for its stream: a node's link retries every 2 s at most.
 FIRST_HELLO_WAIT_S = 5.0
+# A node whose stream was reset gets nothing until its HELLO, for up to this long (longer than Ray
+# takes to declare a cut-off host dead, `deploy/ray-node.sh`); then by Ray calls, as a new node.
+RESET_HELLO_WAIT_S = 60.0
 
 
 class FanOut:
@@ -70,6 +73,7 @@ class FanOut:
             self._deliver, max_pending=settings.fanout_node_pending, on_overflow=self._node_overflowed)
         self._hellos: dict[str, asyncio.Event] = {}  # set once the node's stream has said HELLO
         self._waited: set[str] = set()  # nodes whose first HELLO was waited for (or long enough)
+        self._reset: dict[str, float] = {}  # node -> when its stream was reset (until its HELLO)
         self._redeliver: dict[str, int] = {}  # node -> the `since` its last HELLO asked for
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -99,6 +103,7 @@ class FanOut:
 
     def node_ready(self, node_id: str, since: int | None) -> None:
         """`node_id`'s stream said HELLO: re-deliver from `since` before anything else for it."""
+        self._reset.pop(node_id, None)
         if since is not None:
             self._redeliver[node_id] = min(since, self._redeliver.get(node_id, since))
             self._to_nodes.post(node_id, None)
@@ -122,6 +127,7 @@ class FanOut:
             log.warning("shard %s: stream of node %s reset: %s", self._index, node_id, why)
             self._waited.discard(node_id)
             self._hellos.pop(node_id, None)
+            self._reset[node_id] = time.monotonic()
         else:
             log.warning("shard %s: node %s has no stream: %s", self._index, node_id, why)
 
@@ -197,6 +203,12 @@ class FanOut:
             self._nodes_answered = True
 
     async def _deliver(self, node_id: str, queued: list[DeliveryPart | None]) -> None:
+        reset_at = self._reset.get(node_id)
+        if reset_at is not None and time.monotonic() - reset_at < RESET_HELLO_WAIT_S:
+            # Its HELLO asks for all of these again (they are committed). Sent by Ray meanwhile to a
+            # node cut off for 20 s, they reached it once its link came back, where they could overtake
+            # the re-delivery: the node counts a seq as delivered and drops older ones that come after.
+            return
         if node_id not in self._waited:
             try:
                 await asyncio.wait_for(self._hellos.setdefault(node_id, asyncio.Event()).wait(), FIRST_HELLO_WAIT_S)
