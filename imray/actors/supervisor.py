@@ -39,9 +39,8 @@ SHARD_CPU = 0.001  # a shard's token share of a CPU: what places it in its bundl
 PENDING_WINDOW_S = 10.0  # a login counts against its node until its socket has had time to connect
 MISSES_BEFORE_DOWN = 3  # checks run every second, each waits up to 5 s
 STATS_TIMEOUT_S = 5.0
-# A node that does not say where it listens within this time is replaced at adoption (closing
-# 10,000 sessions at once keeps a node's loop busy for seconds, never this long).
-ADOPT_TIMEOUT_S = 30.0
+ADOPT_TIMEOUT_S = 30.0  # how long a stop waits for a just-restarted supervisor to adopt what it can
+UNREACHABLE_ADOPT_S = 120.0  # a node that stays unreachable this long after a restart is replaced
 NAME_RELEASE_S = 15.0  # a replaced node's name is free once Ray has marked it dead
 RESUME_RETRY_S = 2.0
 
@@ -77,6 +76,7 @@ class SocketSupervisor:
         self._backends = Backends(settings, "supervisor")
         self._directory = self._backends.directory(SOCKET_SERVICE)
         self._tasks = Tasks("supervisor")
+        self._adopting: set[str] = set()  # unreachable nodes asked again in the background (`_adopt`)
         self._nodes: dict[str, NodeRecord] = {}
         self._shards: list[ActorHandle] = []
         self._presence_actor: ActorHandle | None = None
@@ -168,11 +168,48 @@ class SocketSupervisor:
             return
         try:
             endpoint, stats = await asyncio.wait_for(
-                asyncio.gather(actor.endpoint.remote(), actor.stats.remote()), ADOPT_TIMEOUT_S)
-        except (ray.exceptions.RayActorError, TimeoutError) as exc:
-            log.warning("socket node %s is not answering (%r): replacing it", node_id, exc)
+                asyncio.gather(actor.endpoint.remote(), actor.stats.remote()), STATS_TIMEOUT_S)
+        except (ray.exceptions.ActorUnavailableError, TimeoutError) as exc:
+            # Its host does not answer (cut off, or going; Ray says "unavailable" or the call hangs), and
+            # Ray has not said "dead": replacing it now would close sessions that may still be open.
+            # It gets no logins meanwhile, and is adopted (or replaced) once it answers (or Ray knows).
+            if node_id not in self._adopting:
+                log.warning("socket node %s is unreachable (%r): adopting it once it answers", node_id, exc)
+                self._adopting.add(node_id)
+                self._tasks.spawn(self._adopt_when_reachable(slot, actor), name=f"adopt-{node_id}")
+            return
+        except ray.exceptions.RayActorError as exc:
+            log.warning("socket node %s died (%r): replacing it", node_id, exc)
             endpoint = None
-        if endpoint is None or not endpoint.host:  # dead, stuck, or never started (its launcher died first)
+        await self._take_or_replace(slot, actor, endpoint, stats if endpoint else None)
+
+    async def _adopt_when_reachable(self, slot: int, actor: ActorHandle) -> None:
+        """Ask an unreachable node again every second: adopt it when it answers, replace it when Ray
+        declares it dead (at most ~45 s for a host whose packets are dropped, `deploy/ray-node.sh`),
+        or after UNREACHABLE_ADOPT_S whatever Ray says."""
+        node_id = f"sn-{slot + 1}"
+        deadline = time.monotonic() + UNREACHABLE_ADOPT_S
+        try:
+            while not self._stopping:
+                await asyncio.sleep(1.0)
+                try:
+                    endpoint, stats = await asyncio.wait_for(
+                        asyncio.gather(actor.endpoint.remote(), actor.stats.remote()), STATS_TIMEOUT_S)
+                except (ray.exceptions.ActorUnavailableError, TimeoutError):
+                    if time.monotonic() < deadline:
+                        continue
+                    endpoint = stats = None
+                except ray.exceptions.RayActorError:
+                    endpoint = stats = None
+                await self._take_or_replace(slot, actor, endpoint, stats)
+                return
+        finally:
+            self._adopting.discard(node_id)
+
+    async def _take_or_replace(self, slot: int, actor: ActorHandle, endpoint: NodeEndpoint | None,
+                               stats: NodeStats | None) -> None:
+        node_id = f"sn-{slot + 1}"
+        if endpoint is None or stats is None or not endpoint.host:  # dead, stuck, or never started
             ray.kill(actor, no_restart=True)
             await self._forget_sessions(node_id)
             await self._launch(slot)

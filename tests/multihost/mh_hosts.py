@@ -21,12 +21,15 @@ from client import Api, Socket, direct, eventually, one_per_node
 from mhosts import (
     NACOS_LIMIT_S,
     MultiHost,
+    RayActor,
     from_environment,
     head_command,
     kill_host,
     listeners,
     nacos_instances,
+    ray_actors,
     set_link,
+    sigkill,
     url_host,
     url_port,
 )
@@ -272,12 +275,28 @@ CUT_S = 20.0
 
 
 @pytest.mark.runs_last
-async def test_a_worker_host_cut_off_for_20_s_loses_no_acked_message(mh: MultiHost) -> None:
+async def test_a_worker_host_cut_off_for_20_s_while_the_supervisor_restarts_loses_nothing_and_keeps_its_node(
+        mh: MultiHost) -> None:
+    """The supervisor is killed 2 s into the cut: the restarted one finds the cut-off node unreachable,
+    and must adopt it once it answers again, not replace it (which closed its open sessions)."""
+    before = await ray_actors(mh, "SocketNode", "SocketSupervisor")
+    [supervisor] = [a for a in before if a.cls == "SocketSupervisor"]
+    kept: list[RayActor] = []
+
     async def cut(netns: str) -> str:
+        kept.extend(a for a in before if a.cls == "SocketNode" and mh.netns_of(a.ip) == netns)
         set_link(netns, up=False)
         try:
-            await asyncio.sleep(CUT_S)
+            await asyncio.sleep(2)
+            killed = mh.netns_of(supervisor.ip) != netns  # on the cut host it would restart after the heal
+            if killed:
+                sigkill(mh.netns_of(supervisor.ip), supervisor.pid)
+            await asyncio.sleep(CUT_S - 2)
         finally:
             set_link(netns, up=True)
-        return f"link down for {CUT_S:.0f} s, then up"
+        return (f"link down for {CUT_S:.0f} s, then up; the supervisor "
+                + ("SIGKILLed 2 s in" if killed else f"not killed (it ran on the cut host {netns})"))
     await run_fault(mh, cut, expect_nodes_after=None)
+    after = {(a.name, a.ip, a.pid) for a in await ray_actors(mh, "SocketNode")}
+    assert kept and {(a.name, a.ip, a.pid) for a in kept} <= after, \
+        f"the cut-off node {kept} was replaced: socket nodes now {sorted(after)}"
