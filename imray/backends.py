@@ -33,6 +33,7 @@ from imray.adapters.rate_limits import (
 from imray.adapters.registry import Directory, NoDirectory, Registration, Unregistered
 from imray.adapters.revocations import RevocationFollower, Revocations
 from imray.domain.authenticator import Authenticator
+from imray.domain.keyring import KeySource
 from imray.domain.login_guard import FailureCounts
 from imray.domain.tokens import PublicKey, TokenVerifier
 from imray.lifecycle import Tasks, Teardowns
@@ -100,9 +101,20 @@ class Backends:
         revoked: Revocations = self._once("revoked", build)
         return revoked
 
-    def authenticator(self, keys: list[PublicKey], remember: int = 0) -> Authenticator:
-        """Bearer-token checks: signature and claims here, revocation through `revoked_logins`."""
-        verifier = TokenVerifier(keys, self.settings.base_url, remember=remember)
+    def keys(self) -> KeySource:
+        """The signing keyring, read from `keys_dir` (never handed over by Ray), followed as it rotates."""
+        def build() -> KeySource:
+            from imray.storage.keyfiles import KeyFiles
+
+            return KeyFiles(self.settings.keys_path)
+
+        keys: KeySource = self._once("keys", build)
+        return keys
+
+    def authenticator(self, keys: list[PublicKey] | None = None, remember: int = 0) -> Authenticator:
+        """Bearer-token checks: signature and claims here (with the keyring's keys unless `keys` are
+        given), revocation through `revoked_logins`."""
+        verifier = TokenVerifier(self.keys() if keys is None else keys, self.settings.base_url, remember=remember)
         return Authenticator(verifier, self.revoked_logins())
 
     def presence(self) -> PresencePort:

@@ -1,4 +1,4 @@
-"""The `imray` command: up, down, status, clients create, doctor, ray-env, bench, db upgrade."""
+"""The `imray` command: up, down, status, clients create, keys, doctor, ray-env, bench, db upgrade."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import secrets
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from imray.settings import Settings, load_settings
+from imray.storage.private import private_dir
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -57,8 +59,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         context = _connect(settings, address)
         # Before the schema, the keys or any actor: on several machines the embedded backends split the data.
         check_scale_out(settings, _node_addresses())
-        key = runtime.prepare(settings)
-        info = runtime.deploy(settings, key, getattr(context, "dashboard_url", None))
+        keys = runtime.prepare(settings)
+        info = runtime.deploy(settings, keys, getattr(context, "dashboard_url", None))
     except BaseException as exc:
         _disconnect()
         if started_here:
@@ -157,29 +159,64 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_clients_create(args: argparse.Namespace) -> int:
-    from imray.domain.errors import Conflict
+    from sqlalchemy.engine import Connection
+
+    from imray.admin_cli import create_bot_client
+    from imray.domain.authorization_code import redirect_uri_problem
+    from imray.domain.errors import Conflict, DomainError
     from imray.domain.oauth import PUBLIC_CLIENT
+    from imray.domain.scopes import check_scopes
     from imray.domain.tokens import digest
-    from imray.storage import accounts, migrate
+    from imray.storage import accounts, authorization_codes, migrate
     from imray.storage.db import Database
 
     settings = _settings(args)
+    if not (args.name or args.bot):
+        print("give the client a NAME, or --bot NAME", file=sys.stderr)
+        return 2
+    args.name = args.name or args.bot
+    try:
+        args.scope = check_scopes(args.scope)  # known names only (imray.domain.scopes)
+    except DomainError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
     client_id = args.client_id or f"{args.name.lower().replace(' ', '-')[:40]}-{secrets.token_hex(4)}"
     if client_id == PUBLIC_CLIENT:
         print(f"{PUBLIC_CLIENT} is the built-in public client", file=sys.stderr)
         return 2
-    secret = secrets.token_urlsafe(32)
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    # The authorization code flow (PKCE area): exact redirect URIs; --public: no secret, PKCE alone.
+    problems = [f"--redirect-uri {u!r}: {p}" for u in args.redirect_uri if (p := redirect_uri_problem(u))]
+    if args.bot and (args.redirect_uri or args.public):
+        problems.append("a bot client has no redirect URI and is not public")
+    if args.public and not args.redirect_uri:
+        problems.append("a public client needs --redirect-uri (it exists only for the authorization code flow)")
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    if args.bot:  # a bot account bound to the client: what it sends shows the bot as the sender
+        return create_bot_client(settings, args.bot, client_id, args.scope)
+    secret = None if args.public else secrets.token_urlsafe(32)
+    private_dir(settings.data_path)  # 0700 whatever the umask, as `imray up` makes it
     migrate.upgrade(settings.db_url)
     db = Database(settings.db_url)
+
+    def create(conn: Connection) -> None:
+        accounts.create_client(conn, client_id, args.name, digest(secret) if secret else None, args.scope)
+        authorization_codes.set_redirect_uris(conn, client_id, args.redirect_uri)
+
     try:
-        db.transaction(lambda c: accounts.create_client(c, client_id, args.name, digest(secret), args.scope))
+        db.transaction(create)
     except Conflict as exc:
         print(exc.message, file=sys.stderr)
         return 1
     finally:
         db.close()
     print(f"client_id:     {client_id}")
+    for uri in args.redirect_uri:
+        print(f"redirect_uri:  {uri}")
+    if secret is None:
+        print("a public client: no secret; it signs users in with the authorization code flow and PKCE (S256) only")
+        return 0
     print(f"client_secret: {secret}")
     print("the secret is shown once; imray keeps only its hash")
     return 0
@@ -189,7 +226,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from imray.storage import migrate
 
     settings = _settings(args)
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_path)  # 0700 whatever the umask, as `imray up` makes it
     migrate.upgrade(settings.db_url, args.revision)
     print(f"database at revision {migrate.current(settings.db_url)}")
     return 0
@@ -232,6 +269,82 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if results["audit"]["ok"] else 1
 
 
+def _keys_dir(args: argparse.Namespace) -> Path:
+    settings = _settings(args)
+    return Path(args.keys_dir).expanduser() if args.keys_dir else settings.keys_path
+
+
+def _key_error(exc: Exception) -> int:
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        print(f"no keyring in {Path(exc.filename).parent} (`imray up` or `imray keys rotate` makes one)",
+              file=sys.stderr)
+    else:
+        print(getattr(exc, "message", None) or str(exc), file=sys.stderr)
+    return 1
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    import time
+
+    from imray.storage import keyfiles
+
+    directory = _keys_dir(args)
+    try:
+        ring = keyfiles.read_ring(directory)
+    except (OSError, ValueError) as exc:
+        return _key_error(exc)
+    print(f"keys in {directory} (JWKS publishes each; new tokens are signed with the active one)")
+    for key in ring.keys:
+        created = keyfiles.created_at(directory, key.kid)
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(created)) if created else "-"
+        print(f"  {key.kid}  {'active' if key.kid == ring.active_kid else '      '}  {when}")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from imray.storage import keyfiles
+
+    directory = _keys_dir(args)
+    try:
+        before = keyfiles.ensure(directory).active_kid
+        ring, key = keyfiles.rotate(directory, activate=not args.stage)
+    except (OSError, ValueError) as exc:
+        return _key_error(exc)
+    if args.stage:
+        print(f"key {key.kid} added and published; new tokens still use {ring.active_kid}. "
+              f"Once every host has it: imray keys activate {key.kid}")
+        return 0
+    print(f"key {key.kid} is active: new tokens are signed with it (every process sees it within "
+          f"{keyfiles.CHECK_S:g} s, at once when a token names it)")
+    print(f"tokens signed with {before} verify until they expire; after that: imray keys retire {before}")
+    return 0
+
+
+def cmd_keys_activate(args: argparse.Namespace) -> int:
+    from imray.domain.errors import DomainError
+    from imray.storage import keyfiles
+
+    try:
+        keyfiles.activate(_keys_dir(args), args.kid)
+    except (DomainError, OSError, ValueError) as exc:
+        return _key_error(exc)
+    print(f"key {args.kid} is active: new tokens are signed with it")
+    return 0
+
+
+def cmd_keys_retire(args: argparse.Namespace) -> int:
+    from imray.domain.errors import DomainError
+    from imray.storage import keyfiles
+
+    try:
+        keyfiles.retire(_keys_dir(args), args.kid)
+    except (DomainError, OSError, ValueError) as exc:
+        return _key_error(exc)
+    print(f"key {args.kid} retired: tokens it signed no longer verify (every process within "
+          f"{keyfiles.CHECK_S:g} s), and the JWKS no longer lists it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imray", description="Distributed instant messaging on Ray")
     parser.add_argument("--config", help="YAML settings file (or IMRAY_CONFIG)")
@@ -249,10 +362,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="socket nodes, their endpoints and connections").set_defaults(func=cmd_status)
     clients = sub.add_parser("clients", help="OAuth2 clients").add_subparsers(dest="clients_command", required=True)
     create = clients.add_parser("create", help="create a confidential client (client-credentials grant)")
-    create.add_argument("name")
+    create.add_argument("name", nargs="?", help="the client's name (default: the bot's)")
     create.add_argument("--client-id")
-    create.add_argument("--scope", default="chat")
+    create.add_argument("--scope", default="chat",
+                        help="space-separated, from: chat messages:send users:read users:admin "
+                             "conversations:admin presence:read introspect")
+    create.add_argument("--bot", metavar="NAME", help="also create a bot account NAME that the client sends as")
+    create.add_argument("--redirect-uri", action="append", default=[], metavar="URI",
+                        help="an exact redirect URI for the authorization code flow (repeatable): https, "
+                             "http on loopback, or a private-use scheme")
+    create.add_argument("--public", action="store_true",
+                        help="no secret: a third-party app that proves itself with PKCE alone (needs --redirect-uri)")
     create.set_defaults(func=cmd_clients_create)
+    from imray.admin_cli import add_parsers
+
+    add_parsers(sub, clients, _settings)  # clients list|revoke, users ...
+    keys = sub.add_parser("keys", help="the token signing keyring (keys_dir): rotate, list, retire")
+    keys.add_argument("--keys-dir", help="the keys directory (default: keys_dir, or data_dir/keys)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("list", help="the keys, which one is active, when each was made").set_defaults(
+        func=cmd_keys_list)
+    rotate = keys_sub.add_parser("rotate", help="add a new key and sign new tokens with it")
+    rotate.add_argument("--stage", action="store_true",
+                        help="add and publish it only; `imray keys activate KID` once every host has it")
+    rotate.set_defaults(func=cmd_keys_rotate)
+    activate = keys_sub.add_parser("activate", help="sign new tokens with this key (one of the ring's)")
+    activate.add_argument("kid")
+    activate.set_defaults(func=cmd_keys_activate)
+    retire = keys_sub.add_parser("retire", help="remove a key: tokens it signed stop verifying")
+    retire.add_argument("kid")
+    retire.set_defaults(func=cmd_keys_retire)
     sub.add_parser("doctor", help="check every configured backend").set_defaults(func=cmd_doctor)
     sub.add_parser("ray-env", help="the environment `ray start` needs for imray's ingress (eval it first)"
                    ).set_defaults(func=cmd_ray_env)

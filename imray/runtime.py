@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import ray
@@ -34,10 +35,9 @@ from imray.deployments.gateway import Gateway
 from imray.deployments.users import UserService
 from imray.deployments.web import WebService
 from imray.domain.nodes import NodeStatus
-from imray.domain.tokens import SigningKey
 from imray.scaleout import check_scale_out
 from imray.settings import Settings
-from imray.storage import migrate
+from imray.storage import keyfiles, migrate
 from imray.storage.private import private_dir
 
 log = logging.getLogger("imray")
@@ -56,20 +56,25 @@ class Deployment:
     nodes: list[NodeStatus]
 
 
-def prepare(settings: Settings) -> SigningKey:
-    """Data dir, schema and signing key: everything that must exist before the first request."""
+def prepare(settings: Settings) -> Path:
+    """Data dir, schema and signing keyring: everything that must exist before the first request.
+    Returns the keys directory (absolute), for `deploy`."""
     private_dir(settings.data_path)  # 0700: keys, the SQLite database, local files
     migrate.upgrade(settings.db_url)
-    return SigningKey.load_or_create(settings.data_path / "keys")
+    keys = settings.keys_path.absolute()
+    keyfiles.ensure(keys)
+    return keys
 
 
-def build_app(settings: Settings, key: SigningKey) -> Application:
-    """The Serve application: the gateway in front of the OAuth2 centre, the users and the web services."""
+def build_app(settings: Settings) -> Application:
+    """The Serve application: the gateway in front of the OAuth2 centre, the users and the web services.
+    Every deployment reads the signing keys from `settings.keys_path`: no key is a Serve init argument
+    (those are kept in Ray's control store)."""
     return _configured(Gateway, settings, "Gateway", num_replicas=settings.gateway_replicas).bind(
-        _configured(AuthService, settings, "AuthService", num_replicas=settings.auth_replicas).bind(settings, key),
+        _configured(AuthService, settings, "AuthService", num_replicas=settings.auth_replicas).bind(settings),
         _configured(UserService, settings, "UserService").bind(settings),
         _configured(WebService, settings, "WebService").bind(settings),
-        settings, [key.public()])
+        settings)
 
 
 def _configured(deployment: object, settings: Settings, name: str, **extra: Any) -> ServeDeployment:
@@ -77,20 +82,22 @@ def _configured(deployment: object, settings: Settings, name: str, **extra: Any)
     return cast(ServeDeployment, deployment).options(**deployment_options(settings, name), **extra)
 
 
-def deploy(settings: Settings, key: SigningKey, dashboard_url: str | None = None) -> Deployment:
-    """The socket nodes (through their supervisor, which Ray restarts if it dies), then the HTTP side."""
+def deploy(settings: Settings, keys: Path, dashboard_url: str | None = None) -> Deployment:
+    """The socket nodes (through their supervisor, which Ray restarts if it dies), then the HTTP side.
+    `keys`: the keys directory `prepare` made, where every process (on every host) reads the keys."""
     settings = with_config_overlay(settings).with_shards_for(ray.cluster_resources().get("CPU", 1))
+    settings = settings.replace(keys_dir=str(keys))  # absolute: a process elsewhere has another ~
     check_scale_out(settings, [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]])  # `imray up` did too
     Backends(settings, "imray-up").objects().ensure_bucket()  # the bucket exists before the first upload
     supervisor = SocketSupervisor.options(  # type: ignore[attr-defined]  # @ray.remote, not applied by mypy
-        name=SUPERVISOR, namespace=settings.namespace, lifetime="detached").remote(settings, [key.public()])
+        name=SUPERVISOR, namespace=settings.namespace, lifetime="detached").remote(settings)
     nodes: list[NodeStatus] = ray.get(supervisor.start.remote(), timeout=120)
     serve.start(proxy_location="HeadOnly",
                 # keep_alive_timeout_s: idle connections between requests, in HAProxy and the Python proxy.
                 http_options={"host": settings.http_host, "port": settings.http_port,
                               "keep_alive_timeout_s": settings.http_idle_timeout_s},
                 logging_config={"enable_access_log": False, "log_level": "WARNING"})
-    serve.run(build_app(settings, key), name=APP_NAME, route_prefix="/")
+    serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
     return Deployment(settings.base_url, f"{settings.base_url}/docs", _dashboard_url(dashboard_url), nodes)
 
 

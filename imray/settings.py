@@ -77,6 +77,12 @@ class Settings:
     # Tokens.
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
+    # Issue 17, area "PKCE": an authorization code must be redeemed within this (RFC 6749 §4.1.2
+    # asks for at most 10 minutes; the app exchanges it at once).
+    authorization_code_ttl_s: int = 60
+    # Issue 17, area "server API": how long a gateway believes what it read of a confidential client
+    # (revoked or not, its bot enabled or not): `imray clients revoke` takes effect within this.
+    server_client_check_s: float = 5.0
     # Password hashing (argon2id; OWASP's minimum parameters keep logins fast on small boxes).
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19456
@@ -128,6 +134,9 @@ class Settings:
     # Connections the HTTP ingress holds in all; 0: as many as its fd limit allows (Serve's HAProxy
     # otherwise caps them at 4096: 16 addresses at the cap above).
     http_max_connections: int = 0
+    # Issue 17, area "keys": the signing keyring every process reads (storage/keyfiles.py); empty:
+    # data_dir/keys. On several machines it must be the same files on each (a secret mount).
+    keys_dir: str = ""
     namespace: str = "imray"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -140,6 +149,10 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(os.path.expanduser(self.data_dir))
+
+    @property
+    def keys_path(self) -> Path:
+        return Path(os.path.expanduser(self.keys_dir)) if self.keys_dir else self.data_path / "keys"
 
     @property
     def base_url(self) -> str:

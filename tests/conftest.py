@@ -66,6 +66,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                              max_text_length=4000, max_upload_bytes=256 * 1024, max_avatar_bytes=64 * 1024,
                              user_storage_quota_bytes=1024 * 1024,
                              socket_send_queue=100,
+                             authorization_code_ttl_s=10,  # tests/test_pkce.py waits for one to expire
                              # The real stack fans out through presence (Redis); the embedded one, with
                              # two nodes, sends to both (the default up to four): both paths are tested.
                              fanout_broadcast_nodes=0 if STACK == "real" else 4)

@@ -10,6 +10,7 @@ from pathlib import Path
 from jose import jwt
 
 from imray.domain.tokens import SigningKey
+from imray.storage.keyfiles import read_ring
 
 
 def _b64(data: dict) -> str:
@@ -44,7 +45,8 @@ def hmac_with_public_key(token: str, public_pem: str) -> str:
 
 
 def real_key(data_dir: str) -> SigningKey:
-    return SigningKey.load_or_create(Path(data_dir) / "keys")
+    """The key the stack signs new tokens with: its keyring's active one."""
+    return read_ring(Path(data_dir) / "keys").active
 
 
 def expired(data_dir: str, token: str) -> str:

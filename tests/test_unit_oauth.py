@@ -58,6 +58,10 @@ class FakeStore:
         self.revoked_families: list[tuple[str, int]] = []
         self.credential_lookups: list[str] = []
         self.consumed: list[tuple[str, int]] = []
+        self.disabled_users: set[int] = set()  # the server API's disable
+
+    async def disabled(self, user_id: int) -> bool:
+        return user_id in self.disabled_users
 
     async def client(self, client_id: str) -> Client | None:
         return self.clients.get(client_id)
@@ -666,3 +670,22 @@ async def test_assign_when_no_socket_node_is_alive_is_unavailable(
     with pytest.raises(Unavailable) as exc:
         await server.assign(principal)
     assert exc.value.status == 503
+
+
+# -- disabled accounts (server API) ----------------------------------------------------------------
+
+
+async def test_a_disabled_account_gets_no_tokens_even_with_the_right_password(
+        server: OAuthServer, store: FakeStore) -> None:
+    store.disabled_users.add(ALICE_ID)
+    error = await oauth_error(server.token(password_form(), None))
+    assert (error.error, error.message) == ("invalid_grant", "this account is disabled")
+
+
+async def test_a_refresh_token_of_an_account_disabled_since_is_refused(server: OAuthServer, store: FakeStore) -> None:
+    tokens = await login(server)
+    store.disabled_users.add(ALICE_ID)
+    error = await oauth_error(server.token(refresh_form(tokens["refresh_token"]), None))
+    assert error.error == "invalid_grant"
+    store.disabled_users.clear()  # enabled again: a fresh login works
+    assert (await login(server))["user_id"] == ALICE_ID

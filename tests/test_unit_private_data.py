@@ -64,3 +64,13 @@ def test_a_database_in_a_place_the_operator_chose_leaves_that_directory_alone(tm
     shared.mkdir(mode=0o755)
     migrate.upgrade(f"sqlite:///{shared / 'imray.db'}")
     assert mode(shared) == 0o755 and mode(shared / "imray.db") == 0o600
+
+
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["clients", "create", "ops", "--scope", "users:read"]])
+def test_cli_commands_that_make_the_data_dir_make_it_owner_only(tmp_path: Path, argv: list[str]) -> None:
+    from imray.cli import main
+
+    data = tmp_path / "fresh"
+    assert main(["--data-dir", str(data), *argv]) == 0
+    assert mode(data) == 0o700
+    assert mode(data / "imray.db") == 0o600

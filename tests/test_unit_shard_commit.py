@@ -132,7 +132,7 @@ async def test_past_its_bound_the_queue_refuses_a_batch_at_once_and_stores_nothi
 async def test_client_ids_are_compared_exactly_after_the_migrations(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/m.db"
     migrate.upgrade(url)
-    assert migrate.current(url) == "0003"
+    assert (migrate.current(url) or "") >= "0003"  # the head: later migrations keep 0003's columns
     db = Database(url)
     try:
         a, b = users(db, 2)

@@ -15,7 +15,7 @@ from imray.actors.fanout import FanOut
 from imray.actors.shard_commit import ShardCommitter
 from imray.actors.shard_listener import NodeStreams, ShardListener
 from imray.backends import Backends
-from imray.domain.messaging import ConversationLog
+from imray.domain.messaging import ConversationLog, Outcome, SendItem
 from imray.domain.nodes import ShardEndpoint
 from imray.heap import freeze_startup_heap
 from imray.lifecycle import Tasks, Teardowns
@@ -90,6 +90,12 @@ class ConversationShard:
         """Where socket nodes open their stream to this shard, and the secret that admits them."""
         await self.start()
         return self._listener.endpoint()
+
+    async def send(self, items: list[SendItem]) -> list[Outcome]:
+        """Sends from the server API (a bot's): queued and committed like a socket node's batch,
+        and delivered the same way; the outcome comes back through Ray instead of a stream."""
+        await self.start()
+        return await self._committer.submit([*items])
 
     async def forget(self, convs: list[str]) -> None:
         """Membership of these conversations changed (group add/remove)."""

@@ -26,7 +26,6 @@ from imray.adapters.registry import Registration
 from imray.backends import Backends
 from imray.domain.messaging import Item, Outcome
 from imray.domain.nodes import NodeEndpoint, NodeStats
-from imray.domain.tokens import PublicKey
 from imray.heap import collect_fully_less_often, freeze_startup_heap
 from imray.lifecycle import Tasks
 from imray.settings import Settings
@@ -35,6 +34,7 @@ log = logging.getLogger("imray.socket")
 
 PRESENCE_LINGER_S = 0.01
 REGISTRATION_UPDATE_S = 1.0
+KEYRING_CHECK_S = 1.0  # how often the node asks its keyring (which reads the files every 2 s at most)
 
 
 def _rss_bytes() -> int:
@@ -51,11 +51,10 @@ class SocketNode:
     """Started by the supervisor: `start()` once, then `deliver` from shards, `stats` and
     `resync_presence` from the supervisor, and `stop()` when the node drains."""
 
-    def __init__(self, node_id: str, port: int, settings: Settings, keys: list[PublicKey]) -> None:
+    def __init__(self, node_id: str, port: int, settings: Settings) -> None:  # keys: from settings.keys_path
         self.node_id = node_id
         self._port = port
         self._settings = settings
-        self._keys = keys
         self._backends = Backends(settings, f"socket-{node_id}")
         self._tasks = Tasks(f"socket-{node_id}")
         self._host = ""
@@ -75,7 +74,7 @@ class SocketNode:
         self._supervisor: ActorHandle = actors.supervisor()
         revoked = backends.revoked_logins()
         server = self._server = SocketServer(
-            self.node_id, settings, backends.authenticator(self._keys), backends.live(),
+            self.node_id, settings, backends.authenticator(), backends.live(),
             submit=self._to_shards.submit, shard_count=settings.shard_count, url_of=self._url_of,
             presence_change=self._presence_change, known_revoked=revoked.known,
         )
@@ -88,6 +87,7 @@ class SocketNode:
         self._host = settings.socket_host or ray.util.get_node_ip_address()
         await server.listen(self._host, self._port)
         self._tasks.spawn(self._refresh_presence(), name="presence refresh")
+        self._tasks.spawn(self._follow_keys(), name="keyring")
         await backends.start()  # live settings, and the follower of revoked logins
         registration = self._registration = backends.registration(SOCKET_SERVICE, self._host, self._port)
         await registration.register(self._metadata())
@@ -146,6 +146,23 @@ class SocketNode:
                 await self.resync_presence()
             except Exception as exc:  # presence down: sessions still work, fan-out falls back
                 log.warning("presence refresh failed: %r", exc)
+
+    async def _follow_keys(self) -> None:
+        """Sessions whose token's key was retired are closed within a few seconds (issue 17, keys)."""
+        keys = self._backends.keys()
+        ring = keys.current()
+        while True:
+            await asyncio.sleep(KEYRING_CHECK_S)
+            try:
+                now = keys.current()  # looks at the files at most every keyfiles.CHECK_S
+            except Exception as exc:
+                log.warning("keyring check failed: %r", exc)
+                continue
+            if now is not ring and self._server is not None:
+                closed = self._server.close_retired({k.kid for k in now.keys})
+                if closed:
+                    log.info("closed %d sessions of retired keys", closed)
+            ring = now
 
     def _metadata(self) -> dict[str, str]:
         endpoint = self.endpoint()

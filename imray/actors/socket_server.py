@@ -226,6 +226,19 @@ class SocketServer:
                 closed += 1
         return closed
 
+    def close_retired(self, kids: set[str]) -> int:
+        """Close every session here whose token was signed by a key no longer in the ring (4001):
+        a retired key's tokens stop working on open sockets too, not only at the next auth. How many."""
+        closed = 0
+        for mine in list(self.sessions.values()):
+            for session in list(mine.values()):
+                kid = session.principal.kid if session.principal else None
+                if kid is not None and kid not in kids:
+                    session.end(error_frame("unauthorized", "the key this token was signed with was retired"),
+                                CLOSE_UNAUTHORIZED, "key retired")
+                    closed += 1
+        return closed
+
     def _expire_at(self, session: Session, exp: int) -> None:
         """Close `session` once its token expires (python-jose's rule: expired past `exp`'s second)."""
         if session.expiry is not None:

@@ -28,7 +28,6 @@ from imray.adapters.named_actors import ActorHandle, ActorMissing, shard_name, s
 from imray.backends import Backends
 from imray.domain.nodes import NodeEndpoint, NodeStats, NodeStatus
 from imray.domain.placement import least_connections
-from imray.domain.tokens import PublicKey
 from imray.lifecycle import Tasks
 from imray.settings import Settings
 
@@ -70,9 +69,8 @@ class NodeRecord:
 # safe to run again), so peers (logins, `imray status`, wrong_node answers) ride out a restart.
 @ray.remote(num_cpus=0, max_concurrency=1000, max_restarts=-1, max_task_retries=-1)  # type: ignore[call-overload]
 class SocketSupervisor:
-    def __init__(self, settings: Settings, keys: list[PublicKey]) -> None:
+    def __init__(self, settings: Settings) -> None:  # keys: each socket node reads settings.keys_path
         self._settings = settings
-        self._keys = keys
         self._backends = Backends(settings, "supervisor")
         self._directory = self._backends.directory(SOCKET_SERVICE)
         self._tasks = Tasks("supervisor")
@@ -228,7 +226,7 @@ class SocketSupervisor:
                     name=socket_node_name(node_id), namespace=self._settings.namespace, lifetime="detached",
                     resources={"socket_node": 1},
                     scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=slot),
-                ).remote(node_id, self._settings.socket_base_port + slot, self._settings, self._keys)
+                ).remote(node_id, self._settings.socket_base_port + slot, self._settings)
                 break
             except ValueError:  # the name is still taken by the node this one replaces
                 if time.monotonic() > deadline:

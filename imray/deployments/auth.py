@@ -12,14 +12,16 @@ from ray.exceptions import RayActorError
 
 from imray.adapters.named_actors import ActorHandle, ActorMissing, NamedActors
 from imray.backends import Backends
+from imray.deployments.code_store import DatabaseCodeStore
 from imray.deployments.common import BackendsService
 from imray.deployments.oauth_store import DatabaseOAuthStore
+from imray.domain.authorization_code import AuthorizationCodes, Outcome
 from imray.domain.errors import Unavailable
 from imray.domain.login_guard import LoginGuard, LoginLimits, PasswordQueue
 from imray.domain.nodes import NodeEndpoint
-from imray.domain.oauth import Assignment, Basic, ClientToken, OAuthServer, UserTokens
+from imray.domain.oauth import Assignment, Basic, ClientToken, Introspection, OAuthServer, UserTokens
 from imray.domain.passwords import Passwords
-from imray.domain.tokens import Principal, SigningKey, TokenIssuer
+from imray.domain.tokens import Principal, TokenIssuer, TokenVerifier
 from imray.heap import freeze_startup_heap
 from imray.settings import Settings
 
@@ -62,7 +64,7 @@ class SupervisorPicker:
 
 @serve.deployment
 class AuthService(BackendsService):
-    async def __init__(self, settings: Settings, key: SigningKey) -> None:  # type: ignore[misc]  # Serve awaits it
+    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
         self._backends = backends = Backends(settings, f"auth-{os.getpid()}")
         passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
         self._password_queue = PasswordQueue(settings.password_checks_at_once or len(os.sched_getaffinity(0)),
@@ -70,10 +72,16 @@ class AuthService(BackendsService):
         guard = LoginGuard(backends.login_failures(), LoginLimits(
             settings.login_failures_per_account, settings.login_failures_per_address,
             settings.login_failure_window_s), self._password_queue)
+        keys = backends.keys()  # read from settings.keys_path, and followed as they rotate
+        self._codes = AuthorizationCodes(DatabaseCodeStore(backends.database()), passwords,
+                                         backends.revoked_logins(follow=False), settings.base_url,
+                                         code_ttl_s=settings.authorization_code_ttl_s,
+                                         keep_s=settings.access_token_ttl_s, guard=guard)
+        # Revoked logins followed from the database (not only its own): introspection answers with them.
         self._oauth = OAuthServer(DatabaseOAuthStore(backends.database()), SupervisorPicker(backends.actors()),
-                                  passwords, TokenIssuer(key, settings.base_url, settings.access_token_ttl_s),
-                                  backends.revoked_logins(follow=False), settings.refresh_token_ttl_s,
-                                  guard=guard)
+                                  passwords, TokenIssuer(keys, settings.base_url, settings.access_token_ttl_s),
+                                  backends.revoked_logins(), settings.refresh_token_ttl_s,
+                                  guard=guard, verifier=TokenVerifier(keys, settings.base_url), codes=self._codes)
         await self.start()
         freeze_startup_heap()
 
@@ -89,3 +97,14 @@ class AuthService(BackendsService):
 
     async def assign(self, principal: Principal) -> Assignment:
         return await self._oauth.assign(principal)
+
+    async def introspect(self, form: dict[str, str], basic: Basic) -> Introspection:
+        return await self._oauth.introspect(form, basic)
+
+    async def authorize_page(self, params: dict[str, str]) -> Outcome:
+        """GET /oauth2/authorize: the login and consent page, or the request's error."""
+        return await self._codes.page(params)
+
+    async def authorize(self, params: dict[str, str], address: str = "") -> Outcome:
+        """POST /oauth2/authorize (its CSRF token checked by the gateway): a code, or why not."""
+        return await self._codes.submit(params, address)

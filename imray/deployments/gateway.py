@@ -13,13 +13,15 @@ from urllib.parse import urlsplit
 
 import orjson
 import ray
-from fastapi import FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Form, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from imray.adapters.nacos import GATEWAY_SERVICE
 from imray.backends import Backends
+from imray.deployments import authorize_page
 from imray.deployments.common import call
 from imray.deployments.history import HistoryReader
 from imray.deployments.http import (
@@ -37,9 +39,35 @@ from imray.deployments.http import (
     oauth_form,
 )
 from imray.deployments.limits import BodyLimit
+from imray.deployments.server_api import ServerApi
+from imray.deployments.server_models import (
+    AsUser,
+    ConvPath,
+    ServerAccountChange,
+    ServerGroup,
+    ServerNewGroup,
+    ServerNewMembers,
+    ServerNewUser,
+    ServerPassword,
+    ServerPresence,
+    ServerSend,
+    ServerSent,
+    ServerUser,
+    UsernameQuery,
+    add_scope_error_handler,
+)
+from imray.domain.authorization_code import Refusal, csrf_ok
 from imray.domain.errors import Unauthorized
-from imray.domain.oauth import OAuthError
-from imray.domain.tokens import Principal, PublicKey
+from imray.domain.scopes import (
+    CONVERSATIONS_ADMIN,
+    KNOWN_SCOPES,
+    MESSAGES_SEND,
+    PRESENCE_READ,
+    USERS_ADMIN,
+    USERS_READ,
+    ServerClient,
+)
+from imray.domain.tokens import Principal
 from imray.heap import freeze_startup_heap
 from imray.settings import Settings
 
@@ -59,19 +87,61 @@ def _body_limit(path: str) -> int:
 
 app.add_middleware(BodyLimit, limit=_body_limit)
 add_error_handlers(app)
+add_scope_error_handler(app)
+
+
+class IntrospectionForm(BaseModel):
+    """RFC 7662 §2.1, sent as application/x-www-form-urlencoded; the caller authenticates as a
+    confidential client with HTTP Basic or client_id + client_secret in the form."""
+
+    token: str
+    token_type_hint: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+
+
+class IntrospectionAnswer(BaseModel):
+    """RFC 7662 §2.2: only `active: false` for a token that is not active (whatever the reason)."""
+
+    active: bool
+    scope: str | None = None
+    client_id: str | None = None
+    sub: str | None = None
+    exp: int | None = None
+    iat: int | None = None
+    iss: str | None = None
+    token_type: str | None = None
+    jti: str | None = None
+
+
+class OAuthErrorAnswer(BaseModel):
+    """RFC 6749 §5.2's error body."""
+
+    error: str
+    error_description: str | None = None
+
+
+INTROSPECTION_BODY = {"requestBody": {"required": True, "content": {
+    "application/x-www-form-urlencoded": {"schema": IntrospectionForm.model_json_schema()}}}}
+INTROSPECTION_ERRORS: dict[int | str, dict] = {
+    400: {"model": OAuthErrorAnswer, "description": "invalid_request: no token, two client authentications"},
+    401: {"model": OAuthErrorAnswer, "description": "invalid_client: not an authenticated confidential client"},
+    403: {"model": OAuthErrorAnswer, "description": "insufficient_scope: the client lacks the introspect scope"},
+}
 
 
 @serve.deployment
 @serve.ingress(app)
 class Gateway:
     async def __init__(self, auth: DeploymentHandle, users: DeploymentHandle,  # type: ignore[misc]  # Serve awaits it
-                       web: DeploymentHandle, settings: Settings, keys: list[PublicKey]) -> None:
+                       web: DeploymentHandle, settings: Settings) -> None:
         self._auth, self._users, self._web = auth, users, web
         self._settings = settings
-        self._keys = keys
         self._backends = backends = Backends(settings, f"gateway-{os.getpid()}")
+        self._keys = backends.keys()  # the keyring in settings.keys_path, followed as it rotates
         self._history = HistoryReader(backends.database())
-        self._authenticator = backends.authenticator(keys, remember=TOKENS_REMEMBERED)
+        self._server = ServerApi(settings, backends, users, web)  # the /api/server routes
+        self._authenticator = backends.authenticator(remember=TOKENS_REMEMBERED)
         self._limiter = backends.rate_limit()  # follows Nacos's live settings
         # Listed where clients reach HTTP (the public URL: Serve's ingress on the head, or a proxy in
         # front), not where this replica runs: replicas on other nodes take no requests from outside.
@@ -117,6 +187,16 @@ class Gateway:
         assert user_id is not None  # a user's token
         return user_id
 
+    async def _server_client(self, request: Request, scope: str) -> ServerClient:
+        """The confidential client behind the bearer token, holding `scope` (401 without a token or
+        for a revoked client, 403 with insufficient_scope for a user's token or a missing scope)."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("a bearer token is required")
+        principal = await self._authenticator.authenticate(token.strip())
+        await self._rate(f"c:{principal.client_id}" if principal.user_id is None else f"u:{principal.user_id}")
+        return await self._server.caller(principal, scope)
+
     async def _rate(self, caller: str) -> None:
         if not await self._limiter.check(caller):
             raise RateLimited("too many requests, slow down")
@@ -132,22 +212,27 @@ class Gateway:
 
     @app.get("/.well-known/jwks.json", tags=["oauth2"])
     async def jwks(self) -> dict:
-        return {"keys": [k.jwk() for k in self._keys]}
+        """Every key of the ring (the active one and those whose tokens may still be live)."""
+        return {"keys": [k.jwk() for k in self._keys.current().public()]}
 
     @app.get("/.well-known/oauth-authorization-server", tags=["oauth2"])
     async def metadata(self) -> dict:
         base = self._settings.base_url
+        # Exactly what works (tests/test_keys.py exercises each entry): nothing is listed ahead of its code.
         return {
             "issuer": base,
             "token_endpoint": f"{base}/oauth2/token",
             "revocation_endpoint": f"{base}/oauth2/revoke",
+            "introspection_endpoint": f"{base}/oauth2/introspect",
             "authorization_endpoint": f"{base}/oauth2/authorize",
             "jwks_uri": f"{base}/.well-known/jwks.json",
-            "grant_types_supported": ["password", "refresh_token", "client_credentials"],
-            "response_types_supported": [],
+            "grant_types_supported": ["password", "refresh_token", "client_credentials", "authorization_code"],
+            "response_types_supported": ["code"],
+            "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-            "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
-            "scopes_supported": ["chat"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "scopes_supported": sorted(KNOWN_SCOPES),  # `chat` for people, the rest for confidential clients
             "service_documentation": f"{base}/docs",
         }
 
@@ -167,12 +252,40 @@ class Gateway:
         await call(self._auth.revoke.remote(*await oauth_form(request, "revocation")))
         return Response(status_code=200, headers={"Cache-Control": "no-store"})
 
-    @app.get("/oauth2/authorize", tags=["oauth2"])
-    async def authorize(self, request: Request) -> JSONResponse:
-        """No browser flows: the implicit grant is refused (RFC 9700), and so is everything else here."""
-        response_type = request.query_params.get("response_type", "")
-        raise OAuthError("unsupported_response_type",
-                         f"response_type {response_type!r} is not supported; use the token endpoint")
+    @app.post("/oauth2/introspect", tags=["oauth2"], response_model=IntrospectionAnswer,
+              responses=INTROSPECTION_ERRORS, openapi_extra=INTROSPECTION_BODY)
+    async def introspect(self, request: Request) -> JSONResponse:
+        """RFC 7662 for resource servers: is this access token active, and whose is it? 401 invalid_client
+        unless the caller authenticates as a confidential client."""
+        await self._anonymous(request)
+        result = await call(self._auth.introspect.remote(*await oauth_form(request, "introspection")))
+        return JSONResponse(result, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    @app.get("/oauth2/authorize", tags=["oauth2"], response_class=HTMLResponse, responses=authorize_page.RESPONSES)
+    async def authorize(self, query: Annotated[authorize_page.AuthorizeQuery, Query()], request: Request) -> Response:
+        """Authorization code with PKCE (RFC 6749 §4.1, RFC 7636 S256 only): the login and consent page.
+        An unknown client or redirect URI is shown, never redirected; other errors go back to the client."""
+        await self._anonymous(request)
+        twice = authorize_page.repeated(request.query_params.multi_items())
+        if twice:
+            return authorize_page.refusal(Refusal("invalid_request", f"{twice} is given twice"), request)
+        outcome = await call(self._auth.authorize_page.remote(query.params()))
+        return authorize_page.respond(outcome, request, self._settings.base_url.startswith("https:"))
+
+    @app.post("/oauth2/authorize", tags=["oauth2"], response_class=HTMLResponse, responses=authorize_page.RESPONSES)
+    async def authorize_submit(self, form: Annotated[authorize_page.AuthorizeForm, Form()],
+                               request: Request) -> Response:
+        """The page's form (application/x-www-form-urlencoded): 303 to the client with a code once the
+        user signs in and allows it; the page again after a wrong password."""
+        await self._anonymous(request)
+        params = form.params()
+        if not csrf_ok(request.cookies.get(authorize_page.COOKIE), form.csrf_token, params):
+            return authorize_page.refusal(Refusal(
+                "invalid_request", "the form's CSRF token is missing or wrong: open the authorization link again",
+                403), request)
+        address = request.client.host if request.client else ""  # failed logins are also counted per address
+        outcome = await call(self._auth.authorize.remote(params, address))
+        return authorize_page.respond(outcome, request, self._settings.base_url.startswith("https:"))
 
     @app.post("/api/socket/assign", tags=["socket"])
     async def assign(self, request: Request) -> dict:
@@ -275,3 +388,71 @@ class Gateway:
         await call(self._web.remove_member.remote(user.user_id, group_id, member_id))
         return Response(status_code=204)
 
+    # -- server API: confidential clients only, one scope per operation (docs/protocol.md §6) ----
+
+    @app.post("/api/server/conversations/{conv}/messages", tags=["server"], response_model=ServerSent)
+    async def server_send(self, conv: ConvPath, body: ServerSend, request: Request) -> dict:
+        """Send a text message as the client's bot (scope messages:send); stored and delivered like a user's."""
+        client = await self._server_client(request, MESSAGES_SEND)
+        return dict(await self._server.send(client, conv, body.idempotency_key, body.body))
+
+    @app.post("/api/server/users", status_code=201, tags=["server"], response_model=ServerUser)
+    async def server_create_user(self, body: ServerNewUser, request: Request) -> dict:
+        await self._server_client(request, USERS_ADMIN)
+        return dict(await self._server.create_user(body.username, body.password, body.nickname))
+
+    @app.get("/api/server/users", tags=["server"], response_model=ServerUser)
+    async def server_user_by_name(self, username: UsernameQuery, request: Request) -> dict:
+        await self._server_client(request, USERS_READ)
+        return dict(await self._server.user_by_name(username))
+
+    @app.get("/api/server/users/{user_id}", tags=["server"], response_model=ServerUser)
+    async def server_user(self, user_id: IdPath, request: Request) -> dict:
+        await self._server_client(request, USERS_READ)
+        return dict(await self._server.user(user_id))
+
+    @app.post("/api/server/users/{user_id}/disable", tags=["server"], response_model=ServerAccountChange)
+    async def server_disable(self, user_id: IdPath, request: Request) -> dict:
+        """Every login ended (sockets closed 4001) and every grant refused until enabled."""
+        await self._server_client(request, USERS_ADMIN)
+        return dict(await self._server.set_disabled(user_id, True))
+
+    @app.post("/api/server/users/{user_id}/enable", tags=["server"], response_model=ServerAccountChange)
+    async def server_enable(self, user_id: IdPath, request: Request) -> dict:
+        await self._server_client(request, USERS_ADMIN)
+        return dict(await self._server.set_disabled(user_id, False))
+
+    @app.post("/api/server/users/{user_id}/kick", tags=["server"], response_model=ServerAccountChange)
+    async def server_kick(self, user_id: IdPath, request: Request) -> dict:
+        """End every login of the user (sockets closed 4001); they may log in again."""
+        await self._server_client(request, USERS_ADMIN)
+        return dict(await self._server.kick(user_id))
+
+    @app.put("/api/server/users/{user_id}/password", tags=["server"], response_model=ServerAccountChange)
+    async def server_reset_password(self, user_id: IdPath, body: ServerPassword, request: Request) -> dict:
+        """Set a new password and end every login of the user."""
+        await self._server_client(request, USERS_ADMIN)
+        return dict(await self._server.reset_password(user_id, body.password))
+
+    @app.get("/api/server/users/{user_id}/presence", tags=["server"], response_model=ServerPresence)
+    async def server_presence(self, user_id: IdPath, request: Request) -> dict:
+        await self._server_client(request, PRESENCE_READ)
+        return dict(await self._server.presence(user_id))
+
+    @app.post("/api/server/groups", status_code=201, tags=["server"], response_model=ServerGroup)
+    async def server_create_group(self, body: ServerNewGroup, request: Request) -> dict:
+        """A group created on behalf of `owner_id`, under the group rules (blocks included)."""
+        await self._server_client(request, CONVERSATIONS_ADMIN)
+        return dict(await self._server.create_group(body.owner_id, body.name, body.members))
+
+    @app.post("/api/server/groups/{group_id}/members", tags=["server"], response_model=ServerGroup)
+    async def server_add_members(self, group_id: IdPath, body: ServerNewMembers, request: Request) -> dict:
+        await self._server_client(request, CONVERSATIONS_ADMIN)
+        return dict(await self._server.add_members(body.as_user, group_id, body.user_ids))
+
+    @app.delete("/api/server/groups/{group_id}/members/{member_id}", status_code=204, tags=["server"])
+    async def server_remove_member(self, group_id: IdPath, member_id: IdPath, as_user: AsUser,
+                                   request: Request) -> Response:
+        await self._server_client(request, CONVERSATIONS_ADMIN)
+        await self._server.remove_member(as_user, group_id, member_id)
+        return Response(status_code=204)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from imray.domain.oauth import Client, RefreshReuse, RefreshUse
-from imray.storage import accounts
+from imray.storage import accounts, admin
 from imray.storage.db import Database
 
 
@@ -35,3 +35,6 @@ class DatabaseOAuthStore:
     async def revoke_family(self, token_hash: str, client_id: str, keep_s: int) -> str | None:
         return await self._db.run(lambda c: accounts.revoke_family(c, token_hash, client_id=client_id,
                                                                    keep_s=keep_s))
+
+    async def disabled(self, user_id: int) -> bool:
+        return await self._db.run(lambda c: admin.is_disabled(c, user_id))

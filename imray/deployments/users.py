@@ -21,7 +21,7 @@ from imray.domain.login_guard import PasswordQueue
 from imray.domain.passwords import Passwords
 from imray.heap import freeze_startup_heap
 from imray.settings import Settings
-from imray.storage import accounts
+from imray.storage import accounts, admin
 from imray.storage import groups as group_store
 
 USER_TTL_S = 300
@@ -54,6 +54,12 @@ class UserService(BackendsService):
         username, password, nickname = check_registration(username, password, nickname)
         hashed = await self._hashing.run(partial(self._passwords.hash, password))
         return await self._db.run(lambda c: accounts.create_user(c, username, hashed, nickname))
+
+    async def set_password(self, user_id: int, password: object) -> None:
+        """An operator's reset (server API): hashed here, where registrations hash theirs."""
+        _, password, _ = check_registration("placeholder", password, None)
+        hashed = await self._hashing.run(partial(self._passwords.hash, password))
+        await self._db.run(lambda c: admin.set_password(c, user_id, hashed))
 
     async def blocks(self, user_id: int) -> list[int]:
         return await self._db.run(lambda c: accounts.blocked_by(c, user_id))

@@ -14,15 +14,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Protocol, TypedDict
+from typing import TYPE_CHECKING, Protocol, Required, TypedDict
 
 from imray.domain.authenticator import RevokedLogins
 from imray.domain.errors import DomainError, Forbidden, Unavailable
 from imray.domain.nodes import NodeEndpoint
+from imray.domain.scopes import INTROSPECT
 from imray.domain.tokens import USER_SCOPE, Principal, digest, new_refresh_token
 
 if TYPE_CHECKING:  # it builds on OAuthError
+    from imray.domain.authorization_code import AuthorizationCodes
     from imray.domain.login_guard import LoginGuard
+    from imray.domain.tokens import TokenVerifier
 
 PUBLIC_CLIENT = "imray-app"  # the built-in first-party app: a public client, no secret
 MAX_USERNAME = 32  # longer names cannot exist (domain.accounts): no lookup for them
@@ -83,6 +86,8 @@ class OAuthStore(Protocol):
     # Revoke the login of a refresh token of `client_id`; its family, None for an unknown or another
     # client's token (nothing revoked).
     async def revoke_family(self, token_hash: str, client_id: str, keep_s: int) -> str | None: ...
+    # An operator disabled the account (server API): every grant is refused until it is enabled.
+    async def disabled(self, user_id: int) -> bool: ...
 
 
 class NodePicker(Protocol):
@@ -120,6 +125,20 @@ class ClientToken(TypedDict):
     scope: str
 
 
+class Introspection(TypedDict, total=False):
+    """RFC 7662 §2.2: `active` alone for a token that is not (unknown, forged, expired, revoked)."""
+
+    active: Required[bool]
+    scope: str
+    client_id: str
+    sub: str
+    exp: int
+    iat: int
+    iss: str
+    token_type: str
+    jti: str
+
+
 class Assignment(TypedDict):
     socket_url: str
     socket_node: str
@@ -131,10 +150,13 @@ class OAuthServer:
     """The token endpoint's grants, revocation, and socket-node assignment."""
 
     def __init__(self, store: OAuthStore, nodes: NodePicker, passwords: PasswordVerifier, issuer: Issuer,
-                 revoked: RevokedLogins, refresh_ttl_s: int, *, guard: LoginGuard | None = None) -> None:
+                 revoked: RevokedLogins, refresh_ttl_s: int, *, guard: LoginGuard | None = None,
+                 verifier: TokenVerifier | None = None, codes: AuthorizationCodes | None = None) -> None:
         self._store, self._nodes, self._passwords = store, nodes, passwords
         self._issuer, self._revoked, self._refresh_ttl_s = issuer, revoked, refresh_ttl_s
         self._guard = guard  # throttles failed logins and bounds the password checks; None: neither
+        self._verifier = verifier  # for introspection; None: every token is inactive
+        self._codes = codes  # the authorization code grant's checks; None: no such grant
 
     async def token(self, form: Form, basic: Basic, address: str = "") -> UserTokens | ClientToken:
         """`address`: the client's, as the gateway sees it ("": unknown)."""
@@ -145,13 +167,15 @@ class OAuthServer:
             return await self._refresh_grant(form, basic)
         if grant == "client_credentials":
             return await self._client_credentials(form, basic)
+        if grant == "authorization_code" and self._codes is not None:
+            return await self._authorization_code_grant(form, basic)
         if not grant:
             raise OAuthError("invalid_request", "grant_type is required")
         raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported")
 
     async def revoke(self, form: Form, basic: Basic) -> None:
         """RFC 7009: revoke the login of a refresh token; unknown tokens are not an error."""
-        client = await self._client(form, basic, confidential=False)
+        client = await self._client(form, basic, confidential=False, registered_public=True)
         token = form.get("token")
         if not token:
             raise OAuthError("invalid_request", "token is required")
@@ -160,6 +184,29 @@ class OAuthServer:
                                                  keep_s=self._issuer.ttl_s)
         if family is not None:
             await self._revoked.revoke(family, self._issuer.ttl_s)
+
+    async def introspect(self, form: Form, basic: Basic) -> Introspection:
+        """RFC 7662, for resource servers: a confidential client asks whether an access token is active.
+        Refresh tokens are never introspected (inactive): they are only for the token endpoint.
+        `token_type_hint` is ignored, as §2.1 allows. The client must hold the `introspect` scope: a
+        bot that may only send messages learns nothing of other callers' tokens."""
+        client = await self._client(form, basic, confidential=True)
+        if INTROSPECT not in client.scope.split():
+            raise OAuthError("insufficient_scope", f"introspection needs a client with scope {INTROSPECT!r}", 403)
+        token = form.get("token")
+        if not token:
+            raise OAuthError("invalid_request", "token is required")
+        if self._verifier is None:
+            return {"active": False}
+        try:
+            principal = self._verifier.verify(token)
+        except DomainError:  # malformed, forged, expired, of a retired key, of another issuer
+            return {"active": False}
+        if principal.family and await self._revoked.is_revoked(principal.family):
+            return {"active": False}
+        return {"active": True, "scope": principal.scope, "client_id": principal.client_id, "sub": principal.sub,
+                "exp": principal.exp, "iat": principal.iat, "iss": principal.issuer, "token_type": "Bearer",
+                "jti": principal.jti}
 
     async def assign(self, principal: Principal) -> Assignment:
         """A fresh pin (the old node is gone, or the client wants another): a new access token that
@@ -173,8 +220,10 @@ class OAuthServer:
         return {"socket_url": node.url, "socket_node": node.node_id, "access_token": token,
                 "expires_in": max(0, principal.exp - int(time.time()))}
 
-    async def _client(self, form: Form, basic: Basic, confidential: bool) -> Client:
-        """Authenticate the client (HTTP Basic or form fields); public clients need no secret."""
+    async def _client(self, form: Form, basic: Basic, confidential: bool, registered_public: bool = False) -> Client:
+        """Authenticate the client (HTTP Basic or form fields); public clients need no secret.
+        `registered_public`: registered public clients too (third-party apps of the code flow); the
+        password grant leaves them out, as RFC 9700 §2.4 would have it."""
         if basic and form.get("client_secret"):
             raise OAuthError("invalid_request", "use one client authentication method")
         client_id, secret = basic if basic else (form.get("client_id", ""), form.get("client_secret"))
@@ -183,6 +232,8 @@ class OAuthServer:
         if client_id == PUBLIC_CLIENT and not confidential:
             return Client(PUBLIC_CLIENT, USER_SCOPE)
         client = await self._store.client(client_id)
+        if registered_public and client is not None and client.secret_hash is None and not secret:
+            return client
         ok = client is not None and client.secret_hash is not None and secret is not None and \
             hmac.compare_digest(client.secret_hash, digest(secret))
         if not ok or client is None:
@@ -207,7 +258,7 @@ class OAuthServer:
         return await self._user_tokens(found[0], client.client_id, secrets.token_hex(16))
 
     async def _refresh_grant(self, form: Form, basic: Basic) -> UserTokens:
-        client = await self._client(form, basic, confidential=False)
+        client = await self._client(form, basic, confidential=False, registered_public=True)
         token = form.get("refresh_token")
         if not token:
             raise OAuthError("invalid_request", "refresh_token is required")
@@ -234,12 +285,31 @@ class OAuthServer:
         return {"access_token": self._issuer.issue_client(client.client_id, scope), "token_type": "Bearer",
                 "expires_in": self._issuer.ttl_s, "scope": scope}
 
+    async def _authorization_code_grant(self, form: Form, basic: Basic) -> UserTokens:
+        """RFC 6749 §4.1.3 with PKCE: user tokens like the password grant's, for the client the code
+        was issued to (public ones by client_id alone, confidential ones with their secret)."""
+        assert self._codes is not None  # only called when there are codes
+        client = await self._client(form, basic, confidential=False, registered_public=True)
+        code = await self._codes.check(form, client.client_id)
+        node = await self._pick(code.user_id)  # before the code is spent: with no node, it can be tried again
+        refresh = new_refresh_token()
+        await self._codes.redeem(code, digest(refresh), self._refresh_ttl_s)
+        if await self._store.disabled(code.user_id):  # as in _user_tokens: checked once the login is stored
+            raise OAuthError("invalid_grant", "this account is disabled")
+        return {"access_token": self._issuer.issue_user(code.user_id, client.client_id, node.node_id, code.family),
+                "token_type": "Bearer", "expires_in": self._issuer.ttl_s, "refresh_token": refresh,
+                "scope": USER_SCOPE, "user_id": code.user_id, "socket_url": node.url, "socket_node": node.node_id}
+
     async def _user_tokens(self, user_id: int, client_id: str, family: str,
                            prefer: str | None = None) -> UserTokens:
         node = await self._pick(user_id, prefer)
         refresh = new_refresh_token()
         await self._store.store_refresh(digest(refresh), family, user_id, client_id, USER_SCOPE,
                                         self._refresh_ttl_s)
+        # Checked after the refresh token is stored: a disable that commits after this check finds
+        # this login and revokes it; one that committed before is seen here. Neither lets one through.
+        if await self._store.disabled(user_id):
+            raise OAuthError("invalid_grant", "this account is disabled")
         return {"access_token": self._issuer.issue_user(user_id, client_id, node.node_id, family),
                 "token_type": "Bearer", "expires_in": self._issuer.ttl_s, "refresh_token": refresh,
                 "scope": USER_SCOPE, "user_id": user_id, "socket_url": node.url, "socket_node": node.node_id}

@@ -8,7 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -16,6 +16,9 @@ from jose import jwk, jwt
 from jose.exceptions import JOSEError
 
 from imray.domain.errors import Unauthorized
+
+if TYPE_CHECKING:  # the keyring is built of this module's keys
+    from imray.domain.keyring import Keyring, KeySource
 
 ALGORITHM = "RS256"
 USER_SCOPE = "chat"
@@ -87,13 +90,26 @@ class Principal:
     user_id: int | None = None
     node: str | None = None
     family: str | None = None
+    iat: int = 0
+    issuer: str = ""
+    kid: str | None = None  # the key that signed it: a socket closes when that key is retired
 
 
 class TokenIssuer:
-    def __init__(self, key: SigningKey, issuer: str, ttl_s: int) -> None:
-        self._key, self._issuer, self.ttl_s = key, issuer, ttl_s
-        # Parsed once: python-jose would parse (and validate) the PEM on every signature, ~30 % of a login.
-        self._prepared = jwk.construct(key.private_pem, ALGORITHM)
+    """Signs with the active key of `keys` (a key, or a ring that may rotate while the process runs)."""
+
+    def __init__(self, keys: SigningKey | KeySource, issuer: str, ttl_s: int) -> None:
+        self._source = _fixed(keys) if isinstance(keys, SigningKey) else keys
+        self._issuer, self.ttl_s = issuer, ttl_s
+        # Parsed once per key: python-jose would parse (and validate) the PEM on every signature, ~30 % of a login.
+        self._prepared: dict[str, Any] = {}
+
+    def _signing(self) -> tuple[str, Any]:
+        key = self._source.current().active
+        prepared = self._prepared.get(key.kid)
+        if prepared is None:
+            prepared = self._prepared[key.kid] = jwk.construct(key.private_pem, ALGORITHM)
+        return key.kid, prepared
 
     def issue_user(self, user_id: int, client_id: str, node: str, family: str | None = None,
                    scope: str = USER_SCOPE, expires_at: int | None = None) -> str:
@@ -109,7 +125,8 @@ class TokenIssuer:
         now = int(time.time())
         exp = now + self.ttl_s if expires_at is None else min(expires_at, now + self.ttl_s)
         body = {**claims, "iss": self._issuer, "iat": now, "exp": exp, "jti": uuid.uuid4().hex}
-        return jwt.encode(body, self._prepared, algorithm=ALGORITHM, headers={"kid": self._key.kid})
+        kid, prepared = self._signing()
+        return jwt.encode(body, prepared, algorithm=ALGORITHM, headers={"kid": kid})
 
 
 class TokenVerifier:
@@ -119,17 +136,35 @@ class TokenVerifier:
     token costs a lookup and an expiry check instead of a signature check (56 us, 9 % of a
     gateway's history read). Only tokens that passed every check are kept, by their exact text;
     revocation stays the caller's check, on every request.
+
+    `keys`: fixed public keys, or a ring that may change while the process runs: when it does, the
+    keys are parsed again and the remembered tokens forgotten (a retired key's tokens go with it).
     """
 
-    def __init__(self, keys: list[PublicKey], issuer: str, remember: int = 0) -> None:
-        self._keys = {k.kid: jwk.construct(k.public_pem, ALGORITHM) for k in keys}  # parsed once, not per token
+    def __init__(self, keys: list[PublicKey] | KeySource, issuer: str, remember: int = 0) -> None:
+        self._source = keys if not isinstance(keys, list) else None
+        self._ring: Keyring | None = None
+        self._keys: dict[str, Any] = {k.kid: jwk.construct(k.public_pem, ALGORITHM)  # parsed once, not per token
+                                      for k in (keys if isinstance(keys, list) else [])}
         self._issuer = issuer
         self._remember = remember
         self._verified: dict[str, Principal] = {}  # insertion order: the oldest goes first
+        if self._source is not None:
+            self._follow(self._source.current())
+
+    def _follow(self, ring: Keyring) -> None:
+        """Use `ring`'s keys (a no-op when it is the ring in use)."""
+        if ring is self._ring:
+            return
+        self._keys = {k.kid: self._keys.get(k.kid) or jwk.construct(k.public_pem, ALGORITHM) for k in ring.keys}
+        self._ring = ring
+        self._verified.clear()
 
     def verify(self, token: object) -> Principal:
         if not isinstance(token, str) or not token or len(token) > 8192:
             raise Unauthorized("missing or malformed token")
+        if self._source is not None:
+            self._follow(self._source.current())
         known = self._verified.get(token)
         if known is not None:
             if int(time.time()) <= known.exp:  # python-jose's own rule: expired once past `exp`'s second
@@ -147,10 +182,13 @@ class TokenVerifier:
         try:
             header = jwt.get_unverified_header(token)
             kid = header.get("kid")
-            if len(self._keys) > 1:
-                key = self._keys.get(kid) if isinstance(kid, str) else None
-            else:
-                key = next(iter(self._keys.values()))
+            if isinstance(kid, str) and len(kid) <= 64:
+                key = self._keys.get(kid)
+                if key is None and self._source is not None:  # signed since this process last looked?
+                    self._follow(self._source.unknown_kid(kid))
+                    key = self._keys.get(kid)
+            else:  # no kid: only a lone key can be meant
+                key = next(iter(self._keys.values())) if len(self._keys) == 1 and kid is None else None
             if key is None or header.get("alg") != ALGORITHM:
                 raise Unauthorized("token not signed by this issuer")
             claims = jwt.decode(
@@ -168,7 +206,14 @@ class TokenVerifier:
         return Principal(sub=sub, client_id=client_id, scope=str(claims.get("scope", "")),
                          jti=str(claims["jti"]), exp=int(claims["exp"]), user_id=user_id,
                          node=node if isinstance(node, str) else None,
-                         family=claims["fam"] if isinstance(claims.get("fam"), str) else None)
+                         family=claims["fam"] if isinstance(claims.get("fam"), str) else None,
+                         iat=int(claims["iat"]), issuer=self._issuer, kid=kid if isinstance(kid, str) else None)
+
+
+def _fixed(key: SigningKey) -> KeySource:
+    from imray.domain.keyring import FixedKeys, Keyring
+
+    return FixedKeys(Keyring((key,), key.kid))
 
 
 def new_refresh_token() -> str:

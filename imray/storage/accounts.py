@@ -91,7 +91,9 @@ def create_client(conn: Connection, client_id: str, name: str, secret_hash: str 
 
 
 def client(conn: Connection, client_id: str) -> ClientRow | None:
-    row = conn.execute(select(clients).where(clients.c.client_id == client_id)).first()
+    # A revoked client (`imray clients revoke`) is unknown to every grant from then on.
+    row = conn.execute(select(clients).where(clients.c.client_id == client_id,
+                                             clients.c.revoked_at.is_(None))).first()
     return cast(ClientRow, dict(row._mapping)) if row else None
 
 

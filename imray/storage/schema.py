@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
@@ -59,6 +60,8 @@ users = Table(
     Column("nickname", String(64), nullable=False),
     Column("avatar_url", String(512)),
     Column("created_at", BigInteger, nullable=False),
+    Column("disabled_at", BigInteger),  # set: an operator disabled the account (migration 0005)
+    Column("is_bot", Boolean, nullable=False, default=False, server_default=false()),  # a client's bot
 )
 
 clients = Table(
@@ -68,6 +71,9 @@ clients = Table(
     Column("secret_hash", String(128)),  # null: a public client
     Column("scope", String(255), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("redirect_uris", Text),  # JSON list of exact redirect URIs (migration 0004); null: none
+    Column("bot_user_id", BigInteger),  # the bot account this client sends as (migration 0005)
+    Column("revoked_at", BigInteger),  # set: `imray clients revoke` (grants and server API refused)
 )
 
 refresh_tokens = Table(
@@ -88,6 +94,22 @@ revoked_logins = Table(
     "revoked_logins", metadata,
     Column("family", String(32), primary_key=True),
     Column("revoked_at", BigInteger, nullable=False, index=True),  # ms since the epoch
+)
+
+# Authorization codes (RFC 6749 §4.1 + PKCE, migration 0004), kept by hash: single use (used_at),
+# bound to client, redirect URI and S256 challenge; family is the login the redemption started,
+# revoked when the code is replayed.
+authorization_codes = Table(
+    "authorization_codes", metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("scope", String(255), nullable=False),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Column("used_at", BigInteger),
+    Column("family", String(32)),
 )
 
 groups = Table(
