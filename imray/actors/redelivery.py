@@ -13,7 +13,7 @@ first; the node drops every message whose seq it has already delivered for its c
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import orjson
@@ -44,7 +44,7 @@ class CommittedStore(Protocol):
 
     async def committed_since(self, since_ms: int, limit: int) -> list[MsgFrame]: ...
     async def members(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int] | None]: ...
-    async def blockers(self, convs: Sequence[ConvId]) -> dict[str, dict[int, frozenset[int]]]: ...
+    async def blockers(self, groups: Mapping[str, frozenset[int]]) -> dict[str, dict[int, frozenset[int]]]: ...
 
 
 async def missed_since(store: CommittedStore, index: int, shard_count: int, since_ms: int) -> list[DeliveryPart]:
@@ -56,7 +56,8 @@ async def missed_since(store: CommittedStore, index: int, shard_count: int, sinc
         return []
     convs = [parse_conv(conv) for conv in {m["conv"] for m in mine}]
     members = await store.members(convs)
-    blockers = await store.blockers([c for c in convs if c.is_group])
+    blockers = await store.blockers({str(c): found for c in convs if c.is_group
+                                     and (found := members.get(str(c))) is not None})
     mine.sort(key=lambda m: (m["conv"], m["seq"]))
     parts: list[DeliveryPart] = []
     for m in mine:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NotRequired, Protocol, TypedDict
 
@@ -186,7 +186,7 @@ class MessageStore(Protocol):
     async def members(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int] | None]: ...
     async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]: ...
     async def muted(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int]]: ...
-    async def blockers(self, convs: Sequence[ConvId]) -> dict[str, dict[int, frozenset[int]]]: ...
+    async def blockers(self, groups: Mapping[str, frozenset[int]]) -> dict[str, dict[int, frozenset[int]]]: ...
     async def find_by_client_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], MsgFrame]: ...
     async def files(self, file_ids: Sequence[str]) -> dict[str, Upload]: ...
     async def commit(self, batch: Batch) -> None: ...
@@ -238,7 +238,8 @@ class ConversationLog:
         members = await self._store.members(missing)
         heads = await self._store.last_seqs([str(c) for c in missing])
         muted = await self._store.muted([c for c in missing if not c.is_group])
-        blockers = await self._store.blockers([c for c in missing if c.is_group])
+        blockers = await self._store.blockers({str(c): found for c in missing if c.is_group
+                                               and (found := members.get(str(c))) is not None})
         for cid in missing:
             key = str(cid)
             found = members.get(key)

@@ -39,15 +39,6 @@ def members(conn: Connection, group_id: int) -> list[int]:
     return [r.user_id for r in rows]
 
 
-def members_of(conn: Connection, group_ids: list[int]) -> dict[int, set[int]]:
-    """The members of each of these groups (a group without members, or none, is absent)."""
-    out: dict[int, set[int]] = {}
-    for row in conn.execute(select(group_members.c.group_id, group_members.c.user_id)
-                            .where(group_members.c.group_id.in_(group_ids))):
-        out.setdefault(row.group_id, set()).add(row.user_id)
-    return out
-
-
 def shared_groups(conn: Connection, a: int, b: int) -> list[int]:
     """The groups both `a` and `b` are members of."""
     mine = select(group_members.c.group_id).where(group_members.c.user_id == a)

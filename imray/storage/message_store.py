@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
@@ -54,26 +54,22 @@ class SqlMessageStore:
         return {str(c): frozenset(blocked for blocker, blocked in found if {blocker, blocked} == {c.a, c.b})
                 for c in convs}
 
-    async def blockers(self, convs: Sequence[ConvId]) -> dict[str, dict[int, frozenset[int]]]:
-        """Per group, each member blocked by other members -> those members (who see them hidden)."""
-        if not convs:
+    async def blockers(self, groups: Mapping[str, frozenset[int]]) -> dict[str, dict[int, frozenset[int]]]:
+        """Per group (conv -> its members, as `members` read them), each member blocked by other
+        members -> those members (who see them hidden)."""
+        everyone = sorted({u for found in groups.values() for u in found})
+        if not everyone:
             return {}
-
-        def load(conn: Connection) -> dict[str, dict[int, frozenset[int]]]:
-            by_group = group_store.members_of(conn, [c.group_id for c in convs])
-            everyone = sorted({u for found in by_group.values() for u in found})
-            pairs = group_store.blocks_among(conn, everyone, everyone) if everyone else set()
-            out: dict[str, dict[int, frozenset[int]]] = {}
-            for group_id, found in by_group.items():
-                hiding: dict[int, set[int]] = {}
-                for blocker, blocked in pairs:
-                    if blocker in found and blocked in found:
-                        hiding.setdefault(blocked, set()).add(blocker)
-                if hiding:
-                    out[f"g:{group_id}"] = {u: frozenset(b) for u, b in hiding.items()}
-            return out
-
-        return await self._db.run(load)
+        pairs = await self._db.run(lambda conn: group_store.blocks_among(conn, everyone, everyone))
+        out: dict[str, dict[int, frozenset[int]]] = {}
+        for conv, found in groups.items():
+            hiding: dict[int, set[int]] = {}
+            for blocker, blocked in pairs:
+                if blocker in found and blocked in found:
+                    hiding.setdefault(blocked, set()).add(blocker)
+            if hiding:
+                out[conv] = {u: frozenset(b) for u, b in hiding.items()}
+        return out
 
     async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]:
         return await self._db.run(lambda conn: msgs.last_seqs(conn, convs))
