@@ -20,8 +20,10 @@ from ray.exceptions import RayActorError
 from imray import runtime
 from imray.actors.supervisor import PLACEMENT_GROUP, SHARD_GROUP
 from imray.adapters.named_actors import ActorMissing, RayNamedActors
+from imray.adapters.registry import NoDirectory
 from imray.deployments.auth import SupervisorPicker
 from imray.domain.errors import Unavailable
+from imray.domain.nodes import NodeEndpoint
 
 pytestmark = pytest.mark.runs_last
 
@@ -240,7 +242,7 @@ class _Actors:
 
 async def test_a_pick_while_the_supervisor_restarts_is_tried_again_and_then_answered():
     actors = _Actors(_Flaky(failures=3))
-    assert await SupervisorPicker(actors, retry_s=5).pick(7) == "node for 7"  # type: ignore[arg-type]
+    assert await SupervisorPicker(actors, NoDirectory(), retry_s=5).pick(7) == "node for 7"  # type: ignore[arg-type]
     assert actors.lookups == 4  # the handle looked up afresh after each failure
 
 
@@ -248,5 +250,42 @@ async def test_a_pick_gives_up_with_unavailable_after_its_retry_time():
     actors = _Actors(_Flaky(failures=10**6))
     started = time.monotonic()
     with pytest.raises(Unavailable):
-        await SupervisorPicker(actors, retry_s=1).pick(7)  # type: ignore[arg-type]
+        await SupervisorPicker(actors, NoDirectory(), retry_s=1).pick(7)  # type: ignore[arg-type]
     assert 0.7 < time.monotonic() - started < 3
+
+
+class _Silent:
+    """A supervisor whose calls never answer (its restart unknown to this process)."""
+
+    def __init__(self) -> None:
+        self.pick = self
+
+    def remote(self, user_id: int, prefer: str | None = None) -> asyncio.Future[str]:
+        return asyncio.get_running_loop().create_future()
+
+
+class _Listed:
+    def __init__(self, listed: list[tuple[NodeEndpoint, int]]) -> None:
+        self.listed = listed
+
+    async def endpoints(self) -> list[tuple[NodeEndpoint, int]] | None:
+        return self.listed
+
+
+def _endpoint(node_id: str) -> NodeEndpoint:
+    return NodeEndpoint(node_id, f"ws://10.0.0.{node_id[-1]}:9101/ws", f"10.0.0.{node_id[-1]}", 9101, "r", "a")
+
+
+async def test_a_pick_the_supervisor_does_not_answer_is_pinned_to_a_node_the_registry_lists():
+    listed = _Listed([(_endpoint("sn-1"), 40), (_endpoint("sn-2"), 3)])
+    started = time.monotonic()
+    node = await SupervisorPicker(_Actors(_Silent()), listed, retry_s=10, answer_s=0.3).pick(7)  # type: ignore[arg-type]
+    assert node == _endpoint("sn-2")  # the fewer connections
+    assert time.monotonic() - started < 2
+    preferred = await SupervisorPicker(_Actors(_Silent()), listed, answer_s=0.3).pick(7, "sn-1")  # type: ignore[arg-type]
+    assert preferred == _endpoint("sn-1")
+
+
+async def test_a_pick_with_neither_the_supervisor_nor_a_listed_node_is_unavailable():
+    with pytest.raises(Unavailable):
+        await SupervisorPicker(_Actors(_Silent()), _Listed([]), retry_s=1, answer_s=0.3).pick(7)  # type: ignore[arg-type]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from imray.domain.placement import least_connections
+from imray.domain.nodes import NodeEndpoint
+from imray.domain.placement import least_connections, pick_listed
 
 USERS = range(1, 501)
 
@@ -63,3 +64,15 @@ def test_adding_a_node_moves_users_only_onto_it() -> None:
     after = {u: least_connections({**nodes, "node-new": 0}, u) for u in USERS}
     moved = {u for u in USERS if before[u] != after[u]}
     assert moved and all(after[u] == "node-new" for u in moved)
+
+
+def _listed(node_id: str, connections: int) -> tuple[NodeEndpoint, int]:
+    return NodeEndpoint(node_id, f"ws://h/{node_id}", "h", 9101, "ray", "actor"), connections
+
+
+def test_a_pick_from_the_registry_takes_the_preferred_node_when_listed_else_the_least_loaded():
+    listed = [_listed("sn-1", 5), _listed("sn-2", 2), _listed("sn-3", 9)]
+    assert pick_listed(listed, 7).node_id == "sn-2"
+    assert pick_listed(listed, 7, prefer="sn-3").node_id == "sn-3"
+    assert pick_listed(listed, 7, prefer="sn-9").node_id == "sn-2"  # gone: chosen afresh
+    assert pick_listed([], 7) is None

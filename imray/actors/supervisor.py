@@ -41,6 +41,7 @@ STATS_TIMEOUT_S = 5.0
 ADOPT_TIMEOUT_S = 30.0  # how long a stop waits for a just-restarted supervisor to adopt what it can
 UNREACHABLE_ADOPT_S = 120.0  # a node that stays unreachable this long after a restart is replaced
 NAME_RELEASE_S = 15.0  # a replaced node's name is free once Ray has marked it dead
+LAUNCH_WAIT_S = 20.0  # a node not started by then (its bundle waits for a host) joins in the background
 RESUME_RETRY_S = 2.0
 
 
@@ -75,6 +76,7 @@ class SocketSupervisor:
         self._directory = self._backends.directory(SOCKET_SERVICE)
         self._tasks = Tasks("supervisor")
         self._adopting: set[str] = set()  # unreachable nodes asked again in the background (`_adopt`)
+        self._launching: set[str] = set()  # nodes being created or started (`_launch`)
         self._nodes: dict[str, NodeRecord] = {}
         self._shards: list[ActorHandle] = []
         self._presence_actor: ActorHandle | None = None
@@ -145,9 +147,12 @@ class SocketSupervisor:
 
     @staticmethod
     async def _placement_group(name: str, bundles: list[dict[str, float]], strategy: str) -> PlacementGroup:
-        """The named, detached group if there is one (a restarted supervisor adopts it), else a new one."""
+        """The named, detached group if there is one (a restarted supervisor adopts it as it is), else a
+        new one, once it is placed. An adopted group is not awaited: after a host loss its bundle there
+        waits for a host (STRICT_SPREAD with none spare) and `ready()` with it; a restarted supervisor
+        that waited never answered a login again (multi-host CI run, 2026-11-30)."""
         try:
-            group = get_placement_group(name)
+            return get_placement_group(name)
         except ValueError:  # none yet (first deploy)
             log.info("placement group %s: %d bundles, %s", name, len(bundles), strategy)
             group = placement_group(bundles, strategy=strategy, name=name, lifetime="detached")
@@ -217,23 +222,47 @@ class SocketSupervisor:
         log.info("adopted socket node %s (%s, %d connections)", node_id, endpoint.actor_id, stats.connections)
 
     async def _launch(self, slot: int) -> None:
+        """A new node for the slot, awaited up to LAUNCH_WAIT_S. Its bundle may have no host (its host
+        was lost and no spare is left): neither `start()` nor the watch loop may wait for one, or logins
+        and the checks of the other nodes stop with them; the node joins the fleet once it starts."""
+        launch = self._begin_launch(slot)
+        if launch is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(launch), LAUNCH_WAIT_S)
+        except TimeoutError:
+            log.warning("socket node sn-%d not started within %s s: it joins once it is placed",
+                        slot + 1, LAUNCH_WAIT_S)
+
+    def _begin_launch(self, slot: int) -> asyncio.Task[None] | None:
+        node_id = f"sn-{slot + 1}"
+        if node_id in self._launching:
+            return None
+        self._launching.add(node_id)
+        return self._tasks.spawn(self._create_and_start(slot), name=f"launch-{node_id}")
+
+    async def _create_and_start(self, slot: int) -> None:
         node_id, pg = f"sn-{slot + 1}", self._pg
         assert pg is not None, "placed after the placement group is ready"
-        deadline = time.monotonic() + NAME_RELEASE_S
-        while True:
-            try:
-                actor = SocketNode.options(  # type: ignore[attr-defined]  # a Ray actor class
-                    name=socket_node_name(node_id), namespace=self._settings.namespace, lifetime="detached",
-                    resources={"socket_node": 1},
-                    scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=slot),
-                ).remote(node_id, self._settings.socket_base_port + slot, self._settings)
-                break
-            except ValueError:  # the name is still taken by the node this one replaces
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
-        endpoint: NodeEndpoint = await actor.start.remote()
-        self._nodes[node_id] = NodeRecord(slot, actor, endpoint)
+        try:
+            deadline = time.monotonic() + NAME_RELEASE_S
+            while True:
+                try:
+                    actor = SocketNode.options(  # type: ignore[attr-defined]  # a Ray actor class
+                        name=socket_node_name(node_id), namespace=self._settings.namespace, lifetime="detached",
+                        resources={"socket_node": 1},
+                        scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=slot),
+                    ).remote(node_id, self._settings.socket_base_port + slot, self._settings)
+                    break
+                except ValueError:  # the name is still taken by the node this one replaces
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+            endpoint: NodeEndpoint = await actor.start.remote()
+            self._nodes[node_id] = NodeRecord(slot, actor, endpoint)
+            log.info("socket node %s started (%s)", node_id, endpoint.url)
+        finally:
+            self._launching.discard(node_id)
 
     def _view(self) -> list[NodeStatus]:
         now = time.monotonic()
@@ -285,6 +314,8 @@ class SocketSupervisor:
 
     async def _check(self, node_id: str) -> None:
         record = self._nodes[node_id]
+        if node_id in self._launching:  # its replacement is on the way
+            return
         try:
             stats: NodeStats = await asyncio.wait_for(record.actor.stats.remote(), STATS_TIMEOUT_S)
         except (TimeoutError, ray.exceptions.ActorUnavailableError):
@@ -298,8 +329,8 @@ class SocketSupervisor:
         except ray.exceptions.RayActorError:
             log.warning("socket node %s died; starting a replacement", node_id)
             record.alive = False
+            self._begin_launch(record.slot)  # in the background: it may wait for a host for long
             await self._forget_sessions(node_id)
-            await self._launch(record.slot)
             return
         record.connections, record.rss_bytes, record.alive, record.misses = (
             stats.connections, stats.rss_bytes, True, 0)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from imray.domain.nodes import NodeEndpoint
 from imray.settings import Settings
 
 if TYPE_CHECKING:  # the SDK is imported only where Nacos is configured (and it is untyped: Any)
@@ -186,10 +187,33 @@ class NacosDirectory:
             return None
         return {instance["metadata"].get("node_id", "") for instance in instances}
 
+    async def endpoints(self) -> list[tuple[NodeEndpoint, int]] | None:
+        """The listed socket nodes as endpoints, with the connection count each last published."""
+        try:
+            instances = await self.instances()
+        except Exception as exc:
+            log.warning("nacos: listing %s failed: %r", self._service, exc)
+            return None
+        return [found for found in map(endpoint_of, instances) if found is not None]
+
     async def close(self) -> None:
         if self._naming is not None:
             await self._naming.shutdown()
             self._naming = None
+
+
+def endpoint_of(instance: NacosHost) -> tuple[NodeEndpoint, int] | None:
+    """A socket node's endpoint and connection count from its instance's metadata (`SocketNode._metadata`);
+    None for an instance without them (another writer, or an older imray)."""
+    meta = instance["metadata"]
+    if not meta.get("node_id") or not meta.get("url"):
+        return None
+    try:
+        connections = int(meta.get("connections", "0"))
+    except ValueError:
+        connections = 0
+    return (NodeEndpoint(meta["node_id"], meta["url"], instance["ip"], instance["port"], meta.get("ray_node_id", ""),
+                         meta.get("actor_id", "")), connections)
 
 
 class NacosConfig:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from imray.domain.nodes import NodeEndpoint
+
 
 class Registration(Protocol):
     """One process's entry in the outside registry, from `register` until `deregister`."""
@@ -22,6 +24,8 @@ class Directory(Protocol):
     """The socket nodes an outside registry shows."""
 
     async def node_ids(self) -> set[str] | None: ...  # None: no outside view (or it does not answer)
+    # Each listed node with the connection count it last published; None as for node_ids.
+    async def endpoints(self) -> list[tuple[NodeEndpoint, int]] | None: ...
     async def close(self) -> None: ...
 
 
@@ -42,6 +46,9 @@ class NoDirectory:
     """The embedded stack: every live node the supervisor knows is a candidate."""
 
     async def node_ids(self) -> set[str] | None:
+        return None
+
+    async def endpoints(self) -> list[tuple[NodeEndpoint, int]] | None:
         return None
 
     async def close(self) -> None:

@@ -10,7 +10,9 @@ import time
 from ray import serve
 from ray.exceptions import RayActorError
 
+from imray.adapters.nacos import SOCKET_SERVICE
 from imray.adapters.named_actors import ActorHandle, ActorMissing, NamedActors
+from imray.adapters.registry import Directory
 from imray.backends import Backends
 from imray.deployments.code_store import DatabaseCodeStore
 from imray.deployments.common import BackendsService
@@ -21,6 +23,7 @@ from imray.domain.login_guard import LoginGuard, LoginLimits, PasswordQueue
 from imray.domain.nodes import NodeEndpoint
 from imray.domain.oauth import Assignment, Basic, ClientToken, Introspection, OAuthServer, UserTokens
 from imray.domain.passwords import Passwords
+from imray.domain.placement import pick_listed
 from imray.domain.tokens import Principal, TokenIssuer, TokenVerifier
 from imray.heap import freeze_startup_heap
 from imray.settings import Settings
@@ -28,19 +31,26 @@ from imray.settings import Settings
 log = logging.getLogger("imray.auth")
 PICK_RETRY_S = 15.0
 PICK_RETRY_PAUSE_S = 0.25
+SUPERVISOR_ANSWER_S = 5.0  # a pick not answered by then is taken from the registry's list, if there is one
+REGISTRY_ANSWER_S = 3.0
 
 
 class SupervisorPicker:
-    """`domain.oauth.NodePicker` through the socket supervisor.
+    """`domain.oauth.NodePicker` through the socket supervisor, and the outside registry when it does not answer.
 
     Ray restarts a supervisor that died, and the restarted one adopts the live socket nodes within
     seconds: a pick that fails meanwhile is tried again (the handle looked up afresh) for up to
-    `retry_s`, well within a client's request time, before the login is answered 503.
+    `retry_s`, well within a client's request time, before the login is answered 503. Meanwhile, with
+    Nacos, the login is pinned to a node Nacos lists (it shows each node while its actor lives): a replica
+    whose host was cut off while the supervisor restarted kept calling the old supervisor's address for
+    over 35 s after the heal (Ray never told it of the restart), and answered every login 503 (CI, 2026-11-30).
     """
 
-    def __init__(self, actors: NamedActors, retry_s: float = PICK_RETRY_S) -> None:
+    def __init__(self, actors: NamedActors, directory: Directory, retry_s: float = PICK_RETRY_S,
+                 answer_s: float = SUPERVISOR_ANSWER_S) -> None:
         self._actors = actors
-        self._retry_s = retry_s
+        self._directory = directory
+        self._retry_s, self._answer_s = retry_s, answer_s
         self._supervisor: ActorHandle | None = None
 
     async def pick(self, user_id: int, prefer: str | None = None) -> NodeEndpoint | None:
@@ -49,17 +59,29 @@ class SupervisorPicker:
             try:
                 if self._supervisor is None:
                     self._supervisor = self._actors.supervisor()
-                left = max(deadline - time.monotonic(), PICK_RETRY_PAUSE_S)
+                left = max(min(deadline - time.monotonic(), self._answer_s), PICK_RETRY_PAUSE_S)
                 node: NodeEndpoint | None = await asyncio.wait_for(self._supervisor.pick.remote(user_id, prefer),
                                                                 left)
                 return node
             except (ActorMissing, RayActorError, TimeoutError) as exc:
                 self._supervisor = None
+                listed = await self._from_registry(user_id, prefer)
+                if listed is not None:
+                    log.warning("supervisor unavailable (%r): pinned to %s, as the registry lists it",
+                                exc, listed.node_id)
+                    return listed
                 if time.monotonic() + PICK_RETRY_PAUSE_S > deadline:
                     # The body of any unreachable Ray service (docs/protocol.md: "Other statuses").
                     raise Unavailable("service temporarily unavailable") from exc
                 log.info("supervisor unavailable (%r): trying again", exc)
                 await asyncio.sleep(PICK_RETRY_PAUSE_S)
+
+    async def _from_registry(self, user_id: int, prefer: str | None) -> NodeEndpoint | None:
+        try:
+            listed = await asyncio.wait_for(self._directory.endpoints(), REGISTRY_ANSWER_S)
+        except TimeoutError:
+            return None
+        return pick_listed(listed, user_id, prefer) if listed else None
 
 
 @serve.deployment
@@ -78,7 +100,8 @@ class AuthService(BackendsService):
                                          code_ttl_s=settings.authorization_code_ttl_s,
                                          keep_s=settings.access_token_ttl_s, guard=guard)
         # Revoked logins followed from the database (not only its own): introspection answers with them.
-        self._oauth = OAuthServer(DatabaseOAuthStore(backends.database()), SupervisorPicker(backends.actors()),
+        picker = SupervisorPicker(backends.actors(), backends.directory(SOCKET_SERVICE))
+        self._oauth = OAuthServer(DatabaseOAuthStore(backends.database()), picker,
                                   passwords, TokenIssuer(keys, settings.base_url, settings.access_token_ttl_s),
                                   backends.revoked_logins(), settings.refresh_token_ttl_s,
                                   guard=guard, verifier=TokenVerifier(keys, settings.base_url), codes=self._codes)
