@@ -12,6 +12,7 @@ from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from ray.exceptions import RayError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
@@ -92,16 +93,27 @@ async def _ray_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "service temporarily unavailable"}, status_code=503)
 
 
+async def _database_away(request: Request, exc: Exception) -> JSONResponse:
+    """The database did not answer (down, restarting, timed out): work done in this process (history,
+    the server API's client lookup) answers as a failed service call does. Only the driver's error is
+    logged: SQLAlchemy's message carries the statement and its parameters."""
+    assert isinstance(exc, DBAPIError)
+    log.warning("database unavailable on %s: %r", request.url.path, exc.orig)
+    return JSONResponse({"detail": "service temporarily unavailable"}, status_code=503)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s", request.url.path)
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    """Domain errors as their status (RFC 6749 bodies for OAuth2's), failed service calls as 503,
-    anything else as 500 without its details."""
+    """Domain errors as their status (RFC 6749 bodies for OAuth2's), failed service calls and an
+    unreachable database as 503, anything else as 500 without its details."""
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RayError, _ray_error)
+    app.add_exception_handler(OperationalError, _database_away)
+    app.add_exception_handler(InterfaceError, _database_away)
     app.add_exception_handler(Exception, _unexpected)
 
 
