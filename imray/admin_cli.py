@@ -14,10 +14,13 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imray.settings import Settings
 from imray.storage.private import private_dir
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 SettingsOf = Callable[[argparse.Namespace], Settings]
 
@@ -78,14 +81,22 @@ def cmd_clients_revoke(args: argparse.Namespace, settings_of: SettingsOf) -> int
     settings = settings_of(args)
     db = _database(settings)
     try:
-        found = db.transaction(lambda c: admin.revoke_client(c, args.client_id))
+        def revoke(conn: Connection) -> list[str] | None:
+            if not admin.revoke_client(conn, args.client_id):
+                return None
+            return admin.end_client_logins(conn, args.client_id, settings.access_token_ttl_s)
+
+        ended = db.transaction(revoke)
     finally:
         db.close()
-    if not found:
+    if ended is None:
         print(f"no client {args.client_id}", file=sys.stderr)
         return 1
-    print(f"client {args.client_id} revoked: no new tokens; its tokens are refused by the server API "
-          f"within {settings.server_client_check_s:g} s and expire within {settings.access_token_ttl_s} s")
+    # Every process follows the revoked logins in the database (adapters.revocations): within a second
+    # or two their tokens are refused and their sockets closed (4001).
+    print(f"client {args.client_id} revoked: no new tokens; {len(ended)} logins made through it ended (their "
+          f"sockets close within seconds); its own tokens are refused by the server API within "
+          f"{settings.server_client_check_s:g} s and expire within {settings.access_token_ttl_s} s")
     return 0
 
 

@@ -83,6 +83,17 @@ def end_logins(conn: Connection, user_id: int, keep_s: int) -> list[str]:
     return families
 
 
+def end_client_logins(conn: Connection, client_id: str, keep_s: int) -> list[str]:
+    """Revoke every login made through the client that may still have a live token (as `end_logins`)."""
+    rows = conn.execute(select(refresh_tokens.c.family).where(refresh_tokens.c.client_id == client_id)
+                        .group_by(refresh_tokens.c.family)
+                        .having(func.max(refresh_tokens.c.expires_at) > now_ms() - keep_s * 1000))
+    families = [str(r.family) for r in rows]
+    for family in families:
+        _revoke(conn, family, keep_s)
+    return families
+
+
 def create_bot_client(conn: Connection, bot_name: str, client_id: str, secret_hash: str, scope: str) -> int:
     """A bot account (no password login) and the confidential client that sends as it, together."""
     now = now_ms()
