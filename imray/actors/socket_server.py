@@ -9,6 +9,7 @@ holds. It knows nothing of Ray: the node injects how to reach shards, presence a
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -17,6 +18,7 @@ from http import HTTPStatus
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -113,6 +115,11 @@ class SocketServer:
             self._server = None
 
     def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path == "/healthz":  # a load balancer's or an operator's check of this node (issue 20)
+            body = json.dumps({"status": "ok", "node": self.node_id, "connections": self.connection_count()}).encode()
+            return Response(HTTPStatus.OK, "OK", Headers([
+                ("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close"),
+                ("Cache-Control", "no-store")]), body)
         if request.path.split("?", 1)[0] not in self._paths:
             return connection.respond(HTTPStatus.NOT_FOUND, f"socket endpoint is /ws or /ws/{self.node_id}\n")
         address = _address_of(connection)

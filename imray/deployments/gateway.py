@@ -39,6 +39,7 @@ from imray.deployments.http import (
     oauth_form,
 )
 from imray.deployments.limits import BodyLimit
+from imray.deployments.readiness import Readiness
 from imray.deployments.server_api import ServerApi
 from imray.deployments.server_models import (
     AsUser,
@@ -140,6 +141,8 @@ class Gateway:
         self._backends = backends = Backends(settings, f"gateway-{os.getpid()}")
         self._keys = backends.keys()  # the keyring in settings.keys_path, followed as it rotates
         self._history = HistoryReader(backends.database())
+        self._readiness = Readiness(backends.database(), backends.actors(), settings.shard_count,
+                                    settings.socket_nodes)
         self._server = ServerApi(settings, backends, users, web)  # the /api/server routes
         self._authenticator = backends.authenticator(remember=TOKENS_REMEMBERED)
         self._limiter = backends.rate_limit()  # follows Nacos's live settings
@@ -205,6 +208,13 @@ class Gateway:
         await self._rate(f"ip:{request.client.host if request.client else '-'}")
 
     # -- discovery ----------------------------------------------------------------------------
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(self) -> JSONResponse:
+        """503 while the database, every shard or every socket node does not answer (issue 20)."""
+        seen = await self._readiness.check()
+        return JSONResponse(seen.report(), status_code=200 if seen.ready else 503,
+                            headers={"Cache-Control": "no-store"})
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(self) -> dict:
