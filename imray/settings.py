@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from imray.redact import redact, redacted_repr
+from imray.redact import redact, redact_url, redacted_repr
 
 DIRECT_SOCKET_URL = "ws://{host}:{port}/ws"
 SOCKET_URL_FIELDS = frozenset({"node", "host", "port"})
@@ -66,6 +66,7 @@ class Settings:
     # Limits.
     max_text_length: int = 4000
     max_group_members: int = 2000
+    max_pinned_conversations: int = 10  # per user (issue 18): the conversation list's first page holds them
     max_body_bytes: int = 1048576  # HTTP request bodies (JSON and forms)
     rate_limit_per_minute: int = 6000  # HTTP requests per user (or per client address before login)
     max_upload_bytes: int = 20 * 1024 * 1024  # chat files
@@ -102,7 +103,8 @@ class Settings:
     nacos_username: str = ""
     nacos_password: str = ""
     # Who may start a direct conversation: "open" (anyone), "existing" (only conversations that
-    # already have messages go on), "off" (no direct messages). Live with Nacos config.
+    # already have messages go on), "contacts" (only contacts may start one; one that has messages
+    # goes on), "off" (no direct messages). Live with Nacos config.
     direct_messages: str = "open"
     # Ray.
     ray_address: str = ""  # empty: start a local cluster (imray up) / "auto": join a running one
@@ -137,11 +139,38 @@ class Settings:
     # Issue 17, area "keys": the signing keyring every process reads (storage/keyfiles.py); empty:
     # data_dir/keys. On several machines it must be the same files on each (a secret mount).
     keys_dir: str = ""
+    # Issue 18, area "accounts": the username search (GET /api/users?prefix=) takes prefixes of at
+    # least this many characters (shorter ones would list everyone) and allows each user this many
+    # searches a minute, a budget of its own within rate_limit_per_minute (counted like it: in Redis,
+    # or per gateway replica).
+    user_search_min_prefix: int = 3
+    user_searches_per_minute: int = 30
+    # Issue 18, area "contacts": a contact request's message (characters), pending requests a user
+    # may have sent and received, contacts a user may have, and contact requests a user may send a
+    # minute (a repeat counts too).
+    contact_message_chars: int = 200
+    contact_pending_sent_max: int = 100
+    contact_pending_received_max: int = 500
+    contacts_max: int = 2000
+    contact_requests_per_minute: int = 20
+    # Issue 18, area "offline notifications" (docs/protocol.md §8): a message to a member with no live
+    # session is POSTed to this http(s) URL, signed with the secret (HMAC-SHA256). Empty: off, no cost.
+    notify_webhook_url: str = ""
+    notify_webhook_secret: str = ""  # required with a URL; never logged
+    notify_window_s: float = 30.0  # at most one call per user and conversation within this
+    notify_preview_chars: int = 0  # the body's first characters in the call; 0: no preview
+    notify_attempts: int = 5  # per notice, the first included; then it is given up
+    notify_retry_base_s: float = 1.0  # the wait after the first failure, doubling (with jitter)...
+    notify_retry_max_s: float = 60.0  # ...up to this
+    notify_timeout_s: float = 5.0  # per attempt
+    notify_concurrency: int = 4  # calls at once, per shard
+    notify_queue_max: int = 10000  # notices waiting, per shard; when full the oldest is dropped
     namespace: str = "imray"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_socket_public_url(self.socket_public_url, self.socket_nodes)
+        check_notify_webhook(self.notify_webhook_url, self.notify_webhook_secret)
 
     def __repr__(self) -> str:  # settings get printed and logged: never with their passwords and keys
         return redacted_repr(self)
@@ -212,6 +241,17 @@ def check_socket_public_url(template: str, socket_nodes: int) -> None:
     if not used and socket_nodes > 1:  # a proxy cannot route a pinned session to its node
         raise ValueError(f"{name} {template!r} gives every one of the {socket_nodes} socket nodes the same "
                          "URL: put {node} (or {host} and {port}) in it")
+
+
+def check_notify_webhook(url: str, secret: str) -> None:
+    """A ValueError unless the webhook is off (no URL) or an http(s) URL with a host, and a secret."""
+    if not url:
+        return
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest.split("/", 1)[0]:
+        raise ValueError(f"notify_webhook_url must be an http:// or https:// URL, not {redact_url(url)!r}")
+    if not secret:
+        raise ValueError("notify_webhook_url needs notify_webhook_secret: receivers verify the signature")
 
 
 def _coerce(value: str, kind: type) -> Any:

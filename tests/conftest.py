@@ -18,6 +18,7 @@ from imray.storage.db import Database
 STACK = os.environ.get("IMRAY_TEST_STACK", "embedded")
 # Tests of the production adapters themselves (Nacos, Redis restarts...) exist only on the real stack.
 collect_ignore_glob = [] if STACK == "real" else ["test_real_*.py"]
+NOTIFY_PORT = 18231  # the test deployment's webhook receiver (below the ephemeral ports: never taken by chance)
 
 
 def fresh_database(url: str) -> None:
@@ -67,6 +68,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                              user_storage_quota_bytes=1024 * 1024,
                              socket_send_queue=100,
                              authorization_code_ttl_s=10,  # tests/test_pkce.py waits for one to expire
+                             # tests/test_notify.py listens here for the offline-notification webhook; other
+                             # tests' calls find nothing listening (refused at once) and give up within ~2 s.
+                             notify_webhook_url=f"http://127.0.0.1:{NOTIFY_PORT}/hook",
+                             notify_webhook_secret="imray-test-webhook-secret", notify_preview_chars=40,
+                             notify_attempts=4, notify_retry_base_s=0.2, notify_retry_max_s=1.0,
                              # The real stack fans out through presence (Redis); the embedded one, with
                              # two nodes, sends to both (the default up to four): both paths are tested.
                              fanout_broadcast_nodes=0 if STACK == "real" else 4)

@@ -17,6 +17,9 @@ from schemathesis import GenerationMode
 
 EXAMPLES = 15  # per operation, mode (valid, invalid input) and stack: about 30 s in all on either stack
 OWN_IDS_BELOW = 2**40  # ids a fuzzed body may name are swapped for the fuzzer's own users below this
+# Log out everywhere (issue 18) takes no input to fuzz, and would end the fuzzer's own login: every
+# later operation would only see 401 (tests/test_accounts.py covers it).
+SELF_ENDING = {("DELETE", "/api/users/me/logins")}
 
 
 @dataclass
@@ -64,6 +67,8 @@ def test_no_http_operation_answers_a_5xx_to_any_input(fuzzer: Fuzzer) -> None:
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
+        if (operation.method.upper(), operation.path) in SELF_ENDING:
+            continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
             @settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],

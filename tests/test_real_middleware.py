@@ -16,10 +16,9 @@ import httpx
 import ray
 import redis
 from client import Api, Socket, bearer, direct, eventually, in_chat_pair, one_per_node
+from nacos_console import NACOS, publish_config
 
 from imray.adapters.named_actors import RayNamedActors
-
-NACOS = "http://" + os.environ.get("IMRAY_NACOS_SERVER", "127.0.0.1:8848") + "/nacos"
 
 
 def nacos_instances(service: str) -> list[dict]:
@@ -27,16 +26,6 @@ def nacos_instances(service: str) -> list[dict]:
                                                          "healthyOnly": "true"}, timeout=10)
     r.raise_for_status()
     return r.json()["hosts"]
-
-
-def publish_config(content: str | None) -> None:
-    """Publish imray.yaml to Nacos (None deletes it), as an operator would in the console."""
-    params = {"dataId": "imray.yaml", "group": "DEFAULT_GROUP"}
-    if content is None:
-        httpx.delete(f"{NACOS}/v1/cs/configs", params=params, timeout=10).raise_for_status()
-    else:
-        httpx.post(f"{NACOS}/v1/cs/configs", data={**params, "content": content, "type": "yaml"},
-                   timeout=10).raise_for_status()
 
 
 async def test_nacos_mirrors_socket_nodes_and_gateway(stack):

@@ -20,7 +20,7 @@ from imray.domain.messaging import (
     TypingItem,
     check_send,
 )
-from imray.storage import accounts, groups, messages
+from imray.storage import accounts, conversation_list, groups, messages
 from imray.storage.db import Database
 from imray.storage.message_store import SqlMessageStore
 
@@ -48,7 +48,7 @@ class World:
 
     def convs(self, user: int) -> dict[str, dict]:
         def load(conn):
-            return messages.conversation_list(conn, user, groups.group_ids_of(conn, user))
+            return conversation_list.page(conn, user, groups.group_ids_of(conn, user), None, 200)
         return {item["conv"]: item for item in self.db.transaction(load)}
 
     def count_rows(self) -> int:
@@ -278,7 +278,8 @@ async def test_read_cursor_is_clamped_to_the_head(world: World) -> None:
     assert batch.cursor_moves == [(world.bob, world.direct, 3)]
     [receipt] = batch.deliveries
     assert json.loads(receipt.frame) == {"type": "receipt", "conv": world.direct, "user_id": world.bob, "seq": 3}
-    assert receipt.users == (world.alice,)
+    # The other member's sessions, and the reader's own other sessions (read sync), not the reading one.
+    assert receipt.users == (world.alice, world.bob) and receipt.skip == "bob-s"
     assert world.convs(world.bob)[world.direct]["read_seq"] == 3
 
 

@@ -8,6 +8,7 @@ answers in order, and `FanOut` hands what was committed to the socket nodes whos
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import ray
 
@@ -22,6 +23,9 @@ from imray.lifecycle import Tasks, Teardowns
 from imray.settings import Settings
 from imray.storage.message_store import SqlMessageStore
 
+if TYPE_CHECKING:
+    from imray.actors.notifier import Notifier
+
 
 # Ray's stubs lack the actor options (max_concurrency), and mypy keeps the class a class: callers'
 # `.options()` / `.remote()` are untyped.
@@ -35,7 +39,9 @@ class ConversationShard:
         live = self._backends.live()
         live.on_change(lambda _values: setattr(conversations, "direct_messages", live.direct_messages))
         streams = NodeStreams()
-        self._fanout = FanOut(index, settings, self._backends.actors(), streams, store)
+        self._notifier = _notifier(index, settings, store)  # None: no webhook configured, nothing runs
+        self._fanout = FanOut(index, settings, self._backends.actors(), streams, store,
+                              self._notifier.post if self._notifier is not None else None)
         self._committer = ShardCommitter(index, conversations, store, self._fanout.post, settings.shard_queue_items)
         host = settings.socket_host or ray.util.get_node_ip_address()
         self._listener = ShardListener(index, host, self._committer.submit, streams, self._fanout.node_ready)
@@ -43,6 +49,8 @@ class ConversationShard:
         self._started: asyncio.Future[None] | None = None
         self._teardowns = Teardowns(f"shard-{index}")  # run newest first: listener, committer, ...
         self._teardowns.add("background tasks", self._tasks.cancel_all)
+        if self._notifier is not None:
+            self._teardowns.add("notifier", self._notifier.stop)
         self._teardowns.add("fan-out", self._fanout.stop)
         self._teardowns.add("committer", self._committer.stop)
         self._teardowns.add("listener", self._listener.stop)
@@ -63,6 +71,8 @@ class ConversationShard:
             presence = self._backends.presence()
             self._committer.start()
             self._fanout.start(presence)
+            if self._notifier is not None:
+                self._notifier.start(presence)
             await self._listener.start()
         except BaseException:
             self._started = None  # the next caller tries again (each part starts at most once)
@@ -101,3 +111,16 @@ class ConversationShard:
         """Membership of these conversations changed (group add/remove)."""
         await self.start()
         await self._committer.forget(convs)
+
+
+def _notifier(index: int, settings: Settings, store: SqlMessageStore) -> Notifier | None:
+    """The offline-notification webhook's sender (issue 18), only when a URL is configured: httpx and
+    the notifier are not even imported otherwise."""
+    if not settings.notify_webhook_url:
+        return None
+    from imray.actors.notifier import Notifier
+    from imray.adapters.webhook import WebhookClient
+
+    client = WebhookClient(settings.notify_webhook_url, settings.notify_webhook_secret, settings.notify_timeout_s,
+                           settings.notify_concurrency)
+    return Notifier(index, settings, client, muted=store.muted_conversations)

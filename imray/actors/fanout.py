@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import ray
 
@@ -38,14 +39,18 @@ FIRST_HELLO_WAIT_S = 5.0
 # A node whose stream was reset gets nothing until its HELLO, for up to this long (longer than Ray
 # takes to declare a cut-off host dead, `deploy/ray-node.sh`); then by Ray calls, as a new node.
 RESET_HELLO_WAIT_S = 60.0
+# The offline notifier's hand-off (issue 18): a fan-out's deliveries, and the users presence found
+# online (None when this fan-out did not ask presence). It only queues: it never waits.
+Notify = Callable[[list[Delivery], set[int] | None], None]
 
 
 class FanOut:
     """The fan-out loop, from `start(presence)` to `stop()`; `post` takes a commit's deliveries."""
 
     def __init__(self, index: int, settings: Settings, actors: NamedActors, streams: NodeStreams,
-                 store: CommittedStore) -> None:
+                 store: CommittedStore, notify: Notify | None = None) -> None:
         self._index = index
+        self._notify = notify
         self._shard_count = settings.shard_count
         self._store = store
         self._broadcast_nodes = settings.fanout_broadcast_nodes
@@ -153,6 +158,7 @@ class FanOut:
         users = sorted({u for d in deliveries for u in d.users})
         nodes = await self._live_nodes()
         where: dict[str, list[int]]
+        asked = False  # whether `where` is presence's answer (then it says who is online)
         if len(nodes) <= self._broadcast_nodes:
             # So few nodes that nearly every batch goes to each anyway: skip the lookup (a round trip
             # per batch); each node keeps what its own sessions need.
@@ -160,10 +166,13 @@ class FanOut:
         else:
             try:
                 where = await presence.lookup(users)
+                asked = True
             except Exception as exc:
                 # Presence is down: every socket node gets the batch and keeps what its sessions need.
                 log.warning("shard %s: presence lookup failed (%r); delivering to every node", self._index, exc)
                 where = {node_id: users for node_id in nodes}
+        if self._notify is not None:
+            self._notify(deliveries, {u for found in where.values() for u in found} if asked else None)
         for node_id, node_users in where.items():
             here = set(node_users)
             for d in deliveries:

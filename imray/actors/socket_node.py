@@ -16,6 +16,8 @@ import os
 import ray
 
 from imray.actors.batching import Batcher
+from imray.actors.login_stamps import LoginStamps
+from imray.actors.presence_news import PresenceNews
 from imray.actors.shard_link import ShardLink
 from imray.actors.socket_server import SocketServer
 from imray.actors.wire import pack_items, unpack_outcomes
@@ -23,6 +25,7 @@ from imray.adapters.nacos import SOCKET_SERVICE
 from imray.adapters.named_actors import ActorHandle
 from imray.adapters.presence import REFRESH_S, PresencePort
 from imray.adapters.registry import Registration
+from imray.adapters.user_push import UserPush
 from imray.backends import Backends
 from imray.domain.messaging import Item, Outcome
 from imray.domain.nodes import NodeEndpoint, NodeStats
@@ -60,6 +63,7 @@ class SocketNode:
         self._host = ""
         self._server: SocketServer | None = None
         self._links: list[ShardLink] = []
+        self._news: PresenceNews | None = None
         self._registration: Registration | None = None
         self._upkeep: asyncio.Task[None] | None = None
         self._to_shards: Batcher[int, Item, Outcome] = Batcher(self._call_shard)
@@ -73,6 +77,8 @@ class SocketNode:
         self._presence: PresencePort = backends.presence()
         self._supervisor: ActorHandle = actors.supervisor()
         revoked = backends.revoked_logins()
+        # Issue 18: who went online or offline reaches their contacts (`presence_news`).
+        self._news = PresenceNews(backends.database(threads=1), UserPush(self._presence, actors))
         server = self._server = SocketServer(
             self.node_id, settings, backends.authenticator(), backends.live(),
             submit=self._to_shards.submit, shard_count=settings.shard_count, url_of=self._url_of,
@@ -88,6 +94,8 @@ class SocketNode:
         await server.listen(self._host, self._port)
         self._tasks.spawn(self._refresh_presence(), name="presence refresh")
         self._tasks.spawn(self._follow_keys(), name="keyring")
+        # Issue 18: the logins with sessions here are listed as seen (GET /api/users/me/logins).
+        self._tasks.spawn(LoginStamps(backends.database(threads=1), server.open_logins).run(), name="login stamps")
         await backends.start()  # live settings, and the follower of revoked logins
         registration = self._registration = backends.registration(SOCKET_SERVICE, self._host, self._port)
         await registration.register(self._metadata())
@@ -111,6 +119,8 @@ class SocketNode:
         await asyncio.gather(*(link.stop() for link in self._links))
         await self._to_shards.stop()
         await self._to_presence.stop()
+        if self._news is not None:
+            await self._news.stop()
         await self._tasks.cancel_all()
         await self._backends.stop()
 
@@ -130,6 +140,16 @@ class SocketNode:
         has no stream to that shard."""
         if self._server is not None:
             self._server.deliver(blob)
+
+    def push(self, users: list[int], frame: str) -> int:
+        """A frame (JSON text) for every session here of `users` (issue 18; `adapters.user_push`
+        finds the nodes): news that is not a message, such as contacts' and presence. How many
+        sessions it went to."""
+        return self._server.push(users, frame) if self._server is not None else 0
+
+    def push_many(self, pushes: list[tuple[list[int], str]]) -> int:
+        """`push` for several frames in one call, in order."""
+        return sum(self.push(users, frame) for users, frame in pushes)
 
     async def resync_presence(self) -> None:
         """Tell presence everything this node holds (it may have restarted empty)."""
@@ -189,9 +209,12 @@ class SocketNode:
 
     async def _call_presence(self, node: str, changes: list[tuple[int, int]]) -> list[None]:
         try:
-            await self._presence.apply(node, changes)
+            transitions = await self._presence.apply(node, changes)
         except Exception as exc:  # degrade, never refuse a session: the next refresh repairs presence
             log.warning("presence update failed: %r", exc)
+        else:
+            if transitions and self._news is not None:
+                self._news.post(transitions)
         return [None] * len(changes)
 
     async def _url_of(self, node_id: str) -> str | None:

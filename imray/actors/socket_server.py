@@ -179,6 +179,18 @@ class SocketServer:
                         session.push_frame(frame)
         return newest
 
+    def push(self, users: Iterable[int], frame: str) -> int:
+        """One frame (JSON text) to every session here of `users` (issue 18, `adapters.user_push`);
+        how many sessions it went to. Not a message: nothing is tracked or re-delivered."""
+        encoded = None
+        reached = 0
+        for user in users:
+            for session in self.sessions.get(user, {}).values():
+                encoded = encoded or encode_frame(frame)
+                session.push_frame(encoded)
+                reached += 1
+        return reached
+
     # -- one connection -------------------------------------------------------------------------
 
     async def handle(self, ws: ServerConnection) -> None:
@@ -223,6 +235,10 @@ class SocketServer:
             gone.add_done_callback(_consume_failure)
 
     # -- logins revoked, tokens expiring --------------------------------------------------------
+
+    def open_logins(self) -> list[str]:
+        """The logins (families) with a session here (issue 18: stamped as seen, `actors.login_stamps`)."""
+        return list(self._logins)
 
     def close_logins(self, families: Iterable[str]) -> int:
         """Close every session here of these revoked logins (4001); how many."""

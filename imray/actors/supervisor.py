@@ -22,9 +22,11 @@ from ray.util.placement_group import PlacementGroup, get_placement_group, placem
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from imray.actors.conversation_shard import ConversationShard
+from imray.actors.presence_news import PresenceNews
 from imray.actors.socket_node import SocketNode
 from imray.adapters.nacos import SOCKET_SERVICE
 from imray.adapters.named_actors import ActorHandle, ActorMissing, shard_name, socket_node_name
+from imray.adapters.user_push import UserPush
 from imray.backends import Backends
 from imray.domain.nodes import NodeEndpoint, NodeStats, NodeStatus
 from imray.domain.placement import least_connections
@@ -75,6 +77,7 @@ class SocketSupervisor:
         self._backends = Backends(settings, "supervisor")
         self._directory = self._backends.directory(SOCKET_SERVICE)
         self._tasks = Tasks("supervisor")
+        self._news: PresenceNews | None = None  # contacts' presence news, built when a node dies
         self._adopting: set[str] = set()  # unreachable nodes asked again in the background (`_adopt`)
         self._launching: set[str] = set()  # nodes being created or started (`_launch`)
         self._nodes: dict[str, NodeRecord] = {}
@@ -337,9 +340,15 @@ class SocketSupervisor:
 
     async def _forget_sessions(self, node_id: str) -> None:
         try:
-            await self._presence.drop_node(node_id)
+            gone = await self._presence.drop_node(node_id)
         except Exception as exc:  # entries expire by themselves anyway
             log.warning("presence: dropping %s failed: %r", node_id, exc)
+            return
+        if gone:  # their last sessions were on the dead node: their contacts hear it (issue 18)
+            if self._news is None:
+                self._news = PresenceNews(self._backends.database(threads=1),
+                                          UserPush(self._presence, self._backends.actors()))
+            self._news.post([(user, False) for user in gone])
 
     async def _check_presence(self) -> None:
         """A presence store that restarted empty (a new epoch): have every node resync at once."""
@@ -366,4 +375,6 @@ class SocketSupervisor:
         await asyncio.gather(*(shard.stop.remote() for shard in self._shards), return_exceptions=True)
         if self._presence_actor is not None:
             await asyncio.gather(self._presence_actor.stop.remote(), return_exceptions=True)
+        if self._news is not None:
+            await self._news.stop()
         await self._backends.stop()

@@ -16,7 +16,7 @@ import yaml
 from imray.settings import Settings, parse_settings
 
 log = logging.getLogger("imray.config")
-DIRECT_MESSAGE_POLICIES = ("open", "existing", "off")
+DIRECT_MESSAGE_POLICIES = ("open", "existing", "contacts", "off")
 POLL_S = 10.0
 
 

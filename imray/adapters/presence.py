@@ -16,10 +16,23 @@ TTL_S = 45
 
 class PresencePort(Protocol):
     async def epoch(self) -> str: ...  # changes when the store restarted empty: nodes then resync
-    async def apply(self, node: str, changes: list[tuple[int, int]]) -> None: ...
+    # Returns the users whose sessions on all nodes went from none to some (True) or from some to
+    # none (False), net over `changes`: the store sees the totals (issue 18, contacts' presence).
+    async def apply(self, node: str, changes: list[tuple[int, int]]) -> list[tuple[int, bool]]: ...
     async def replace_node(self, node: str, sessions: dict[int, int]) -> None: ...
-    async def drop_node(self, node: str) -> None: ...
+    async def drop_node(self, node: str) -> list[int]: ...  # the users who had sessions there only
     async def lookup(self, users: list[int]) -> dict[str, list[int]]: ...
+
+
+def net_transitions(users: list[int], states: list[tuple[bool, bool]]) -> list[tuple[int, bool]]:
+    """(user, online now) for each user whose state before their first change differs from after
+    their last (`users[i]` had `states[i]` = (online before, online after) its change)."""
+    first: dict[int, bool] = {}
+    last: dict[int, bool] = {}
+    for user, (before, after) in zip(users, states, strict=True):
+        first.setdefault(user, before)
+        last[user] = after
+    return [(user, last[user]) for user, was in first.items() if was != last[user]]
 
 
 class ActorPresence:
@@ -31,22 +44,26 @@ class ActorPresence:
     async def epoch(self) -> str:
         return str(await self._actor.epoch.remote())
 
-    async def apply(self, node: str, changes: list[tuple[int, int]]) -> None:
-        await self._actor.apply.remote([(node, changes)])
+    async def apply(self, node: str, changes: list[tuple[int, int]]) -> list[tuple[int, bool]]:
+        transitions: list[list[tuple[int, bool]]] = await self._actor.apply.remote([(node, changes)])
+        return transitions[0]
 
     async def replace_node(self, node: str, sessions: dict[int, int]) -> None:
         await self._actor.replace_node.remote(node, sessions)
 
-    async def drop_node(self, node: str) -> None:
-        await self._actor.drop_node.remote(node)
+    async def drop_node(self, node: str) -> list[int]:
+        gone: list[int] = await self._actor.drop_node.remote(node)
+        return gone
 
     async def lookup(self, users: list[int]) -> dict[str, list[int]]:
         return await self._actor.lookup.remote(users)
 
 
 # KEYS[1] = the user's hash (node -> sessions), KEYS[2] = the node's set of users.
-# ARGV = node, delta, ttl. Counts never go below zero; empty entries disappear.
+# ARGV = node, delta, ttl, user. Counts never go below zero; empty entries disappear. Returns
+# whether the user had sessions anywhere before and after (the hash exists iff some node has one).
 _APPLY = """
+local before = redis.call('EXISTS', KEYS[1])
 local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 if n <= 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -56,7 +73,7 @@ else
   redis.call('SADD', KEYS[2], ARGV[4])
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
-return n
+return {before, redis.call('EXISTS', KEYS[1])}
 """
 
 
@@ -84,12 +101,13 @@ class RedisPresence:
     def _node_key(node: str) -> str:
         return f"imray:presence:n:{node}"
 
-    async def apply(self, node: str, changes: list[tuple[int, int]]) -> None:
+    async def apply(self, node: str, changes: list[tuple[int, int]]) -> list[tuple[int, bool]]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for user, delta in changes:
                 await self._apply(keys=[self._user_key(user), self._node_key(node)],
                                   args=[node, delta, TTL_S, user], client=pipe)
-            await pipe.execute()
+            results = await pipe.execute()
+        return net_transitions([user for user, _ in changes], [(bool(b), bool(a)) for b, a in results])
 
     async def replace_node(self, node: str, sessions: dict[int, int]) -> None:
         old = {int(u) for u in await self._redis.smembers(self._node_key(node))}
@@ -105,8 +123,16 @@ class RedisPresence:
                 pipe.expire(self._node_key(node), TTL_S)
             await pipe.execute()
 
-    async def drop_node(self, node: str) -> None:
+    async def drop_node(self, node: str) -> list[int]:
+        had = sorted(int(u) for u in await self._redis.smembers(self._node_key(node)))
         await self.replace_node(node, {})
+        if not had:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user in had:
+                pipe.exists(self._user_key(user))
+            left = await pipe.execute()
+        return [user for user, exists in zip(had, left, strict=True) if not exists]
 
     async def lookup(self, users: list[int]) -> dict[str, list[int]]:
         async with self._redis.pipeline(transaction=False) as pipe:

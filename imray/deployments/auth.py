@@ -14,6 +14,7 @@ from imray.adapters.nacos import SOCKET_SERVICE
 from imray.adapters.named_actors import ActorHandle, ActorMissing, NamedActors
 from imray.adapters.registry import Directory
 from imray.backends import Backends
+from imray.deployments.account_store import DatabaseLoginBook
 from imray.deployments.code_store import DatabaseCodeStore
 from imray.deployments.common import BackendsService
 from imray.deployments.oauth_store import DatabaseOAuthStore
@@ -104,12 +105,14 @@ class AuthService(BackendsService):
         self._oauth = OAuthServer(DatabaseOAuthStore(backends.database()), picker,
                                   passwords, TokenIssuer(keys, settings.base_url, settings.access_token_ttl_s),
                                   backends.revoked_logins(), settings.refresh_token_ttl_s,
-                                  guard=guard, verifier=TokenVerifier(keys, settings.base_url), codes=self._codes)
+                                  guard=guard, verifier=TokenVerifier(keys, settings.base_url), codes=self._codes,
+                                  logins=DatabaseLoginBook(backends.database()))  # listed (issue 18)
         await self.start()
         freeze_startup_heap()
 
-    async def token(self, form: dict[str, str], basic: Basic, address: str = "") -> UserTokens | ClientToken:
-        return await self._oauth.token(form, basic, address)
+    async def token(self, form: dict[str, str], basic: Basic, address: str = "",
+                    user_agent: str = "") -> UserTokens | ClientToken:
+        return await self._oauth.token(form, basic, address, user_agent)
 
     async def stop(self) -> None:
         self._password_queue.close()

@@ -20,9 +20,39 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from imray.adapters.nacos import GATEWAY_SERVICE
+from imray.adapters.rate_limits import RateLimit, RateLimiter, SharedRateLimiter
 from imray.backends import Backends
 from imray.deployments import authorize_page
+from imray.deployments.account_models import (
+    AccountDeletion,
+    LoginList,
+    LoginPath,
+    LoginsEnded,
+    PasswordChange,
+    PrefixQuery,
+    ProfileChange,
+    SearchAfter,
+    SearchLimit,
+    UserAnswer,
+    UserPage,
+)
 from imray.deployments.common import call
+from imray.deployments.contact_models import (
+    ContactList,
+    ContactPresenceList,
+    ContactRequests,
+    ContactStateAnswer,
+    NewContactRequest,
+    Privacy,
+)
+from imray.deployments.contacts import ContactsApi
+from imray.deployments.conversation_models import (
+    ConversationEntry,
+    ConversationSettingsAnswer,
+    ConversationSettingsChange,
+    ListAfter,
+    ListLimit,
+)
 from imray.deployments.history import HistoryReader
 from imray.deployments.http import (
     AfterSeq,
@@ -79,6 +109,10 @@ BODY_LIMIT = {"bytes": 1048576, "upload": 20 * 1048576}  # set from settings whe
 UPLOAD_PATHS = ("/api/files", "/api/users/me/avatar")
 REGISTER_WAIT_S = 10.0  # a replica serves without its registry entry rather than not start
 TOKENS_REMEMBERED = 10000  # verified access tokens a replica keeps (about 1 KB each)
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else ""
 
 
 def _body_limit(path: str) -> int:
@@ -144,8 +178,12 @@ class Gateway:
         self._readiness = Readiness(backends.database(), backends.actors(), settings.shard_count,
                                     settings.socket_nodes)
         self._server = ServerApi(settings, backends, users, web)  # the /api/server routes
+        self._contacts = ContactsApi(settings, backends)  # the /api/contacts routes (issue 18)
         self._authenticator = backends.authenticator(remember=TOKENS_REMEMBERED)
         self._limiter = backends.rate_limit()  # follows Nacos's live settings
+        # Issue 18, accounts: the username search's own, lower budget per user.
+        self._searches: RateLimit = (SharedRateLimiter(settings.redis_url, settings.user_searches_per_minute)
+                                     if settings.redis_url else RateLimiter(settings.user_searches_per_minute))
         # Listed where clients reach HTTP (the public URL: Serve's ingress on the head, or a proxy in
         # front), not where this replica runs: replicas on other nodes take no requests from outside.
         entry = urlsplit(settings.base_url)
@@ -252,7 +290,8 @@ class Gateway:
     async def token(self, request: Request) -> JSONResponse:
         await self._anonymous(request)
         address = request.client.host if request.client else ""  # failed logins are also counted per address
-        result = await call(self._auth.token.remote(*await oauth_form(request, "token"), address))
+        result = await call(self._auth.token.remote(*await oauth_form(request, "token"), address,
+                                                    request.headers.get("user-agent", "")))  # a login's device
         return JSONResponse(result, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     @app.post("/oauth2/revoke", tags=["oauth2"])
@@ -346,11 +385,68 @@ class Gateway:
         await self._user(request)
         return await call(self._users.get.remote(user_id))
 
+    # -- a user's own account (issue 18, docs/protocol.md "Accounts and logins") -----------------
+
+    @app.get("/api/users", tags=["accounts"], response_model=UserPage)
+    async def search_users(self, prefix: PrefixQuery, request: Request, after: SearchAfter = 0,
+                           limit: SearchLimit = 20) -> dict:
+        """Users whose username starts with `prefix` (case ignored), by id; disabled and deleted
+        accounts never show. A budget of its own per user (429 beyond it)."""
+        uid = await self._uid(request)
+        if not await self._searches.check(f"search:u:{uid}"):
+            raise RateLimited("too many searches, slow down")
+        found = await call(self._users.search.remote(prefix, after, limit))
+        return {"users": found, "next_after": found[-1]["id"] if len(found) == limit else None}
+
+    @app.patch("/api/users/me", tags=["accounts"], response_model=UserAnswer)
+    async def edit_profile(self, body: ProfileChange, request: Request) -> dict:
+        return dict(await call(self._users.set_nickname.remote(await self._uid(request), body.nickname)))
+
+    @app.put("/api/users/me/password", tags=["accounts"], response_model=LoginsEnded)
+    async def change_password(self, body: PasswordChange, request: Request) -> dict:
+        """Needs the current password (a wrong one counts as a failed login: 403, then 429). Every
+        other login ends (sockets closed 4001); the one of this token goes on."""
+        user = await self._user(request)
+        ended = await call(self._users.change_password.remote(
+            user.user_id, user.family, body.current_password, body.new_password, _address(request)))
+        return {"logins_ended": ended}
+
+    @app.get("/api/users/me/logins", tags=["accounts"], response_model=LoginList)
+    async def logins(self, request: Request) -> dict:
+        user = await self._user(request)
+        return {"logins": await call(self._users.logins.remote(user.user_id, user.family))}
+
+    @app.delete("/api/users/me/logins", tags=["accounts"], response_model=LoginsEnded)
+    async def end_logins(self, request: Request) -> dict:
+        """Log out everywhere: every login ends, this one too (sockets closed 4001)."""
+        return {"logins_ended": await call(self._users.end_logins.remote(await self._uid(request)))}
+
+    @app.delete("/api/users/me/logins/{login_id}", status_code=204, tags=["accounts"])
+    async def end_login(self, login_id: LoginPath, request: Request) -> Response:
+        """End one login (its sockets closed 4001); 404 unless it is a live login of yours."""
+        await call(self._users.end_login.remote(await self._uid(request), login_id))
+        return Response(status_code=204)
+
+    @app.delete("/api/users/me", status_code=204, tags=["accounts"])
+    async def delete_account(self, body: AccountDeletion, request: Request) -> Response:
+        """Needs the password. Every login ends; the username is freed; messages stay (their sender
+        reads as a deleted user)."""
+        uid = await self._uid(request)
+        await call(self._users.delete_account.remote(uid, body.password, _address(request)))
+        return Response(status_code=204)
+
     # -- conversations and groups -------------------------------------------------------------
 
-    @app.get("/api/conversations", tags=["conversations"])
-    async def conversations(self, request: Request) -> list[dict]:
-        return await call(self._web.conversations.remote(await self._uid(request)))
+    @app.get("/api/conversations", tags=["conversations"], response_model=list[ConversationEntry])
+    async def conversations(self, request: Request, after: ListAfter = None, limit: ListLimit = 100) -> list[dict]:
+        """Pinned first, then newest activity first; the next page starts `after` the last item's `cursor`."""
+        return await call(self._web.conversations.remote(await self._uid(request), after, limit))
+
+    @app.put("/api/conversations/{conv}/settings", tags=["conversations"], response_model=ConversationSettingsAnswer)
+    async def conversation_settings(self, conv: ConvPath, body: ConversationSettingsChange, request: Request) -> dict:
+        """The caller's own pin and mute of a conversation they are part of."""
+        return await call(self._web.conversation_settings.remote(await self._uid(request), conv, body.pinned,
+                                                                 body.muted))
 
     @app.get("/api/conversations/{conv}/messages", tags=["conversations"])
     async def history(self, conv: str, request: Request,
@@ -397,6 +493,57 @@ class Gateway:
         user = await self._user(request)
         await call(self._web.remove_member.remote(user.user_id, group_id, member_id))
         return Response(status_code=204)
+
+    # -- contacts and their presence (issue 18, docs/protocol.md §5) ---------------------------
+
+    @app.get("/api/contacts", tags=["contacts"], response_model=ContactList)
+    async def contact_list(self, request: Request) -> dict:
+        return {"contacts": await self._contacts.contacts(await self._uid(request))}
+
+    @app.delete("/api/contacts/{other_id}", status_code=204, tags=["contacts"])
+    async def remove_contact(self, other_id: IdPath, request: Request) -> Response:
+        """Both sides stop being contacts (404 if they are not)."""
+        await self._contacts.remove(await self._uid(request), other_id)
+        return Response(status_code=204)
+
+    @app.get("/api/contacts/requests", tags=["contacts"], response_model=ContactRequests)
+    async def contact_requests(self, request: Request) -> dict:
+        """Pending requests: received (from others to you) and sent, oldest first."""
+        return dict(await self._contacts.requests(await self._uid(request)))
+
+    @app.post("/api/contacts/requests", tags=["contacts"], response_model=ContactStateAnswer)
+    async def contact_request(self, body: NewContactRequest, request: Request) -> dict:
+        """Ask to become contacts; a repeat changes nothing; a request to someone who asked you
+        first accepts theirs. 403 across a block, 409 over a pending cap, 429 over the rate."""
+        return dict(await self._contacts.request(await self._uid(request), body.user_id, body.message))
+
+    @app.post("/api/contacts/requests/{other_id}/accept", tags=["contacts"], response_model=ContactStateAnswer)
+    async def accept_contact(self, other_id: IdPath, request: Request) -> dict:
+        return dict(await self._contacts.accept(await self._uid(request), other_id))
+
+    @app.post("/api/contacts/requests/{other_id}/decline", status_code=204, tags=["contacts"])
+    async def decline_contact(self, other_id: IdPath, request: Request) -> Response:
+        await self._contacts.decline(await self._uid(request), other_id)
+        return Response(status_code=204)
+
+    @app.delete("/api/contacts/requests/{other_id}", status_code=204, tags=["contacts"])
+    async def cancel_contact(self, other_id: IdPath, request: Request) -> Response:
+        """Withdraw your pending request to this user."""
+        await self._contacts.cancel(await self._uid(request), other_id)
+        return Response(status_code=204)
+
+    @app.get("/api/contacts/presence", tags=["contacts"], response_model=ContactPresenceList)
+    async def contact_presence(self, request: Request) -> dict:
+        """Your contacts online or not, and last seen, as each of them allows."""
+        return {"contacts": await self._contacts.presence(await self._uid(request))}
+
+    @app.get("/api/users/me/privacy", tags=["contacts"], response_model=Privacy)
+    async def privacy(self, request: Request) -> dict:
+        return {"show_presence": await self._contacts.privacy(await self._uid(request))}
+
+    @app.put("/api/users/me/privacy", tags=["contacts"], response_model=Privacy)
+    async def set_privacy(self, body: Privacy, request: Request) -> dict:
+        return {"show_presence": await self._contacts.set_privacy(await self._uid(request), body.show_presence)}
 
     # -- server API: confidential clients only, one scope per operation (docs/protocol.md §6) ----
 

@@ -5,10 +5,14 @@ No `from __future__ import annotations` here: FastAPI and pydantic read these an
 
 import base64
 import binascii
+import json
 import logging
 from typing import Annotated
 
 from fastapi import FastAPI, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from ray.exceptions import RayError
@@ -102,6 +106,17 @@ async def _database_away(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "service temporarily unavailable"}, status_code=503)
 
 
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """FastAPI's own 422, except that an input holding a lone surrogate (JSON allows "\\ud800",
+    UTF-8 does not) is echoed \\u-escaped: its UTF-8 rendering failed, which made the 422 a 500."""
+    assert isinstance(exc, RequestValidationError)
+    try:
+        return await request_validation_exception_handler(request, exc)
+    except UnicodeEncodeError:
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s", request.url.path)
     return JSONResponse({"detail": "internal error"}, status_code=500)
@@ -114,6 +129,7 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RayError, _ray_error)
     app.add_exception_handler(OperationalError, _database_away)
     app.add_exception_handler(InterfaceError, _database_away)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _unexpected)
 
 

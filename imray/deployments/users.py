@@ -12,19 +12,25 @@ from sqlalchemy.engine import Connection
 
 from imray.adapters.cache import user_key
 from imray.backends import Backends
+from imray.deployments.account_store import DatabaseAccountStore
 from imray.deployments.common import BackendsService, membership_changed
+from imray.deployments.contacts import Ended, announce, end_on_block_txn
 from imray.deployments.files import Download, FileKeeper
+from imray.domain.account_changes import check_nickname, check_prefix, like_pattern, may_match
+from imray.domain.account_security import AccountSecurity
 from imray.domain.accounts import User, check_registration
 from imray.domain.conversations import direct_conv
 from imray.domain.errors import NotFound, Unavailable
-from imray.domain.login_guard import PasswordQueue
+from imray.domain.login_guard import LoginGuard, LoginLimits, PasswordQueue
 from imray.domain.passwords import Passwords
 from imray.heap import freeze_startup_heap
 from imray.settings import Settings
-from imray.storage import accounts, admin
+from imray.storage import accounts, admin, profiles
 from imray.storage import groups as group_store
+from imray.storage import logins as login_store
 
 USER_TTL_S = 300
+FORGET_AT_ONCE = 64  # shards told at once that a deleted user's conversations changed
 
 
 @serve.deployment
@@ -43,6 +49,14 @@ class UserService(BackendsService):
         self._hashing = PasswordQueue(settings.password_checks_at_once or len(os.sched_getaffinity(0)),
                                       settings.password_checks_waiting,
                                       busy=lambda: Unavailable("too many registrations at once; try again shortly"))
+        # Issue 18, accounts: a user's own password, logins and deletion. Their passwords are checked
+        # as logins are: a wrong one counts in the failed-login counts the AuthService replicas share.
+        guard = LoginGuard(backends.login_failures(), LoginLimits(
+            settings.login_failures_per_account, settings.login_failures_per_address,
+            settings.login_failure_window_s), self._hashing)
+        self._security = AccountSecurity(DatabaseAccountStore(self._db, settings.access_token_ttl_s),
+                                         self._passwords, guard, self._hashing,
+                                         backends.revoked_logins(follow=False), settings.access_token_ttl_s)
         await self.start()
         freeze_startup_heap()
 
@@ -69,18 +83,22 @@ class UserService(BackendsService):
         and in the groups both are in, `user_id` gets their messages hidden (docs/protocol.md, "Blocks")."""
         conv = str(direct_conv(user_id, other))  # refuses blocking oneself
 
-        def change(conn: Connection) -> list[int]:
+        def change(conn: Connection) -> tuple[list[int], Ended]:
             if accounts.user_by_id(conn, other) is None:
                 raise NotFound("no such user")
+            ended: Ended = []
             if blocked:
                 accounts.block(conn, user_id, other)
+                ended = end_on_block_txn(conn, user_id, other)  # issue 18: no contact across a block
             elif not accounts.unblock(conn, user_id, other):
                 raise NotFound("that user is not blocked")
-            return group_store.shared_groups(conn, user_id, other)
+            return group_store.shared_groups(conn, user_id, other), ended
 
-        shared = await self._db.run(change)
+        shared, ended = await self._db.run(change)
         # The owning shards cache who may write and who hears whom.
         await asyncio.gather(*(membership_changed(self._actors, c) for c in (conv, *(f"g:{g}" for g in shared))))
+        if ended:
+            await announce(self._backends, ended)
 
     async def set_avatar(self, user_id: int, data: bytes) -> User:
         before = (await self.get(user_id))["avatar_url"]
@@ -108,3 +126,48 @@ class UserService(BackendsService):
                 raise NotFound("no such user")
             await self._cache.set(user_key(user_id), user, USER_TTL_S)
         return user
+
+    # -- a user's own account (issue 18, docs/protocol.md "Accounts") ---------------------------
+
+    async def search(self, prefix: str, after: int, limit: int) -> list[User]:
+        """Live accounts whose username starts with `prefix` (case ignored), by id after `after`."""
+        lowered = check_prefix(prefix, self._settings.user_search_min_prefix)
+        if not may_match(lowered):  # no username can start so: no query
+            return []
+        return await self._db.read(lambda c: profiles.search(c, like_pattern(lowered), after, limit))
+
+    async def set_nickname(self, user_id: int, nickname: object) -> User:
+        user = await self.get(user_id)
+        checked = check_nickname(nickname, user["username"])
+        changed = await self._db.run(lambda c: profiles.set_nickname(c, user_id, checked))
+        await self._cache.delete(user_key(user_id))
+        if changed is None:
+            raise NotFound("no such user")
+        return changed
+
+    async def change_password(self, user_id: int, login: str | None, current: str, new: str, address: str) -> int:
+        """The new password; every login but `login` (the caller's) ended. How many were."""
+        return await self._security.change_password(user_id, login, current, new, address)
+
+    async def end_logins(self, user_id: int) -> int:
+        return await self._security.end_all(user_id)
+
+    async def end_login(self, user_id: int, login_id: int) -> None:
+        await self._security.end_one(user_id, login_id)
+
+    async def logins(self, user_id: int, login: str | None) -> list[dict]:
+        """The user's live logins, newest first; `current`: the one the caller's token belongs to."""
+        rows = await self._db.read(lambda c: login_store.active(c, user_id))
+        return [{"id": r["id"], "device_name": r["device_name"], "client_id": r["client_id"],
+                 "created_at": r["created_at"], "last_seen_at": r["last_seen_at"], "current": r["family"] == login}
+                for r in rows]
+
+    async def delete_account(self, user_id: int, password: str, address: str) -> None:
+        deleted = await self._security.delete(user_id, password, address)
+        await self._cache.delete(user_key(user_id))
+        convs = deleted.convs
+        for start in range(0, len(convs), FORGET_AT_ONCE):  # their shards reload who may write there
+            await asyncio.gather(*(membership_changed(self._actors, c) for c in convs[start:start + FORGET_AT_ONCE]))
+        if deleted.avatar_file_id:
+            with contextlib.suppress(NotFound):
+                await self._files.delete(user_id, deleted.avatar_file_id, "avatar")

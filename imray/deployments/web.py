@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import TypedDict
 
 from ray import serve
 from sqlalchemy.engine import Connection
@@ -11,15 +12,23 @@ from imray.backends import Backends
 from imray.deployments.common import BackendsService, membership_changed
 from imray.deployments.files import Download, FileKeeper, UploadedFile
 from imray.domain import groups as rules
-from imray.domain.errors import Invalid, NotFound
-from imray.domain.groups import Group
+from imray.domain.conversation_list import check_may_pin, parse_cursor
+from imray.domain.conversations import parse_conv
+from imray.domain.errors import Forbidden, Invalid, NotFound
+from imray.domain.groups import Group, check_membership
 from imray.domain.messaging import hidden
 from imray.heap import freeze_startup_heap
 from imray.settings import Settings
-from imray.storage import accounts
+from imray.storage import accounts, conversation_list
 from imray.storage import groups as group_store
-from imray.storage import messages as msgs
-from imray.storage.messages import ConversationItem
+from imray.storage.accounts import now_ms
+from imray.storage.conversation_list import ConversationItem
+
+
+class ConversationSettings(TypedDict):
+    conv: str
+    pinned: bool
+    muted: bool
 
 
 def _check_users_exist(conn: Connection, user_ids: list[int]) -> None:
@@ -51,9 +60,11 @@ class WebService(BackendsService):
     async def delete_file(self, user_id: int, file_id: str) -> None:
         await self._files.delete(user_id, file_id)
 
-    async def conversations(self, user_id: int) -> list[ConversationItem]:
+    async def conversations(self, user_id: int, after: str | None, limit: int) -> list[ConversationItem]:
+        position = parse_cursor(after) if after is not None else None
+
         def read(conn: Connection) -> list[ConversationItem]:
-            items = msgs.conversation_list(conn, user_id, group_store.group_ids_of(conn, user_id))
+            items = conversation_list.page(conn, user_id, group_store.group_ids_of(conn, user_id), position, limit)
             blocked = set(accounts.blocked_by(conn, user_id)) if items else set()
             for item in items:  # as the group's history shows it to this reader
                 last = item["last_message"]
@@ -62,6 +73,30 @@ class WebService(BackendsService):
             return items
 
         return await self._db.run(read)
+
+    async def conversation_settings(self, user_id: int, conv_text: str, pinned: bool | None,
+                                    muted: bool | None) -> ConversationSettings:
+        """The user's own pin and mute of a conversation they are part of (403 otherwise, 404 unknown)."""
+        conv = parse_conv(conv_text)
+
+        def change(conn: Connection) -> ConversationSettings:
+            if conv.is_group:
+                check_membership(group_store.membership(conn, conv.group_id, user_id))
+            elif user_id not in (conv.a, conv.b):
+                raise Forbidden("you are not part of this conversation")
+            elif accounts.user_by_id(conn, conv.b if user_id == conv.a else conv.a) is None:
+                raise NotFound("no such conversation")
+            pinned_at, was_muted = conversation_list.settings_of(conn, user_id, str(conv))
+            if pinned and not pinned_at:
+                check_may_pin(conversation_list.pinned_count(conn, user_id), self._settings.max_pinned_conversations)
+                pinned_at = now_ms()
+            elif pinned is False:
+                pinned_at = 0
+            muting = was_muted if muted is None else muted
+            conversation_list.save_settings(conn, user_id, str(conv), pinned_at, muting)
+            return {"conv": str(conv), "pinned": bool(pinned_at), "muted": muting}
+
+        return await self._db.run(change)
 
     async def create_group(self, owner_id: int, name: str, members: list[int]) -> Group:
         wanted = rules.founding_members(owner_id, members, self._settings.max_group_members)

@@ -159,6 +159,9 @@ class ConvState:
     # In a group: sender -> the members who block them, who get that sender's messages `hidden` and
     # none of their typing or receipts (a block made after both joined; none can join across one).
     blockers: dict[int, frozenset[int]] = field(default_factory=dict)
+    # A direct conversation's two users are contacts (issue 18): read only under the `contacts`
+    # policy, for a conversation with no message yet; None until then.
+    contacts: bool | None = None
 
     def audience(self, user: int) -> tuple[tuple[int, ...], frozenset[int]]:
         """Who hears everything `user` says here (`user` excluded), and who gets it hidden."""
@@ -187,6 +190,7 @@ class MessageStore(Protocol):
     async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]: ...
     async def muted(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int]]: ...
     async def blockers(self, groups: Mapping[str, frozenset[int]]) -> dict[str, dict[int, frozenset[int]]]: ...
+    async def contacts(self, convs: Sequence[ConvId]) -> set[str]: ...  # direct convs whose users are contacts
     async def find_by_client_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], MsgFrame]: ...
     async def files(self, file_ids: Sequence[str]) -> dict[str, Upload]: ...
     async def commit(self, batch: Batch) -> None: ...
@@ -224,7 +228,7 @@ class ConversationLog:
         self._recent: OrderedDict[tuple[int, str], str] = OrderedDict()
         self._dedupe_capacity = dedupe_capacity
         self._cursors: OrderedDict[tuple[int, str], int] = OrderedDict()  # read cursors seen lately
-        self.direct_messages = "open"  # the live policy: "open", "existing" or "off"
+        self.direct_messages = "open"  # the live policy: "open", "existing", "contacts" or "off"
         self._ids = MessageIds()
 
     def forget(self, conv: str) -> None:
@@ -247,6 +251,19 @@ class ConversationLog:
                 self._convs[key] = ConvState(found, heads.get(key, 0), muted.get(key, frozenset()),
                                              blockers.get(key, {}))
 
+    async def _load_contacts(self, items: Sequence[Item]) -> None:
+        """Under the `contacts` policy: whether the users of each new direct conversation sent to are contacts."""
+        wanted: dict[str, ConvId] = {}
+        for item in items:
+            state = self._convs.get(item.conv)
+            if (isinstance(item, SendItem) and state is not None and state.contacts is None and state.last_seq == 0
+                    and item.conv.startswith("d:")):
+                wanted[item.conv] = parse_conv(item.conv)
+        if wanted:
+            found = await self._store.contacts(list(wanted.values()))
+            for conv in wanted:
+                self._convs[conv].contacts = conv in found
+
     async def plan(self, items: Sequence[Item], check_store: bool = True) -> Batch:
         """Plan a batch. `check_store=False` skips the idempotency query for client ids this owner has
         not seen: the database's unique key still refuses a duplicate, and the caller then plans again
@@ -259,6 +276,8 @@ class ConversationLog:
             except DomainError as exc:
                 batch.outcomes[i].error = (exc.code, exc.message)
         await self._load(parsed)
+        if self.direct_messages == "contacts":
+            await self._load_contacts(items)
 
         sends: list[tuple[int, SendItem]] = []
         for i, item in enumerate(items):
@@ -278,8 +297,11 @@ class ConversationLog:
                 self._cursors[(item.user, item.conv)] = seq
                 batch.cursor_moves.append((item.user, item.conv, seq))
                 others, _ = state.audience(item.user)
+                # Read sync (issue 18): the reader's own other sessions get the same receipt (their
+                # own user_id in it), so every device's unread count follows; the reading one does not.
                 batch.deliveries.append(Delivery(orjson.dumps(
-                    {"type": "receipt", "conv": item.conv, "user_id": item.user, "seq": seq}).decode(), others))
+                    {"type": "receipt", "conv": item.conv, "user_id": item.user, "seq": seq}).decode(),
+                    (*others, item.user), item.session))
             else:
                 others, _ = state.audience(item.user)
                 batch.deliveries.append(Delivery(orjson.dumps(
@@ -320,8 +342,10 @@ class ConversationLog:
         if isinstance(item, SendItem) and item.conv.startswith("d:") and self.direct_messages != "open":
             if self.direct_messages == "off":
                 raise Forbidden("direct messages are turned off")
-            if state.last_seq == 0:
+            if state.last_seq == 0 and self.direct_messages == "existing":
                 raise Forbidden("new direct conversations are turned off")
+            if state.last_seq == 0 and self.direct_messages == "contacts" and not state.contacts:
+                raise Forbidden("only contacts may start a direct conversation")
         return state
 
     async def _plan_sends(self, batch: Batch, sends: list[tuple[int, SendItem]], check_store: bool) -> None:

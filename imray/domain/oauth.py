@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Protocol, Required, TypedDict
 
+from imray.domain.account_changes import device_name
 from imray.domain.authenticator import RevokedLogins
 from imray.domain.errors import DomainError, Forbidden, Unavailable
 from imray.domain.nodes import NodeEndpoint
@@ -90,6 +91,13 @@ class OAuthStore(Protocol):
     async def disabled(self, user_id: int) -> bool: ...
 
 
+class LoginBook(Protocol):
+    """A user's logins as they list them (issue 18): made by a grant, used by a refresh."""
+
+    async def opened(self, family: str, user_id: int, client_id: str, device_name: str) -> None: ...
+    async def used(self, family: str) -> None: ...
+
+
 class NodePicker(Protocol):
     # None: no socket node is alive. `prefer`: that node if it is alive (a refresh keeping its pin).
     async def pick(self, user_id: int, prefer: str | None = None) -> NodeEndpoint | None: ...
@@ -151,24 +159,28 @@ class OAuthServer:
 
     def __init__(self, store: OAuthStore, nodes: NodePicker, passwords: PasswordVerifier, issuer: Issuer,
                  revoked: RevokedLogins, refresh_ttl_s: int, *, guard: LoginGuard | None = None,
-                 verifier: TokenVerifier | None = None, codes: AuthorizationCodes | None = None) -> None:
+                 verifier: TokenVerifier | None = None, codes: AuthorizationCodes | None = None,
+                 logins: LoginBook | None = None) -> None:
         self._store, self._nodes, self._passwords = store, nodes, passwords
         self._issuer, self._revoked, self._refresh_ttl_s = issuer, revoked, refresh_ttl_s
         self._guard = guard  # throttles failed logins and bounds the password checks; None: neither
         self._verifier = verifier  # for introspection; None: every token is inactive
         self._codes = codes  # the authorization code grant's checks; None: no such grant
+        self._logins = logins  # where logins are listed (issue 18); None: nowhere
 
-    async def token(self, form: Form, basic: Basic, address: str = "") -> UserTokens | ClientToken:
-        """`address`: the client's, as the gateway sees it ("": unknown)."""
+    async def token(self, form: Form, basic: Basic, address: str = "",
+                    user_agent: str = "") -> UserTokens | ClientToken:
+        """`address`: the client's, as the gateway sees it ("": unknown); `user_agent`: its
+        User-Agent, what a new login is listed as without a `device_name` field."""
         grant = form.get("grant_type")
         if grant == "password":
-            return await self._password_grant(form, basic, address)
+            return await self._password_grant(form, basic, address, user_agent)
         if grant == "refresh_token":
             return await self._refresh_grant(form, basic)
         if grant == "client_credentials":
             return await self._client_credentials(form, basic)
         if grant == "authorization_code" and self._codes is not None:
-            return await self._authorization_code_grant(form, basic)
+            return await self._authorization_code_grant(form, basic, user_agent)
         if not grant:
             raise OAuthError("invalid_request", "grant_type is required")
         raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported")
@@ -240,11 +252,12 @@ class OAuthServer:
             raise OAuthError("invalid_client", "client authentication failed", 401)
         return client
 
-    async def _password_grant(self, form: Form, basic: Basic, address: str) -> UserTokens:
+    async def _password_grant(self, form: Form, basic: Basic, address: str, user_agent: str) -> UserTokens:
         client = await self._client(form, basic, confidential=False)
         username, password = form.get("username"), form.get("password")
         if not username or not password:
             raise OAuthError("invalid_request", "username and password are required")
+        device = _device(form, user_agent)  # before the password: a bad field costs no check
         found = await self._store.credentials(username) if len(username) <= MAX_USERNAME else None
         # Verified even for an unknown name (against a dummy hash): it costs as long as a wrong password.
         check = partial(self._passwords.verify, found[1] if found else None, password[:MAX_PASSWORD])
@@ -255,7 +268,7 @@ class OAuthServer:
             ok = await self._guard.verify(check, account, address)
         if not ok or found is None:
             raise OAuthError("invalid_grant", "wrong username or password")
-        return await self._user_tokens(found[0], client.client_id, secrets.token_hex(16))
+        return await self._user_tokens(found[0], client.client_id, secrets.token_hex(16), opened=device)
 
     async def _refresh_grant(self, form: Form, basic: Basic) -> UserTokens:
         client = await self._client(form, basic, confidential=False, registered_public=True)
@@ -285,23 +298,27 @@ class OAuthServer:
         return {"access_token": self._issuer.issue_client(client.client_id, scope), "token_type": "Bearer",
                 "expires_in": self._issuer.ttl_s, "scope": scope}
 
-    async def _authorization_code_grant(self, form: Form, basic: Basic) -> UserTokens:
+    async def _authorization_code_grant(self, form: Form, basic: Basic, user_agent: str) -> UserTokens:
         """RFC 6749 §4.1.3 with PKCE: user tokens like the password grant's, for the client the code
         was issued to (public ones by client_id alone, confidential ones with their secret)."""
         assert self._codes is not None  # only called when there are codes
         client = await self._client(form, basic, confidential=False, registered_public=True)
         code = await self._codes.check(form, client.client_id)
+        device = _device(form, user_agent)
         node = await self._pick(code.user_id)  # before the code is spent: with no node, it can be tried again
         refresh = new_refresh_token()
         await self._codes.redeem(code, digest(refresh), self._refresh_ttl_s)
         if await self._store.disabled(code.user_id):  # as in _user_tokens: checked once the login is stored
             raise OAuthError("invalid_grant", "this account is disabled")
+        if self._logins is not None:
+            await self._logins.opened(code.family, code.user_id, client.client_id, device)
         return {"access_token": self._issuer.issue_user(code.user_id, client.client_id, node.node_id, code.family),
                 "token_type": "Bearer", "expires_in": self._issuer.ttl_s, "refresh_token": refresh,
                 "scope": USER_SCOPE, "user_id": code.user_id, "socket_url": node.url, "socket_node": node.node_id}
 
     async def _user_tokens(self, user_id: int, client_id: str, family: str,
-                           prefer: str | None = None) -> UserTokens:
+                           prefer: str | None = None, opened: str | None = None) -> UserTokens:
+        """`opened`: the device a new login (password grant) is listed as; None: a refresh of `family`."""
         node = await self._pick(user_id, prefer)
         refresh = new_refresh_token()
         await self._store.store_refresh(digest(refresh), family, user_id, client_id, USER_SCOPE,
@@ -310,6 +327,9 @@ class OAuthServer:
         # this login and revokes it; one that committed before is seen here. Neither lets one through.
         if await self._store.disabled(user_id):
             raise OAuthError("invalid_grant", "this account is disabled")
+        if self._logins is not None:
+            await (self._logins.used(family) if opened is None else
+                   self._logins.opened(family, user_id, client_id, opened))
         return {"access_token": self._issuer.issue_user(user_id, client_id, node.node_id, family),
                 "token_type": "Bearer", "expires_in": self._issuer.ttl_s, "refresh_token": refresh,
                 "scope": USER_SCOPE, "user_id": user_id, "socket_url": node.url, "socket_node": node.node_id}
@@ -319,3 +339,11 @@ class OAuthServer:
         if node is None:
             raise Unavailable("no socket node is alive")
         return node
+
+
+def _device(form: Form, user_agent: str) -> str:
+    """What a new login is listed as (`device_name`, else the User-Agent); a bad field is invalid_request."""
+    try:
+        return device_name(form.get("device_name"), user_agent)
+    except DomainError as exc:
+        raise OAuthError("invalid_request", exc.message) from None

@@ -8,7 +8,7 @@ from sqlalchemy.engine import Connection
 from imray.domain.groups import Group
 from imray.storage.accounts import now_ms
 from imray.storage.messages import add_cursors, last_seq
-from imray.storage.schema import blocks, group_members, groups
+from imray.storage.schema import blocks, group_members, groups, read_cursors
 from imray.storage.sql_compat import DriverSql
 
 
@@ -61,6 +61,9 @@ def remove_member(conn: Connection, group_id: int, user_id: int) -> bool:
     """Remove one member; if the owner leaves, the longest-standing member becomes owner."""
     gone = conn.execute(delete(group_members).where(group_members.c.group_id == group_id,
                                                     group_members.c.user_id == user_id)).rowcount
+    if gone:  # a pin of a conversation no longer listed would count against the user's pins unseen
+        conn.execute(update(read_cursors).where(read_cursors.c.user_id == user_id,
+                                                read_cursors.c.conv == f"g:{group_id}").values(pinned_at=0))
     owner = conn.execute(select(groups.c.owner_id).where(groups.c.id == group_id)).scalar()
     if gone and owner == user_id:
         rest = members(conn, group_id)

@@ -11,7 +11,8 @@ from sqlalchemy.engine import Connection
 from imray.domain.conversations import ConvId
 from imray.domain.files import Upload
 from imray.domain.messaging import Batch, MsgFrame
-from imray.storage import accounts
+from imray.storage import accounts, conversation_list
+from imray.storage import contacts as contact_store
 from imray.storage import files as file_store
 from imray.storage import groups as group_store
 from imray.storage import messages as msgs
@@ -40,7 +41,9 @@ class SqlMessageStore:
             pairs = [c for c in convs if not c.is_group]
             if pairs:
                 wanted = {u for c in pairs for u in (c.a, c.b)}
-                found = set(conn.execute(select(users.c.id).where(users.c.id.in_(wanted))).scalars())
+                # A deleted account (issue 18) keeps its row but no longer takes direct messages.
+                found = set(conn.execute(select(users.c.id).where(users.c.id.in_(wanted),
+                                                                  users.c.deleted_at.is_(None))).scalars())
                 out.update({str(c): frozenset((c.a, c.b)) if {c.a, c.b} <= found else None for c in pairs})
             return out
 
@@ -70,6 +73,15 @@ class SqlMessageStore:
             if hiding:
                 out[conv] = {u: frozenset(b) for u, b in hiding.items()}
         return out
+
+    async def contacts(self, convs: Sequence[ConvId]) -> set[str]:
+        """The direct conversations among `convs` whose two users are contacts (issue 18)."""
+        found = await self._db.run(lambda conn: contact_store.contact_pairs(conn, [(c.a, c.b) for c in convs]))
+        return {str(c) for c in convs if (c.a, c.b) in found}
+
+    async def muted_conversations(self, pairs: list[tuple[int, str]]) -> set[tuple[int, str]]:
+        """The (user, conv) pairs among `pairs` whose user muted the conversation (issue 18)."""
+        return await self._db.read(lambda conn: conversation_list.muted_among(conn, pairs))
 
     async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]:
         return await self._db.run(lambda conn: msgs.last_seqs(conn, convs))

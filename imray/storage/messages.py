@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, TypedDict
+from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy import bindparam, exists, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 
 from imray.domain.messaging import MSG_FIELDS, MessageRow, MsgFrame, msg_frame
 from imray.storage.schema import conversations, group_members, messages, read_cursors
 from imray.storage.sql_compat import DriverSql, insert_ignore, upsert_statement
-
-
-class ConversationItem(TypedDict):
-    """One entry of a user's conversation list (PROTOCOL §3)."""
-
-    conv: str
-    last_seq: int
-    read_seq: int
-    unread: int
-    last_message: MsgFrame | None
 
 
 def frame_of(row: Any) -> MsgFrame:
@@ -129,35 +119,3 @@ def committed_since(conn: Connection, since_msg_id: str, limit: int) -> list[Msg
                         .where(messages.c.msg_id >= since_msg_id)
                         .order_by(messages.c.msg_id.desc()).limit(limit)).tuples().all()
     return [msg_frame(*r) for r in reversed(rows)]
-
-
-def conversation_list(conn: Connection, user_id: int, group_ids: Sequence[int]) -> list[ConversationItem]:
-    """The user's direct conversations and current groups, newest activity first."""
-    group_convs = [f"g:{g}" for g in group_ids]
-    mine = or_(read_cursors.c.conv.like("d:%"), read_cursors.c.conv.in_(group_convs))
-    rows = conn.execute(
-        select(read_cursors.c.conv, read_cursors.c.read_seq, conversations.c.last_seq,
-               conversations.c.updated_at)
-        .select_from(read_cursors.outerjoin(conversations, conversations.c.conv == read_cursors.c.conv))
-        .where(read_cursors.c.user_id == user_id, mine)
-    ).all()
-    if not rows:
-        return []
-    unread: dict[str, int] = dict(conn.execute(
-        select(messages.c.conv, func.count())
-        .select_from(messages.join(read_cursors, and_(read_cursors.c.conv == messages.c.conv,
-                                                      read_cursors.c.user_id == user_id)))
-        .where(messages.c.seq > read_cursors.c.read_seq, messages.c.sender_id != user_id, mine)
-        .group_by(messages.c.conv)
-    ).tuples().all())
-    heads = [(r.conv, r.last_seq) for r in rows if r.last_seq]
-    last: dict[str, MsgFrame] = {}
-    if heads:
-        last = {r.conv: frame_of(r) for r in conn.execute(
-            select(messages).where(tuple_(messages.c.conv, messages.c.seq).in_(heads)))}
-    items: list[tuple[int, ConversationItem]] = [
-        (r.updated_at or 0, {"conv": r.conv, "last_seq": int(r.last_seq or 0), "read_seq": int(r.read_seq),
-                             "unread": int(unread.get(r.conv, 0)), "last_message": last.get(r.conv)})
-        for r in rows]
-    items.sort(key=lambda i: i[0], reverse=True)  # newest activity first; stable among equals
-    return [item for _, item in items]

@@ -18,6 +18,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
@@ -62,6 +63,7 @@ users = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("disabled_at", BigInteger),  # set: an operator disabled the account (migration 0005)
     Column("is_bot", Boolean, nullable=False, default=False, server_default=false()),  # a client's bot
+    Column("deleted_at", BigInteger),  # set: the user deleted the account (migration 0007, issue 18)
 )
 
 clients = Table(
@@ -159,6 +161,9 @@ read_cursors = Table(
     Column("user_id", BigInteger, nullable=False),
     Column("conv", String(40), nullable=False),
     Column("read_seq", BigInteger, nullable=False, default=0),
+    # The user's own settings of the conversation (migration 0008, issue 18): pinned since (ms; 0 not).
+    Column("pinned_at", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("muted", Boolean, nullable=False, default=False, server_default=false()),
     PrimaryKeyConstraint("user_id", "conv"),
 )
 
@@ -180,4 +185,47 @@ files = Table(
     Column("size", BigInteger, nullable=False),
     Column("filename", String(255)),
     Column("created_at", BigInteger, nullable=False),
+)
+
+# Issue 18, contacts and presence (migration 0006). A pending friend request, one per ordered pair
+# (a repeat changes nothing); an accepted pair is stored in both directions, so a user's contacts
+# are one primary-key range; a user's presence privacy and last-seen time, a row once either is known.
+contact_requests = Table(
+    "contact_requests", metadata,
+    Column("from_id", BigInteger, nullable=False),
+    Column("to_id", BigInteger, nullable=False),
+    Column("message", Text, nullable=False),  # "" when none; its length is checked at the edge
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("from_id", "to_id"),
+    Index("ix_contact_requests_to", "to_id"),
+)
+
+contacts = Table(
+    "contacts", metadata,
+    Column("user_id", BigInteger, nullable=False),
+    Column("contact_id", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "contact_id"),
+)
+
+user_presence = Table(
+    "user_presence", metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("show_presence", Boolean, nullable=False, default=True, server_default=true()),
+    Column("last_seen_at", BigInteger),  # ms: when the user's last live session closed
+)
+
+# Issue 18, accounts (migration 0007): a user's logins (one per refresh-token family made by a
+# password or authorization-code grant), listed with their device and last use, ended one by one.
+logins = Table(
+    "logins", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),  # what the user names a login by
+    Column("family", String(32), nullable=False),  # the refresh-token family (the `fam` claim)
+    Column("user_id", BigInteger, nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("device_name", String(64), nullable=False),  # the `device_name` field, or the User-Agent
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),  # its last grant, refresh or open socket
+    UniqueConstraint("family", name="uq_logins_family"),
+    Index("ix_logins_user", "user_id"),
 )
