@@ -38,6 +38,7 @@ start_middleware_servers() {
 start_middleware() {
   register_middleware_stops
   export IMRAY_TEST_REDIS_STATE="$state/redis"  # the Redis-restart test restarts it here
+  export IMRAY_TEST_MARIADB_STATE="$state/mariadb"  # the readiness test stops and continues it (pid file)
   start_middleware_servers
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import uuid
 from urllib.parse import urlsplit
 
 import httpx
@@ -82,9 +83,19 @@ async def test_readyz_is_503_while_every_socket_node_or_every_shard_is_stopped_a
     async def ready_again() -> bool:
         return (await _ready(api))[0] == 200
     await eventually(ready_again, 20, f"/readyz 200 once the {part} answer again")
-    # Nothing was replaced, and the session opened before carries on.
+    # Nothing was replaced, and the session opened before carries on (a send the node could not hand
+    # to its shard yet is answered `internal`, and sent again with the same id, as a client does).
     assert await _pids(handles) == pids
-    ack = await sa.send_text(direct(a.user_id, b.user_id), "still here")
-    assert ack["type"] == "ack", ack
+    client_id, conv = uuid.uuid4().hex, direct(a.user_id, b.user_id)
+    for _ in range(60):  # bounded: ~30 s
+        seen = len([f for f in sa.frames if f.get("id") == client_id])
+        await sa.send_json({"type": "send", "id": client_id, "conv": conv, "kind": "text", "body": "still here"})
+        frames = await sa.wait(lambda fs, n=seen: len([f for f in fs if f.get("id") == client_id]) > n)
+        reply = [f for f in frames if f.get("id") == client_id][-1]
+        if reply["type"] == "ack":
+            break
+        assert reply.get("code") == "internal", reply
+        await asyncio.sleep(0.5)
+    assert reply["type"] == "ack", reply
     await sa.close()
     await api.close()
