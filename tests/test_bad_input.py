@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import orjson
-from client import Api, Socket, direct, in_chat_pair, one_per_node
+from client import PASSWORD, Api, Socket, direct, in_chat_pair, one_per_node, unique
 
 
 async def test_bad_frames_get_error_frames_and_the_session_survives(stack):
@@ -122,4 +122,7 @@ async def test_bad_http_requests_are_4xx(stack):
     assert r.status_code == 422
     r = await api.http.post("/api/users", content=b"\xff\xfe", headers={"Content-Type": "application/json"})
     assert r.status_code == 422
+    for nickname in ("bell\u0007", "evil\u202eredro", "nul\u0000"):  # the same rule as a later edit
+        r = await api.http.post("/api/users", json={"username": unique(), "password": PASSWORD, "nickname": nickname})
+        assert r.status_code == 422 and "nickname may not contain" in r.json()["detail"], r.text
     await api.close()

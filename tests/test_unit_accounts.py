@@ -10,7 +10,6 @@ from imray.adapters.rate_limits import LocalFailureCounts
 from imray.deployments.account_store import DatabaseAccountStore
 from imray.domain.account_changes import (
     UNKNOWN_DEVICE,
-    check_nickname,
     check_prefix,
     deleted_username,
     device_name,
@@ -18,7 +17,7 @@ from imray.domain.account_changes import (
     may_match,
 )
 from imray.domain.account_security import AccountSecurity, TooManyFailures
-from imray.domain.accounts import USERNAME
+from imray.domain.accounts import USERNAME, check_nickname, check_registration
 from imray.domain.errors import Forbidden, Invalid, NotFound
 from imray.domain.login_guard import LoginGuard, LoginLimits, PasswordQueue
 from imray.domain.oauth import OAuthError, OAuthServer
@@ -258,3 +257,10 @@ async def test_a_socket_node_stamps_its_open_logins_soon_and_then_once_a_minute(
     assert stamps.due() == []
     open_here.append("a")
     assert stamps.due() == ["a"]
+
+
+@pytest.mark.parametrize("nickname", ["bell\u0007", "evil\u202eredro", "nul\u0000", "x" * 65])
+def test_sign_up_refuses_the_nicknames_an_edit_refuses(nickname: str) -> None:
+    with pytest.raises(Invalid):
+        check_registration("alice", "password1", nickname)
+    assert check_registration("alice", "password1", " ") == ("alice", "password1", "alice")

@@ -16,9 +16,9 @@ from imray.deployments.account_store import DatabaseAccountStore
 from imray.deployments.common import BackendsService, membership_changed
 from imray.deployments.contacts import Ended, announce, end_on_block_txn
 from imray.deployments.files import Download, FileKeeper
-from imray.domain.account_changes import check_nickname, check_prefix, like_pattern, may_match
+from imray.domain.account_changes import check_prefix, like_pattern, may_match
 from imray.domain.account_security import AccountSecurity
-from imray.domain.accounts import User, check_registration
+from imray.domain.accounts import User, check_nickname, check_registration
 from imray.domain.conversations import direct_conv
 from imray.domain.errors import NotFound, Unavailable
 from imray.domain.login_guard import LoginGuard, LoginLimits, PasswordQueue

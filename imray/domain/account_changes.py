@@ -2,41 +2,15 @@
 
 from __future__ import annotations
 
-import unicodedata
-
-from imray.domain.accounts import USERNAME
+from imray.domain.accounts import USERNAME, odd_character
 from imray.domain.errors import Invalid
 
-MAX_NICKNAME = 64
 MAX_DEVICE_NAME = 64
 MAX_PREFIX = 32  # a username's longest
 LIKE_ESCAPE = "!"  # not `\`: MariaDB also reads a backslash in a string literal
 UNKNOWN_DEVICE = "unknown device"
 DELETED_NICKNAME = "Deleted user"
 # Bidirectional overrides and isolates turn a name around on screen (a classic spoofing trick).
-BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def odd_character(text: str) -> str | None:
-    """The first character a name may not hold: a control character, a lone surrogate (which no
-    database stores) or a bidirectional override; None when there is none."""
-    for char in text:
-        if unicodedata.category(char) in ("Cc", "Cs") or char in BIDI_CONTROLS:
-            return char
-    return None
-
-
-def check_nickname(nickname: object, username: str) -> str:
-    """A nickname as stored: at most 64 characters, none of them odd; blank means the username
-    (as at sign-up)."""
-    if not isinstance(nickname, str) or len(nickname) > MAX_NICKNAME:
-        raise Invalid(f"nickname must be at most {MAX_NICKNAME} characters")
-    odd = odd_character(nickname)
-    if odd is not None:
-        raise Invalid(f"nickname may not contain the character U+{ord(odd):04X}")
-    return nickname.strip() or username
-
-
 def device_name(given: str | None, user_agent: str) -> str:
     """What a login is listed as: the app's `device_name` (checked like a nickname: a bad one is
     refused), else the User-Agent (not the user's doing: cleaned and cut instead)."""
