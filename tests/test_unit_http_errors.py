@@ -7,6 +7,7 @@ import logging
 
 import pymysql
 import pytest
+import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
@@ -30,8 +31,10 @@ def _app(error: Exception) -> TestClient:
 @pytest.mark.parametrize("error", [
     OperationalError("SELECT 1 WHERE x = %s", (SECRET,), pymysql.err.OperationalError(2003, "Can't connect")),
     InterfaceError("SELECT 1", (SECRET,), pymysql.err.InterfaceError(0, "")),
+    redis.exceptions.ConnectionError("Connection closed by server."),
+    redis.exceptions.TimeoutError("Timeout reading from socket"),
 ])
-def test_a_database_that_does_not_answer_is_503_and_its_statement_is_not_logged(
+def test_a_database_or_redis_that_does_not_answer_is_503_and_no_statement_is_logged(
         error: Exception, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="imray.gateway"):
         r = _app(error).get("/boom")

@@ -8,6 +8,7 @@ saying so is forgotten, and a Redis that restarted empty is full again within on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 REFRESH_S = 15.0
@@ -109,9 +110,26 @@ class RedisPresence:
             results = await pipe.execute()
         return net_transitions([user for user, _ in changes], [(bool(b), bool(a)) for b, a in results])
 
+    async def _idempotent(self, fill: Callable[[Any], object]) -> list[Any]:
+        """A pipeline of commands that may run twice, tried twice: redis-py retries single commands
+        on a dropped connection but not pipelines, and after a Redis restart every pooled connection
+        fails once ("Connection closed by server": the server API's presence answered 500, CI)."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        for attempt in (1, 2):
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    fill(pipe)
+                    return list(await pipe.execute())
+            except RedisConnectionError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     async def replace_node(self, node: str, sessions: dict[int, int]) -> None:
         old = {int(u) for u in await self._redis.smembers(self._node_key(node))}
-        async with self._redis.pipeline(transaction=False) as pipe:
+
+        def fill(pipe: Any) -> None:
             for user in old - set(sessions):
                 pipe.hdel(self._user_key(user), node)
             for user, count in sessions.items():
@@ -121,24 +139,18 @@ class RedisPresence:
             if sessions:
                 pipe.sadd(self._node_key(node), *sessions)
                 pipe.expire(self._node_key(node), TTL_S)
-            await pipe.execute()
+        await self._idempotent(fill)
 
     async def drop_node(self, node: str) -> list[int]:
         had = sorted(int(u) for u in await self._redis.smembers(self._node_key(node)))
         await self.replace_node(node, {})
         if not had:
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for user in had:
-                pipe.exists(self._user_key(user))
-            left = await pipe.execute()
+        left = await self._idempotent(lambda pipe: [pipe.exists(self._user_key(user)) for user in had])
         return [user for user, exists in zip(had, left, strict=True) if not exists]
 
     async def lookup(self, users: list[int]) -> dict[str, list[int]]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for user in users:
-                pipe.hkeys(self._user_key(user))
-            found = await pipe.execute()
+        found = await self._idempotent(lambda pipe: [pipe.hkeys(self._user_key(user)) for user in users])
         out: dict[str, list[int]] = {}
         for user, nodes in zip(users, found, strict=True):
             for node in nodes:

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from ray.exceptions import RayError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -106,6 +108,12 @@ async def _database_away(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "service temporarily unavailable"}, status_code=503)
 
 
+async def _redis_away(request: Request, exc: Exception) -> JSONResponse:
+    """Redis did not answer (presence, shared counters): a backing service away, 503."""
+    log.warning("redis unavailable on %s: %r", request.url.path, exc)
+    return JSONResponse({"detail": "service temporarily unavailable"}, status_code=503)
+
+
 async def _invalid_request(request: Request, exc: Exception) -> Response:
     """FastAPI's own 422, except that an input holding a lone surrogate (JSON allows "\\ud800",
     UTF-8 does not) is echoed \\u-escaped: its UTF-8 rendering failed, which made the 422 a 500."""
@@ -124,11 +132,13 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def add_error_handlers(app: FastAPI) -> None:
     """Domain errors as their status (RFC 6749 bodies for OAuth2's), failed service calls and an
-    unreachable database as 503, anything else as 500 without its details."""
+    unreachable database or Redis as 503, anything else as 500 without its details."""
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RayError, _ray_error)
     app.add_exception_handler(OperationalError, _database_away)
     app.add_exception_handler(InterfaceError, _database_away)
+    app.add_exception_handler(RedisConnectionError, _redis_away)
+    app.add_exception_handler(RedisTimeoutError, _redis_away)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _unexpected)
 
