@@ -243,6 +243,10 @@ async def run_fault(mh: MultiHost, fault: Callable[[str], Awaitable[str]], expec
         moved = sorted({(o.node_after, url_host(o.url_after)) for m in victims for o in m.outages})
         print(f"  {n} clients of {victim_host} current again: p50 {p50:.1f} s, max {worst:.1f} s "
               f"(re-pinned to {moved}); {during} messages acked meanwhile")
+        failed_reads = [f for m in members for f in m.failed_reads]
+        if failed_reads:
+            print(f"  catch-up history reads that failed and were tried again: {len(failed_reads)} "
+                  f"({sorted(set(failed_reads))})")
         if expect_nodes_after is not None:
             listed = await socket_nodes_listed(mh, expect_nodes_after, url_host(victim_url))
             print(f"  Nacos: {sorted((h['metadata']['node_id'], h['ip'], h['port']) for h in listed)} "

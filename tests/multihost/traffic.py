@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+import httpx
 from client import Api, Login, Socket, bearer, direct
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -80,6 +81,9 @@ class Member:
     live_duplicates: int = 0
     echoes: int = 0  # own messages delivered to the session that sent them (the contract says not to)
     outages: list[Outage] = field(default_factory=list)
+    # Catch-up reads that failed (a transport error or a non-200) and were tried again, as an app
+    # does: after a heal, requests routed to a Serve replica on the healed host hung 30 s (CI).
+    failed_reads: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.url, self.token, self.node = self.login.socket_url, self.login.access_token, self.login.socket_node
@@ -145,10 +149,21 @@ class Member:
 
     async def _history_after(self, after: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + REPIN_DEADLINE_S
         for _ in range(1000):
-            r = await self.api.get(f"/api/conversations/{self.conv}/messages", self.token,
-                                   after_seq=out[-1]["seq"] if out else after, limit=200)
-            assert r.status_code == 200, r.text
+            try:
+                r = await self.api.get(f"/api/conversations/{self.conv}/messages", self.token,
+                                       after_seq=out[-1]["seq"] if out else after, limit=200)
+            except httpx.HTTPError as exc:
+                r, failure = None, type(exc).__name__
+            else:
+                failure = "" if r.status_code == 200 else f"{r.status_code} {r.text[:80]}"
+            if failure:
+                self.failed_reads.append(failure)
+                assert time.monotonic() < deadline, f"{self.name}: catch-up reads failing: {self.failed_reads}"
+                await asyncio.sleep(0.5)
+                continue
+            assert r is not None
             page = r.json()["messages"]
             if not page:
                 return out
