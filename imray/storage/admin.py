@@ -7,6 +7,7 @@ from typing import TypedDict
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from imray.domain.errors import Conflict
 from imray.domain.scopes import ServerClient
@@ -74,18 +75,16 @@ def set_password(conn: Connection, user_id: int, password_hash: str) -> None:
 def end_logins(conn: Connection, user_id: int, keep_s: int) -> list[str]:
     """Revoke every login of the user that may still have a live token: each family with a refresh
     token not yet expired (its access tokens end before it does). Returns the families revoked."""
-    rows = conn.execute(select(refresh_tokens.c.family).where(refresh_tokens.c.user_id == user_id)
-                        .group_by(refresh_tokens.c.family)
-                        .having(func.max(refresh_tokens.c.expires_at) > now_ms() - keep_s * 1000))
-    families = [str(r.family) for r in rows]
-    for family in families:
-        _revoke(conn, family, keep_s)
-    return families
+    return _end_live_families(conn, refresh_tokens.c.user_id == user_id, keep_s)
 
 
 def end_client_logins(conn: Connection, client_id: str, keep_s: int) -> list[str]:
     """Revoke every login made through the client that may still have a live token (as `end_logins`)."""
-    rows = conn.execute(select(refresh_tokens.c.family).where(refresh_tokens.c.client_id == client_id)
+    return _end_live_families(conn, refresh_tokens.c.client_id == client_id, keep_s)
+
+
+def _end_live_families(conn: Connection, which: ColumnElement[bool], keep_s: int) -> list[str]:
+    rows = conn.execute(select(refresh_tokens.c.family).where(which)
                         .group_by(refresh_tokens.c.family)
                         .having(func.max(refresh_tokens.c.expires_at) > now_ms() - keep_s * 1000))
     families = [str(r.family) for r in rows]
