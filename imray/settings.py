@@ -67,6 +67,10 @@ class Settings:
     max_text_length: int = 4000
     max_group_members: int = 2000
     max_pinned_conversations: int = 10  # per user (issue 18): the conversation list's first page holds them
+    # Issue 18, message lifecycle: a sender recalls within this many seconds (group admins any time);
+    # distinct emoji on one message.
+    recall_window_s: int = 120
+    max_reactions: int = 20
     max_body_bytes: int = 1048576  # HTTP request bodies (JSON and forms)
     rate_limit_per_minute: int = 6000  # HTTP requests per user (or per client address before login)
     max_upload_bytes: int = 20 * 1024 * 1024  # chat files

@@ -21,7 +21,7 @@ def _setup(db: Database) -> tuple[int, int, int, int]:
         alice, bob, carol = (accounts.create_user(conn, n, "x", n)["id"] for n in ("alice", "bob", "carol"))
         gid = groups.create_group(conn, "team", alice, [bob])["id"]
         rows = [dict(msg_id=f"m{s}", conv=f"g:{gid}", seq=s, sender_id=alice, client_id=f"c{s}", kind="text",
-                     body=f"hello {s}", file_id=None, ts=1000 + s) for s in (1, 2, 3)]
+                     body=f"hello {s}", file_id=None, ts=1000 + s, meta=None) for s in (1, 2, 3)]
         messages.commit_batch(conn, rows, {f"g:{gid}": 3}, 1003)
         return alice, bob, carol, gid
     return db.transaction(setup)

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 import ray
 
 from imray.actors.fanout import FanOut
+from imray.actors.outbox_sweep import sweep_forever
 from imray.actors.shard_commit import ShardCommitter
 from imray.actors.shard_listener import NodeStreams, ShardListener
 from imray.backends import Backends
-from imray.domain.messaging import ConversationLog, Outcome, SendItem
+from imray.domain.message_changes import Rules
+from imray.domain.messaging import ConversationLog, Item, Outcome
 from imray.domain.nodes import ShardEndpoint
 from imray.heap import freeze_startup_heap
 from imray.lifecycle import Tasks, Teardowns
@@ -25,6 +27,7 @@ from imray.storage.message_store import SqlMessageStore
 
 if TYPE_CHECKING:
     from imray.actors.notifier import Notifier
+
 
 
 # Ray's stubs lack the actor options (max_concurrency), and mypy keeps the class a class: callers'
@@ -37,7 +40,15 @@ class ConversationShard:
         store = SqlMessageStore(self._backends.database(threads=2))
         conversations = ConversationLog(store)
         live = self._backends.live()
-        live.on_change(lambda _values: setattr(conversations, "direct_messages", live.direct_messages))
+
+        def follow(_values: object = None) -> None:
+            conversations.direct_messages = live.direct_messages
+            conversations.rules = Rules(settings.recall_window_s * 1000, settings.max_reactions, live.max_text_length)
+
+        follow()
+        live.on_change(follow)
+        self._store = store
+        self._shards = settings.shard_count
         streams = NodeStreams()
         self._notifier = _notifier(index, settings, store)  # None: no webhook configured, nothing runs
         self._fanout = FanOut(index, settings, self._backends.actors(), streams, store,
@@ -79,6 +90,8 @@ class ConversationShard:
             raise
         # Live settings follow Nacos in the background: a slow Nacos must not hold back the streams.
         self._tasks.spawn(self._backends.start(), name="backends")
+        self._tasks.spawn(sweep_forever(self._store, self._committer.publish, self._index, self._shards),
+                          name="outbox sweep")
 
     async def stop(self) -> None:
         """Close the streams, end the loops (what is still queued is answered NOT_STORED), and stop
@@ -101,11 +114,18 @@ class ConversationShard:
         await self.start()
         return self._listener.endpoint()
 
-    async def send(self, items: list[SendItem]) -> list[Outcome]:
-        """Sends from the server API (a bot's): queued and committed like a socket node's batch,
-        and delivered the same way; the outcome comes back through Ray instead of a stream."""
+    async def send(self, items: list[Item]) -> list[Outcome]:
+        """Sends from the server API (a bot's) and changes to messages (issue 18): queued and committed
+        like a socket node's batch, and delivered the same way; the outcome comes back through Ray
+        instead of a stream."""
         await self.start()
         return await self._committer.submit([*items])
+
+    async def publish(self, convs: list[str]) -> None:
+        """Commit the group events waiting in the outbox for `convs` (issue 18), after every batch
+        queued before; returns once they are committed."""
+        await self.start()
+        await self._committer.publish(convs)
 
     async def forget(self, convs: list[str]) -> None:
         """Membership of these conversations changed (group add/remove)."""

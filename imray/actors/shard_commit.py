@@ -22,6 +22,7 @@ from imray.domain.messaging import (
     Batch,
     ConversationLog,
     Delivery,
+    EventItem,
     Item,
     MessageStore,
     Outcome,
@@ -43,7 +44,15 @@ class Forget:
     convs: tuple[str, ...]
 
 
-Queued = tuple[list[Item] | Forget, "asyncio.Future[list[Outcome]]"]
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Commit these conversations' group events from the outbox (issue 18), their members read again
+    first: the changes are in the database already, and the events apply them in line."""
+
+    convs: tuple[str, ...]
+
+
+Queued = tuple[list[Item] | Forget | Publish, "asyncio.Future[list[Outcome]]"]
 Run = list[tuple[list[Item], "asyncio.Future[list[Outcome]]"]]
 
 
@@ -93,8 +102,15 @@ class ShardCommitter:
     async def forget(self, convs: list[str]) -> None:
         """Membership of these conversations changed (group add/remove): applied in line with the
         batches, so every batch queued before sees the old members and every one after the new."""
+        await self._queued(Forget(tuple(convs)))
+
+    async def publish(self, convs: list[str]) -> None:
+        """Commit the group events waiting for `convs` (see `Publish`), in line with the batches."""
+        await self._queued(Publish(tuple(convs)))
+
+    async def _queued(self, payload: Forget | Publish) -> None:
         done: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-        self._queue.append((Forget(tuple(convs)), done))
+        self._queue.append((payload, done))
         self._wakeup.set()
         await done
 
@@ -110,12 +126,15 @@ class ShardCommitter:
     async def _process(self, queued: list[Queued]) -> None:
         run: Run = []
         for payload, future in queued:
-            if isinstance(payload, Forget):
+            if isinstance(payload, Forget | Publish):
                 await self._commit(run)
                 run = []
                 for conv in payload.convs:
                     self._log.forget(conv)
-                future.set_result([])
+                if isinstance(payload, Publish):
+                    await self._commit([([EventItem(conv) for conv in payload.convs], future)])
+                else:
+                    future.set_result([])
             else:
                 run.append((payload, future))
         await self._commit(run)
@@ -170,7 +189,7 @@ class ShardCommitter:
 
     async def _write(self, batch: Batch) -> None:
         try:
-            if batch.rows or batch.cursor_moves:
+            if batch.rows or batch.cursor_moves or batch.outbox_done:
                 await self._store.commit(batch)
         except RowRefused:
             self._log.refused(batch)  # its conversations are read again: the database knows better

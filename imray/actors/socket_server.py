@@ -379,7 +379,8 @@ class SocketServer:
             session.push(error_frame(exc.code, exc.message, frame.id))
             return
         session.in_flight += 1
-        item = SendItem(session.user, session.id, frame.id, frame.conv, frame.kind, frame.body, frame.file_id)
+        item = SendItem(session.user, session.id, frame.id, frame.conv, frame.kind, frame.body, frame.file_id,
+                        frame.reply_to or 0, tuple(dict.fromkeys(frame.mentions)))
         self._submit(session, item, frame.id)
 
     def _submit(self, session: Session, item: Item, client_id: str | None) -> None:

@@ -31,14 +31,23 @@ _SEND, _READ, _TYPING = 0, 1, 2
 def _row(item: Item) -> tuple[Any, ...]:
     """An item as a JSON array: its kind, then its fields in order."""
     if isinstance(item, SendItem):
+        if item.reply_to or item.mentions:  # issue 18's fields travel only when set
+            return (_SEND, item.sender, item.session, item.client_id, item.conv, item.kind, item.body, item.file_id,
+                    item.reply_to, item.mentions)
         return (_SEND, item.sender, item.session, item.client_id, item.conv, item.kind, item.body, item.file_id)
     if isinstance(item, ReadItem):
         return (_READ, item.user, item.session, item.conv, item.seq)
-    return (_TYPING, item.user, item.session, item.conv)
+    if isinstance(item, TypingItem):
+        return (_TYPING, item.user, item.session, item.conv)
+    raise TypeError(f"{type(item).__name__} does not travel on the node streams")  # changes and events go by Ray
 
 
-_KINDS: dict[int, type[SendItem] | type[ReadItem] | type[TypingItem]] = {
-    _SEND: SendItem, _READ: ReadItem, _TYPING: TypingItem}
+def _send(sender: int, session: str, client_id: str, conv: str, kind: str, body: str, file_id: str | None,
+          reply_to: int = 0, mentions: Sequence[int] = ()) -> SendItem:
+    return SendItem(sender, session, client_id, conv, kind, body, file_id, reply_to, tuple(mentions))
+
+
+_KINDS: dict[int, Any] = {_SEND: _send, _READ: ReadItem, _TYPING: TypingItem}
 
 
 def pack_items(items: Sequence[Item]) -> bytes:

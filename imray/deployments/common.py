@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
-from ray.exceptions import RayTaskError
+import orjson
+from ray.exceptions import RayError, RayTaskError
 
 from imray.adapters.named_actors import NamedActors
 from imray.backends import Backends
-from imray.domain.errors import DomainError
+from imray.domain.errors import BadRequest, Conflict, DomainError, Forbidden, NotFound, TooLarge, Unavailable
+from imray.domain.messaging import ChangeItem
 from imray.settings import Settings
 
 T = TypeVar("T")
+log = logging.getLogger("imray.web")
 
 
 def deployment_options(settings: Settings, name: str) -> dict[str, Any]:
@@ -40,6 +45,49 @@ async def call(response: Awaitable[T]) -> T:
 async def membership_changed(actors: NamedActors, conv: str) -> None:
     """The owning ConversationShard caches who may read and write `conv`: tell it before answering."""
     await actors.owner_of(conv).forget.remote([conv])
+
+
+class ChangeResult(TypedDict):
+    """What a change to a message came to (issue 18): the seq'd event that records it, or, for a
+    change that changed nothing (a reaction already there), `changed` false with seq 0."""
+
+    id: str  # the caller's key
+    conv: str
+    target: int
+    seq: int
+    msg_id: str
+    ts: int
+    changed: bool
+
+
+_ERRORS: dict[str, type[DomainError]] = {"forbidden": Forbidden, "not_found": NotFound, "bad_request": BadRequest,
+                                         "too_large": TooLarge, "conflict": Conflict}
+
+
+async def publish_events(actors: NamedActors, conv: str) -> None:
+    """Have the owning shard commit `conv`'s group events waiting in the outbox (`storage.outbox`),
+    membership read again, before the caller answers. A shard that does not answer in 10 s leaves
+    them to its sweep (the change is stored; its event follows within seconds)."""
+    try:
+        await asyncio.wait_for(actors.owner_of(conv).publish.remote([conv]), 10)
+    except (TimeoutError, RayError) as exc:
+        log.warning("the events of %s wait for the shard's sweep: %s", conv, type(exc).__name__)
+
+
+async def submit_change(actors: NamedActors, item: ChangeItem) -> ChangeResult:
+    """A change to a stored message, through the shard that owns its conversation (which decides
+    who may make it); its refusals come back as DomainErrors, an unreachable shard as Unavailable."""
+    try:
+        [outcome] = await asyncio.wait_for(actors.owner_of(item.conv).send.remote([item]), 15)
+    except (TimeoutError, RayError) as exc:
+        raise Unavailable("the conversation's shard did not answer; send the change again") from exc
+    if outcome.error is not None:
+        code, message = outcome.error
+        raise _ERRORS.get(code, Unavailable)(message)
+    assert outcome.ack is not None
+    ack = orjson.loads(outcome.ack)
+    return {"id": item.key, "conv": item.conv, "target": item.target, "seq": ack["seq"], "msg_id": ack["msg_id"],
+            "ts": ack["ts"], "changed": ack["seq"] > 0}
 
 
 class BackendsService:

@@ -11,14 +11,18 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, NotRequired, Protocol, TypedDict
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 import orjson
 
+from imray.domain.content import check_send
 from imray.domain.conversations import ConvId, parse_conv
-from imray.domain.errors import BadRequest, DomainError, Forbidden, NotFound, TooLarge
+from imray.domain.errors import DomainError, Forbidden, NotFound
 from imray.domain.files import Upload
+from imray.domain.message_changes import ChangeItem, Rules, Target, decide
+
+__all__ = ["ChangeItem", "check_send"]  # also imported from here by the edges
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,8 @@ class SendItem:
     kind: str
     body: str
     file_id: str | None = None
+    reply_to: int = 0  # the seq of the message this one answers (issue 18); 0: none
+    mentions: tuple[int, ...] = ()  # users named (issue 18): members among them see "mentioned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +53,26 @@ class TypingItem:
     conv: str
 
 
-Item = SendItem | ReadItem | TypingItem
+@dataclass(frozen=True, slots=True)
+class EventItem:
+    """Commit the group changes waiting in the outbox for `conv` (issue 18): each becomes a seq'd
+    `event` message, and the members are read again first (the change is already in the database)."""
+
+    conv: str
+
+
+Item = SendItem | ReadItem | TypingItem | EventItem | ChangeItem
 
 
 # A message as the wire's `msg` frame (PROTOCOL §2.4), the form every path hands on: deliveries,
 # history pages, the conversation list. "from" is a keyword, hence the functional form.
 MsgFrame = TypedDict("MsgFrame", {
     "type": Literal["msg"], "conv": str, "seq": int, "msg_id": str, "from": int, "kind": str, "body": str,
-    "ts": int, "file_id": NotRequired[str], "hidden": NotRequired[bool]})
+    "ts": int, "file_id": NotRequired[str], "hidden": NotRequired[bool],
+    # Issue 18, from the row's `meta` (absent on a plain message): see docs/protocol.md §9.
+    "reply_to": NotRequired[int], "mentions": NotRequired[list[int]], "edited": NotRequired[int],
+    "recalled": NotRequired[bool], "reactions": NotRequired[dict[str, int]], "event": NotRequired[dict[str, Any]],
+    "deleted": NotRequired[bool]})
 
 
 class MessageRow(TypedDict):
@@ -69,15 +87,18 @@ class MessageRow(TypedDict):
     body: str
     file_id: str | None
     ts: int
+    meta: str | None
 
 
 # The frame's fields in the order `msg_frame` takes them: a history page reads its columns in
 # this order and hands the driver's tuples over as they are, with no object per row in between.
-MSG_FIELDS = ("conv", "seq", "msg_id", "sender_id", "kind", "body", "ts", "file_id")
+MSG_FIELDS = ("conv", "seq", "msg_id", "sender_id", "kind", "body", "ts", "file_id", "meta")
+# The frame's keys that come from the row's `meta` JSON (issue 18), never from its columns.
+META_KEYS = ("reply_to", "mentions", "edited", "recalled", "reactions", "event")
 
 
 def msg_frame(conv: str, seq: int, msg_id: str, sender: int, kind: str, body: str, ts: int,
-              file_id: str | None = None) -> MsgFrame:
+              file_id: str | None = None, meta: str | None = None) -> MsgFrame:
     """The one builder of a message: its `msg` frame, with `file_id` only when it has one.
 
     Rows and acks are made from the frame (`message_row`, `ack_of`) rather than from an object of
@@ -88,14 +109,25 @@ def msg_frame(conv: str, seq: int, msg_id: str, sender: int, kind: str, body: st
                        "body": body, "ts": ts}
     if file_id is not None:
         frame["file_id"] = file_id
+    if meta:  # a plain message has none: one test of a None on the hot path
+        frame.update(orjson.loads(meta))
     return frame
+
+
+def meta_of(msg: MsgFrame) -> str | None:
+    """The `meta` column's JSON of a frame: its issue-18 keys, or None when it has none."""
+    found = {key: msg[key] for key in META_KEYS if key in msg}  # type: ignore[literal-required]
+    return orjson.dumps(found).decode() if found else None
 
 
 def hidden(msg: MsgFrame) -> MsgFrame:
     """What a reader who blocks the sender gets of a group message: its place in the conversation
     (seq, id, sender, time) without what it says, so the reader's seqs stay gap-free."""
-    return {"type": "msg", "conv": msg["conv"], "seq": msg["seq"], "msg_id": msg["msg_id"], "from": msg["from"],
-            "kind": msg["kind"], "body": "", "ts": msg["ts"], "hidden": True}
+    out: MsgFrame = {"type": "msg", "conv": msg["conv"], "seq": msg["seq"], "msg_id": msg["msg_id"],
+                     "from": msg["from"], "kind": msg["kind"], "body": "", "ts": msg["ts"], "hidden": True}
+    if "event" in msg:  # a group's state must converge for every reader: the event stays, an edit's text goes
+        out["event"] = {k: v for k, v in msg["event"].items() if k != "body"}
+    return out
 
 
 def hidden_stream(conv: str) -> str:
@@ -116,8 +148,12 @@ def message_row(msg: MsgFrame, client_id: str) -> MessageRow:
     """The row that stores `msg`, sent by its sender with `client_id`."""
     return {"msg_id": msg["msg_id"], "conv": msg["conv"], "seq": msg["seq"], "sender_id": msg["from"],
             "client_id": client_id, "kind": msg["kind"], "body": msg["body"], "file_id": msg.get("file_id"),
-            "ts": msg["ts"]}
+            "ts": msg["ts"], "meta": meta_of(msg)}
 
+
+# Client ids that begin with this are the server's (an event's key): clients may not use them, or a
+# client could take the key of a group event before it is committed and hold the event back.
+SERVER_KEY_PREFIX = "~"
 
 # A batch that failed before its outcome was known (a shard away, a broken stream): nothing is
 # acknowledged, and a resend with the same client id is safe.
@@ -162,11 +198,49 @@ class ConvState:
     # A direct conversation's two users are contacts (issue 18): read only under the `contacts`
     # policy, for a conversation with no message yet; None until then.
     contacts: bool | None = None
+    # A group's administration (issue 18): its owner and admins; members who may read but not write
+    # (muted one by one, or everyone but admins when the group is muted); dissolved: nobody writes.
+    admins: frozenset[int] = frozenset()
+    silenced: frozenset[int] = frozenset()
+    closed: bool = False
 
     def audience(self, user: int) -> tuple[tuple[int, ...], frozenset[int]]:
         """Who hears everything `user` says here (`user` excluded), and who gets it hidden."""
         hiding = self.blockers.get(user, frozenset())
         return tuple(m for m in self.members if m != user and m not in hiding), hiding
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRules:
+    """A group's administration as a shard needs it (issue 18)."""
+
+    admins: frozenset[int]  # the owner and the admins
+    muted: frozenset[int]  # members muted one by one
+    muted_all: bool
+    dissolved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TargetUpdate:
+    """A stored message's new state after a change (issue 18)."""
+
+    conv: str
+    seq: int
+    body: str
+    file_id: str | None
+    meta: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """A group change's event waiting in the outbox (issue 18)."""
+
+    id: int
+    conv: str
+    actor: int
+    key: str
+    event: dict[str, Any]
+    notify: tuple[int, ...]
 
 
 @dataclass
@@ -181,6 +255,11 @@ class Batch:
     cursor_moves: list[tuple[int, str, int]] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
     previous_heads: dict[str, int] = field(default_factory=dict)
+    # Issue 18: targets of message changes, reaction rows, mentions, outbox events committed.
+    updates: dict[tuple[str, int], TargetUpdate] = field(default_factory=dict)
+    reactions: dict[tuple[str, int, int, str], bool] = field(default_factory=dict)  # (conv, seq, user, emoji): on
+    mentions: list[tuple[int, str, int]] = field(default_factory=list)  # user, conv, seq
+    outbox_done: list[int] = field(default_factory=list)
 
 
 class MessageStore(Protocol):
@@ -191,6 +270,10 @@ class MessageStore(Protocol):
     async def muted(self, convs: Sequence[ConvId]) -> dict[str, frozenset[int]]: ...
     async def blockers(self, groups: Mapping[str, frozenset[int]]) -> dict[str, dict[int, frozenset[int]]]: ...
     async def contacts(self, convs: Sequence[ConvId]) -> set[str]: ...  # direct convs whose users are contacts
+    async def group_rules(self, group_ids: Sequence[int]) -> dict[str, GroupRules]: ...
+    async def targets(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Target]: ...
+    async def reacted(self, keys: Sequence[tuple[str, int, int, str]]) -> set[tuple[str, int, int, str]]: ...
+    async def pending_events(self, convs: Sequence[str]) -> list[PendingEvent]: ...
     async def find_by_client_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], MsgFrame]: ...
     async def files(self, file_ids: Sequence[str]) -> dict[str, Upload]: ...
     async def commit(self, batch: Batch) -> None: ...
@@ -229,6 +312,7 @@ class ConversationLog:
         self._dedupe_capacity = dedupe_capacity
         self._cursors: OrderedDict[tuple[int, str], int] = OrderedDict()  # read cursors seen lately
         self.direct_messages = "open"  # the live policy: "open", "existing", "contacts" or "off"
+        self.rules = Rules(recall_window_ms=120_000, max_reactions=20, max_text=4000)  # the shard sets them
         self._ids = MessageIds()
 
     def forget(self, conv: str) -> None:
@@ -244,12 +328,19 @@ class ConversationLog:
         muted = await self._store.muted([c for c in missing if not c.is_group])
         blockers = await self._store.blockers({str(c): found for c in missing if c.is_group
                                                and (found := members.get(str(c))) is not None})
+        groups = [c.group_id for c in missing if c.is_group and members.get(str(c)) is not None]
+        rules = await self._store.group_rules(groups) if groups else {}
         for cid in missing:
             key = str(cid)
             found = members.get(key)
             if found is not None:
-                self._convs[key] = ConvState(found, heads.get(key, 0), muted.get(key, frozenset()),
-                                             blockers.get(key, {}))
+                state = ConvState(found, heads.get(key, 0), muted.get(key, frozenset()), blockers.get(key, {}))
+                group = rules.get(key)
+                if group is not None:
+                    state.admins = group.admins
+                    state.silenced = group.muted | (found - group.admins if group.muted_all else frozenset())
+                    state.closed = group.dissolved
+                self._convs[key] = state
 
     async def _load_contacts(self, items: Sequence[Item]) -> None:
         """Under the `contacts` policy: whether the users of each new direct conversation sent to are contacts."""
@@ -280,8 +371,13 @@ class ConversationLog:
             await self._load_contacts(items)
 
         sends: list[tuple[int, SendItem]] = []
+        changes: list[tuple[int, ChangeItem]] = []
+        events: list[EventItem] = []
         for i, item in enumerate(items):
             if batch.outcomes[i].error:
+                continue
+            if isinstance(item, EventItem):  # the server's own: the web service checked who may
+                events.append(item)
                 continue
             try:
                 state = self._member_state(item)
@@ -290,6 +386,8 @@ class ConversationLog:
                 continue
             if isinstance(item, SendItem):
                 sends.append((i, item))
+            elif isinstance(item, ChangeItem):
+                changes.append((i, item))
             elif isinstance(item, ReadItem):
                 seq = min(item.seq, state.last_seq)
                 if self._cursors.get((item.user, item.conv), -1) >= seq:
@@ -309,6 +407,10 @@ class ConversationLog:
         if sends:
             sends = await self._check_files(batch, sends)
             await self._plan_sends(batch, sends, check_store)
+        if changes:
+            await self._plan_changes(batch, changes)
+        if events:
+            await self._plan_events(batch, events)
         return batch
 
     async def _check_files(self, batch: Batch, sends: list[tuple[int, SendItem]]) -> list[tuple[int, SendItem]]:
@@ -334,11 +436,17 @@ class ConversationLog:
         state = self._convs.get(item.conv)
         if state is None:
             raise NotFound(f"conversation {item.conv} does not exist")
-        user = item.sender if isinstance(item, SendItem) else item.user
+        user = item.sender if isinstance(item, SendItem) else item.user  # type: ignore[union-attr]
         if user not in state.members:
             raise Forbidden(f"you are not a member of {item.conv}")
-        if user in state.muted and not isinstance(item, ReadItem):
+        if isinstance(item, ReadItem):
+            return state
+        if user in state.muted:
             raise Forbidden("you cannot write to this user")
+        if state.closed:
+            raise Forbidden("this group was dissolved: it can be read, not written to")
+        if user in state.silenced:
+            raise Forbidden("you are muted in this group")
         if isinstance(item, SendItem) and item.conv.startswith("d:") and self.direct_messages != "open":
             if self.direct_messages == "off":
                 raise Forbidden("direct messages are turned off")
@@ -362,26 +470,115 @@ class ConversationLog:
                 batch.outcomes[i].ack = earlier
                 continue
             state = self._convs[item.conv]
-            if item.conv not in batch.previous_heads:
-                batch.previous_heads[item.conv] = state.last_seq
-                if state.last_seq == 0 and not item.conv.startswith("g:"):
-                    batch.new_directs[item.conv] = tuple(sorted(state.members))
-            state.last_seq += 1
-            msg = msg_frame(item.conv, state.last_seq, self._ids.next(now), item.sender, item.kind, item.body, now,
-                            item.file_id)
-            batch.heads[item.conv] = state.last_seq
+            if item.reply_to > state.last_seq:
+                batch.outcomes[i].error = ("bad_request", "reply_to must be the seq of an earlier message")
+                continue
+            if state.last_seq == 0 and item.conv not in batch.previous_heads and not item.conv.startswith("g:"):
+                batch.new_directs[item.conv] = tuple(sorted(state.members))
+            seq = self._take_seq(batch, item.conv)
+            msg = msg_frame(item.conv, seq, self._ids.next(now), item.sender, item.kind, item.body, now, item.file_id)
+            if item.reply_to or item.mentions:
+                self._annotate(batch, state, msg, item)
             batch.rows.append(message_row(msg, item.client_id))
             batch.outcomes[i].ack = batch.acks[key] = ack_of(msg, item.client_id)
-            if not state.blockers:
-                batch.deliveries.append(Delivery(orjson.dumps(msg).decode(), tuple(state.members), item.session,
-                                                 item.conv, state.last_seq, now))
+            self._deliver(batch, state, msg, item.session)
+
+    def _take_seq(self, batch: Batch, conv: str) -> int:
+        """The next seq of `conv`, given back by `rollback` if the batch fails."""
+        state = self._convs[conv]
+        batch.previous_heads.setdefault(conv, state.last_seq)
+        state.last_seq += 1
+        batch.heads[conv] = state.last_seq
+        return state.last_seq
+
+    @staticmethod
+    def _annotate(batch: Batch, state: ConvState, msg: MsgFrame, item: SendItem) -> None:
+        """A reply's link, and the members it names (others are dropped: naming is not inviting)."""
+        if item.reply_to:
+            msg["reply_to"] = item.reply_to
+        named = [u for u in item.mentions if u in state.members]
+        if named:
+            msg["mentions"] = named
+            batch.mentions.extend((u, item.conv, msg["seq"]) for u in named if u != item.sender)
+
+    @staticmethod
+    def _deliver(batch: Batch, state: ConvState, msg: MsgFrame, skip: str | None, extra: Sequence[int] = ()) -> None:
+        """`msg` to every member's sessions but `skip` (and to `extra` users: a removed member); readers
+        who block its sender get it hidden, under the hidden stream."""
+        conv, seq, now, sender = msg["conv"], msg["seq"], msg["ts"], msg["from"]
+        outsiders = tuple(u for u in extra if u not in state.members)
+        if not state.blockers:
+            batch.deliveries.append(Delivery(orjson.dumps(msg).decode(), (*state.members, *outsiders), skip, conv,
+                                             seq, now))
+            return
+        others, hiding = state.audience(sender)
+        batch.deliveries.append(Delivery(orjson.dumps(msg).decode(), (sender, *others, *outsiders), skip, conv,
+                                         seq, now))
+        if hiding:
+            batch.deliveries.append(Delivery(orjson.dumps(hidden(msg)).decode(), tuple(hiding), None,
+                                             hidden_stream(conv), seq, now))
+
+    async def _plan_changes(self, batch: Batch, changes: list[tuple[int, ChangeItem]]) -> None:
+        """Recalls, edits and reactions: each a seq'd event, and its target's new state in the same commit."""
+        unknown = list(dict.fromkeys((c.user, c.key) for _, c in changes if (c.user, c.key) not in self._recent))
+        stored = await self._store.find_by_client_ids(unknown) if unknown else {}
+        targets = await self._store.targets(list(dict.fromkeys((c.conv, c.target) for _, c in changes)))
+        reacted = await self._store.reacted([(c.conv, c.target, c.user, c.emoji) for _, c in changes
+                                             if c.action in ("react", "unreact")])
+        now = int(time.time() * 1000)
+        for i, change in changes:
+            key = (change.user, change.key)
+            earlier = batch.acks.get(key) or self._recent.get(key)
+            if earlier is None and key in stored:
+                earlier = ack_of(stored[key], change.key)
+            if earlier is not None:
+                batch.outcomes[i].ack = earlier
                 continue
-            others, hiding = state.audience(item.sender)
-            batch.deliveries.append(Delivery(orjson.dumps(msg).decode(), (item.sender, *others), item.session,
-                                             item.conv, state.last_seq, now))
-            if hiding:
-                batch.deliveries.append(Delivery(orjson.dumps(hidden(msg)).decode(), tuple(hiding), None,
-                                                 hidden_stream(item.conv), state.last_seq, now))
+            state = self._convs[change.conv]
+            where = (change.conv, change.target)
+            reaction = (change.conv, change.target, change.user, change.emoji)
+            try:
+                effect = decide(change, targets.get(where), admin=change.user in state.admins,
+                                reacted=reaction in reacted, now_ms=now, rules=self.rules)
+            except DomainError as exc:
+                batch.outcomes[i].error = (exc.code, exc.message)
+                continue
+            if effect is None:  # nothing to change: no event
+                batch.outcomes[i].ack = orjson.dumps({"type": "ack", "id": change.key, "msg_id": "",
+                                                      "conv": change.conv, "seq": 0, "ts": now}).decode()
+                continue
+            msg = self._event(batch, state, change.conv, change.user, effect.event, now)
+            batch.rows.append(message_row(msg, change.key))
+            batch.outcomes[i].ack = batch.acks[key] = ack_of(msg, change.key)
+            before = targets[where]
+            targets[where] = replace(before, body=effect.body, file_id=effect.file_id, meta=effect.meta)
+            batch.updates[where] = TargetUpdate(change.conv, change.target, effect.body, effect.file_id,
+                                                orjson.dumps(effect.meta).decode() if effect.meta else None)
+            if effect.reaction is not None:
+                (reacted.add if effect.reaction else reacted.discard)(reaction)
+                batch.reactions[reaction] = effect.reaction
+            self._deliver(batch, state, msg, None)
+
+    def _event(self, batch: Batch, state: ConvState, conv: str, actor: int, event: dict[str, Any],
+               now: int) -> MsgFrame:
+        """The next seq of `conv` as an event made by `actor`."""
+        msg = msg_frame(conv, self._take_seq(batch, conv), self._ids.next(now), actor, "event", "", now)
+        msg["event"] = event
+        return msg
+
+    async def _plan_events(self, batch: Batch, items: list[EventItem]) -> None:
+        """Group changes from the outbox, oldest first, each a seq'd event; the members were read again
+        (the committer forgot the conversation) so the event reaches who is in the group after it."""
+        pending = await self._store.pending_events(list(dict.fromkeys(item.conv for item in items)))
+        now = int(time.time() * 1000)
+        for waiting in pending:
+            batch.outbox_done.append(waiting.id)
+            state = self._convs.get(waiting.conv)
+            if state is None:  # not a group (never recorded so): drop it rather than retry forever
+                continue
+            msg = self._event(batch, state, waiting.conv, waiting.actor, waiting.event, now)
+            batch.rows.append(message_row(msg, f"{SERVER_KEY_PREFIX}ev:{waiting.key}"))
+            self._deliver(batch, state, msg, None, waiting.notify)
 
     def committed(self, batch: Batch) -> None:
         """The batch is durable: its client ids are now known here, for resends."""
@@ -405,16 +602,3 @@ class ConversationLog:
         self.rollback(batch)
         for conv in {*batch.previous_heads, *(conv for _, conv, _ in batch.cursor_moves)}:
             self.forget(conv)
-
-
-def check_send(kind: str, body: str, file_id: str | None, max_text: int) -> None:
-    """Content rules that need no state; the socket node applies them before anything is queued."""
-    if len(body) > max_text:
-        raise TooLarge(f"body is longer than {max_text} characters")
-    if kind == "text":
-        if not body.strip():
-            raise BadRequest("a text message needs a non-empty body")
-        if file_id is not None:
-            raise BadRequest("file_id belongs to image or file messages")
-    elif not file_id:
-        raise BadRequest(f"a {kind} message needs a file_id from an upload")

@@ -20,7 +20,8 @@ INTROSPECT = "introspect"  # RFC 7662 token introspection (the keys/introspectio
 KNOWN_SCOPES = frozenset({USER_SCOPE, MESSAGES_SEND, USERS_READ, USERS_ADMIN, CONVERSATIONS_ADMIN,
                           PRESENCE_READ, INTROSPECT})
 SYSTEM_SESSION = "server"  # the session name server sends carry: no socket session is skipped
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,64}$")  # printable ASCII, like a socket frame's id
+# Printable ASCII, like a socket frame's id; a leading "~" is the server's own (messaging.SERVER_KEY_PREFIX).
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7d][\x21-\x7e]{0,63}$")
 
 
 class InsufficientScope(Forbidden):

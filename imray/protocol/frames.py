@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAda
 
 from imray.domain.errors import BadRequest, TooLarge
 
+MAX_MENTIONS = 50  # users named in one message
 ERROR_CODES = ("bad_request", "forbidden", "not_found", "too_large", "rate_limited", "internal")
 
 
@@ -24,11 +25,15 @@ class Auth(_Frame):
 
 class Send(_Frame):
     type: Literal["send"]
-    id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    # A leading "~" marks the server's own keys (messaging.SERVER_KEY_PREFIX): not a client's.
+    id: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[^~]")]
     conv: StrictStr
     kind: Literal["text", "image", "file"] = "text"
     body: StrictStr = ""
     file_id: StrictStr | None = None
+    # Issue 18: the seq of the message answered, and the users named (the shard checks both).
+    reply_to: Annotated[StrictInt, Field(ge=1, le=2**53)] | None = None
+    mentions: Annotated[list[Annotated[StrictInt, Field(ge=1, le=2**53)]], Field(max_length=MAX_MENTIONS)] = []
 
 
 class Read(_Frame):

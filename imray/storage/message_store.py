@@ -10,11 +10,13 @@ from sqlalchemy.engine import Connection
 
 from imray.domain.conversations import ConvId
 from imray.domain.files import Upload
-from imray.domain.messaging import Batch, MsgFrame
-from imray.storage import accounts, conversation_list
+from imray.domain.message_changes import Target
+from imray.domain.messaging import Batch, GroupRules, MsgFrame, PendingEvent
+from imray.storage import accounts, conversation_list, outbox
 from imray.storage import contacts as contact_store
 from imray.storage import files as file_store
 from imray.storage import groups as group_store
+from imray.storage import message_changes as changes
 from imray.storage import messages as msgs
 from imray.storage.db import Database
 from imray.storage.schema import group_members, groups, users
@@ -83,6 +85,22 @@ class SqlMessageStore:
         """The (user, conv) pairs among `pairs` whose user muted the conversation (issue 18)."""
         return await self._db.read(lambda conn: conversation_list.muted_among(conn, pairs))
 
+    async def group_rules(self, group_ids: Sequence[int]) -> dict[str, GroupRules]:
+        return await self._db.run(lambda conn: changes.group_rules(conn, group_ids))
+
+    async def targets(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Target]:
+        return await self._db.run(lambda conn: changes.targets(conn, keys))
+
+    async def reacted(self, keys: Sequence[tuple[str, int, int, str]]) -> set[tuple[str, int, int, str]]:
+        return await self._db.run(lambda conn: changes.reacted(conn, keys))
+
+    async def pending_events(self, convs: Sequence[str]) -> list[PendingEvent]:
+        return await self._db.run(lambda conn: outbox.pending_for(conn, convs))
+
+    async def stale_event_convs(self, older_than_ms: int, limit: int) -> list[str]:
+        """Conversations whose group events wait since before `older_than_ms`: their publisher died."""
+        return await self._db.read(lambda conn: outbox.stale_convs(conn, older_than_ms, limit))
+
     async def last_seqs(self, convs: Sequence[str]) -> dict[str, int]:
         return await self._db.run(lambda conn: msgs.last_seqs(conn, convs))
 
@@ -107,5 +125,9 @@ class SqlMessageStore:
                 msgs.add_cursors(conn, conv, members)
             if batch.cursor_moves:
                 msgs.advance_cursors(conn, batch.cursor_moves)
+            if batch.updates or batch.reactions or batch.mentions:
+                changes.apply(conn, batch.updates, batch.reactions, batch.mentions)
+            if batch.outbox_done:
+                outbox.done(conn, batch.outbox_done)
 
         await self._db.run_write(write)

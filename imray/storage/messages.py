@@ -16,7 +16,8 @@ from imray.storage.sql_compat import DriverSql, insert_ignore, upsert_statement
 
 def frame_of(row: Any) -> MsgFrame:
     """A row of the messages table (any query selecting its columns) as its `msg` frame."""
-    return msg_frame(row.conv, row.seq, row.msg_id, row.sender_id, row.kind, row.body, row.ts, row.file_id)
+    return msg_frame(row.conv, row.seq, row.msg_id, row.sender_id, row.kind, row.body, row.ts, row.file_id,
+                     row.meta)
 
 
 def last_seq(conn: Connection, conv: str) -> int:
@@ -51,7 +52,8 @@ def find_by_client_ids(conn: Connection, keys: Iterable[tuple[int, str]]) -> dic
 
 
 _insert_messages = DriverSql(lambda _dialect: insert(messages),
-                             ["msg_id", "conv", "seq", "sender_id", "client_id", "kind", "body", "file_id", "ts"])
+                             ["msg_id", "conv", "seq", "sender_id", "client_id", "kind", "body", "file_id", "ts",
+                              "meta"])
 _upsert_heads = DriverSql(
     lambda dialect: upsert_statement(dialect, conversations, keys=["conv"], update=["last_seq", "updated_at"]),
     ["conv", "last_seq", "updated_at"])

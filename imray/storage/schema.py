@@ -120,6 +120,11 @@ groups = Table(
     Column("name", String(64), nullable=False),
     Column("owner_id", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # Issue 18, group administration (migration 0009).
+    Column("description", String(512), nullable=False, default="", server_default=""),
+    Column("add_policy", String(8), nullable=False, default="everyone", server_default="everyone"),  # or "admins"
+    Column("muted_all", Boolean, nullable=False, default=False, server_default=false()),  # only admins write
+    Column("dissolved_at", BigInteger),  # set: the owner dissolved it (read-only from then on)
 )
 
 group_members = Table(
@@ -127,6 +132,9 @@ group_members = Table(
     Column("group_id", BigInteger, nullable=False),
     Column("user_id", BigInteger, nullable=False),
     Column("joined_at", BigInteger, nullable=False),
+    # Issue 18 (migration 0009): "owner", "admin" or "member"; muted: may read, not write.
+    Column("role", String(8), nullable=False, default="member", server_default="member"),
+    Column("muted", Boolean, nullable=False, default=False, server_default=false()),
     PrimaryKeyConstraint("group_id", "user_id"),
     Index("ix_group_members_user", "user_id"),
 )
@@ -151,6 +159,9 @@ messages = Table(
     Column("body", Text, nullable=False),
     Column("file_id", String(64)),
     Column("ts", BigInteger, nullable=False),
+    # Issue 18 (migration 0009): a JSON object merged into the message's frame, null for a plain
+    # message: reply_to, mentions, edited, recalled, reactions, and an event's `event`.
+    Column("meta", Text),
     UniqueConstraint("conv", "seq", name="uq_messages_conv_seq"),
     UniqueConstraint("sender_id", "client_id", name="uq_messages_sender_client"),
     Index("ix_messages_file", "file_id"),
@@ -228,4 +239,49 @@ logins = Table(
     Column("last_seen_at", BigInteger, nullable=False),  # its last grant, refresh or open socket
     UniqueConstraint("family", name="uq_logins_family"),
     Index("ix_logins_user", "user_id"),
+)
+
+# Issue 18, group administration and message lifecycle (migration 0009).
+# A group change waiting for its event: the change and this row are written in one transaction, and
+# the owning shard commits the event and deletes the row in another, so no change lacks its event.
+group_outbox = Table(
+    "group_outbox", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("conv", String(40), nullable=False, index=True),
+    Column("actor_id", BigInteger, nullable=False),
+    # The event's key (random: SQLite hands out the ids of deleted rows again), unique per actor like
+    # a message's client id, so the event is stored at most once whoever commits it.
+    Column("event_key", String(32), nullable=False),
+    Column("event", Text, nullable=False),  # the event's JSON object
+    Column("notify", Text, nullable=False),  # JSON list of users told besides the members (a removed one)
+    Column("created_at", BigInteger, nullable=False, index=True),
+)
+
+# Who reacted to a message with what; the message's meta holds the counts that history shows.
+# Emoji compare byte for byte: MariaDB's collations call many different emoji equal.
+message_reactions = Table(
+    "message_reactions", metadata,
+    Column("conv", String(40), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("emoji", ExactString(16), nullable=False),
+    PrimaryKeyConstraint("conv", "seq", "user_id", "emoji"),
+)
+
+# Messages a user deleted for themselves: their history shows each as a placeholder (seqs stay gap-free).
+hidden_messages = Table(
+    "hidden_messages", metadata,
+    Column("user_id", BigInteger, nullable=False),
+    Column("conv", String(40), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "conv", "seq"),
+)
+
+# A user named in a message's `mentions`: the conversation list shows "mentioned" while one is unread.
+mentions = Table(
+    "mentions", metadata,
+    Column("user_id", BigInteger, nullable=False),
+    Column("conv", String(40), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "conv", "seq"),
 )
