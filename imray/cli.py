@@ -232,6 +232,43 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_backup(args: argparse.Namespace) -> int:
+    from imray.storage.backup import BackupError, backup
+
+    try:
+        print(backup(_settings(args).db_url, Path(args.file)))
+    except BackupError as exc:
+        print(f"imray db backup: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_db_restore(args: argparse.Namespace) -> int:
+    """Shards keep each conversation's head in memory: a database replaced under a running imray would
+    get seqs past its own heads (gaps), so the embedded one is restored only while imray is down."""
+    from imray import localcluster
+    from imray.storage import migrate
+    from imray.storage.backup import BackupError, restore, sqlite_path
+
+    settings = _settings(args)
+    embedded = sqlite_path(settings.db_url) is not None
+    if embedded and localcluster.cluster_address(settings) is not None:
+        print("imray db restore: imray is running on this data dir: `imray down` first", file=sys.stderr)
+        return 1
+    if not embedded and not args.force:
+        print("imray db restore: stop every imray process that uses this database, then run again with --force",
+              file=sys.stderr)
+        return 1
+    try:
+        print(restore(settings.db_url, Path(args.file)))
+    except BackupError as exc:
+        print(f"imray db restore: {exc}", file=sys.stderr)
+        return 1
+    migrate.upgrade(settings.db_url, "head")  # a backup from an older imray catches up with this one
+    print(f"database at revision {migrate.current(settings.db_url)}")
+    return 0
+
+
 def cmd_ray_env(args: argparse.Namespace) -> int:
     """For clusters imray does not start itself (`ray up`): eval "$(imray ray-env)" before `ray start`."""
     import shlex
@@ -413,10 +450,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "from the IMRAY_* settings, as always)")
     b.add_argument("--results", default="benchmarks/results", help="folder for JSON, Markdown and PNG ('' for none)")
     b.set_defaults(func=cmd_bench)
-    db = sub.add_parser("db", help="the database schema").add_subparsers(dest="db_command", required=True)
+    db = sub.add_parser("db", help="the database: schema migrations, backup and restore").add_subparsers(
+        dest="db_command", required=True)
     upgrade = db.add_parser("upgrade", help="apply schema migrations (imray up does this too)")
     upgrade.add_argument("revision", nargs="?", default="head")
     upgrade.set_defaults(func=cmd_db_upgrade)
+    backup = db.add_parser("backup", help="copy the database to a new file, safe while imray runs (SQLite's online "
+                           "backup; mysqldump --single-transaction for MySQL/MariaDB)")
+    backup.add_argument("file", help="the backup to write (must not exist)")
+    backup.set_defaults(func=cmd_db_backup)
+    restore = db.add_parser("restore", help="replace the database with a backup (imray stopped), then migrate it")
+    restore.add_argument("file", help="a file written by `imray db backup`")
+    restore.add_argument("--force", action="store_true", help="a database server: confirm no imray process uses it")
+    restore.set_defaults(func=cmd_db_restore)
     return parser
 
 
