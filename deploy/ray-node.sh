@@ -65,6 +65,9 @@ if [ "${RAY_NODE_DRY_RUN:-}" != 1 ]; then
   eval "$(imray ray-env)"
 fi
 
+# Each node's metrics agent (Ray's and imray's metrics, issue 20): Prometheus scrapes
+# http://<node>:$RAY_METRICS_PORT/metrics (deploy/grafana/imray.json charts imray's).
+RAY_METRICS_PORT=${RAY_METRICS_PORT:-8090}
 ip_args=()
 [ -n "$node_ip" ] && ip_args=(--node-ip-address="$node_ip")
 if [ "$role" = head ]; then
@@ -73,11 +76,13 @@ if [ "$role" = head ]; then
   export RAY_health_check_failure_threshold=${RAY_health_check_failure_threshold:-7}
   # The head's own address, as Ray will pick it when none is given.
   head_ip=${node_ip:-$(python -c 'from ray._private.services import get_node_ip_address as f; print(f())')}
-  cmd=(ray start --head --port="$RAY_PORT" --dashboard-host=0.0.0.0 "${ip_args[@]}" "$@")
+  cmd=(ray start --head --port="$RAY_PORT" --dashboard-host=0.0.0.0 --metrics-export-port="$RAY_METRICS_PORT"
+       "${ip_args[@]}" "$@")
 else
   head_ip=${head_addr%:*}
   export RAY_gcs_rpc_server_reconnect_timeout_s=${RAY_gcs_rpc_server_reconnect_timeout_s:-300}
-  cmd=(ray start --address="$head_ip:$RAY_PORT" --resources='{"socket_node": 1}' "${ip_args[@]}" "$@")
+  cmd=(ray start --address="$head_ip:$RAY_PORT" --resources='{"socket_node": 1}' --metrics-export-port="$RAY_METRICS_PORT"
+       "${ip_args[@]}" "$@")
 fi
 # 127.0.0.1 stays trusted too (uvicorn's default): a local proxy is the node's own.
 export FORWARDED_ALLOW_IPS=${FORWARDED_ALLOW_IPS:-$head_ip,127.0.0.1}

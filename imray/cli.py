@@ -36,6 +36,14 @@ def _node_addresses() -> list[str]:
     return [node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]]
 
 
+def _metrics_urls() -> list[str]:
+    """Where Prometheus scrapes each live Ray node's metrics (Ray's and imray's, issue 20)."""
+    import ray
+
+    return [f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics" for node in ray.nodes()
+            if node["Alive"] and node.get("MetricsExportPort")]
+
+
 def _disconnect() -> None:
     """Leave the cluster before stopping it, so its shutdown noise does not reach this terminal."""
     import ray
@@ -73,6 +81,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"  API:        {info.api_url}")
     print(f"  API docs:   {info.docs_url}")
     print(f"  dashboard:  {info.dashboard_url or 'not running'}")
+    for url in _metrics_urls():
+        print(f"  metrics:    {url}  (Prometheus; Grafana dashboard: deploy/grafana/imray.json)")
     if info.dashboard_url and os.environ.get("RAY_AUTH_TOKEN_PATH"):
         print(f"  (the dashboard asks for the cluster's token: {os.environ['RAY_AUTH_TOKEN_PATH']})")
     for node in info.nodes:

@@ -94,7 +94,7 @@ def ray_environment(settings: Settings) -> dict[str, str]:
 def ports_in_use(settings: Settings) -> list[int]:
     """The ports a local `imray up` needs that something already holds (checked before Ray starts:
     a taken HTTP port otherwise surfaces as Serve's ingress failing its health checks)."""
-    wanted = [settings.ray_port, settings.dashboard_port, settings.http_port,
+    wanted = [settings.ray_port, settings.dashboard_port, settings.http_port, settings.metrics_export_port,
               *range(settings.socket_base_port, settings.socket_base_port + settings.socket_nodes)]
     taken: list[int] = []
     for port in wanted:
@@ -114,6 +114,7 @@ def start_local_cluster(settings: Settings) -> str:
     cmd = [_ray_cli(), "start", "--head", f"--port={settings.ray_port}",
            f"--resources={json.dumps({'socket_node': settings.socket_nodes})}",
            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={settings.dashboard_port}",
+           f"--metrics-export-port={settings.metrics_export_port}",
            "--object-store-memory=300000000", "--disable-usage-stats"]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **ray_environment(settings)}
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)

@@ -114,6 +114,7 @@ class Settings:
     ray_address: str = ""  # empty: start a local cluster (imray up) / "auto": join a running one
     ray_port: int = 6380  # never 6379: that is Redis's port
     dashboard_port: int = 8265
+    metrics_export_port: int = 8090  # Ray's metrics agent on a local `imray up` (Prometheus scrapes /metrics)
     serve_max_ongoing_requests: int = 1000
     # Serve's HAProxy ingress (Ray ships the binary): twice the requests/s of the Python proxy here.
     # It is read from the environment when Ray starts: imray sets it for the clusters it starts.

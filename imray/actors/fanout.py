@@ -23,6 +23,7 @@ from imray.actors.batching import Batcher
 from imray.actors.redelivery import CommittedStore, missed_since
 from imray.actors.shard_listener import NodeStreams
 from imray.actors.wire import DeliveryPart, pack_deliveries
+from imray.adapters import metrics
 from imray.adapters.named_actors import ActorHandle, ActorMissing, NamedActors
 from imray.adapters.presence import PresencePort
 from imray.domain.messaging import Delivery
@@ -50,6 +51,7 @@ class FanOut:
     def __init__(self, index: int, settings: Settings, actors: NamedActors, streams: NodeStreams,
                  store: CommittedStore, notify: Notify | None = None) -> None:
         self._index = index
+        self._tag = str(index)  # the metrics' shard tag
         self._notify = notify
         self._shard_count = settings.shard_count
         self._store = store
@@ -105,6 +107,7 @@ class FanOut:
             return
         self._queued += len(deliveries)
         self._queue.put_nowait(deliveries)
+        metrics.gauge("imray_fanout_queue", self._queued, shard=self._tag)
 
     def node_ready(self, node_id: str, since: int | None) -> None:
         """`node_id`'s stream said HELLO: re-deliver from `since` before anything else for it."""
@@ -149,6 +152,7 @@ class FanOut:
             while not self._queue.empty():  # everything committed meanwhile goes in one lookup
                 deliveries.extend(self._queue.get_nowait())
             self._queued -= len(deliveries)
+            metrics.gauge("imray_fanout_queue", self._queued, shard=self._tag)
             try:
                 await self._fan_out(presence, deliveries)
             except Exception:

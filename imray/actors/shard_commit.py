@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.exc import DataError, IntegrityError
 
+from imray.adapters import metrics
 from imray.domain.messaging import (
     REFUSED,
     SHARD_BUSY,
@@ -62,6 +64,7 @@ class ShardCommitter:
     def __init__(self, index: int, conversations: ConversationLog, store: MessageStore,
                  on_committed: Callable[[list[Delivery]], None], max_queued: int = 50_000) -> None:
         self._index = index
+        self._tag = str(index)  # the metrics' shard tag
         self._log = conversations
         self._store = store
         self._on_committed = on_committed
@@ -143,14 +146,20 @@ class ShardCommitter:
         if not run:
             return
         items = [item for batch, _ in run for item in batch]
+        started = time.perf_counter()
         try:
             batch = await self._plan_and_commit(items)
         except Exception as exc:
+            metrics.backend_error("database")
             log.exception("shard %s: batch of %d failed", self._index, len(items))
             for _, future in run:
                 if not future.done():
                     future.set_exception(exc)
             return
+        shard = self._tag
+        metrics.observe("imray_commit_ms", (time.perf_counter() - started) * 1000, shard=shard)
+        metrics.observe("imray_commit_batch_size", len(items), shard=shard)
+        metrics.count("imray_messages_acked", len(batch.rows), shard=shard)
         start = 0
         for part, future in run:
             if not future.done():

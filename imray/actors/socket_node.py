@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 
 import ray
 
@@ -21,6 +22,7 @@ from imray.actors.presence_news import PresenceNews
 from imray.actors.shard_link import ShardLink
 from imray.actors.socket_server import SocketServer
 from imray.actors.wire import pack_items, unpack_outcomes
+from imray.adapters import metrics
 from imray.adapters.nacos import SOCKET_SERVICE
 from imray.adapters.named_actors import ActorHandle
 from imray.adapters.presence import REFRESH_S, PresencePort
@@ -37,6 +39,7 @@ log = logging.getLogger("imray.socket")
 
 PRESENCE_LINGER_S = 0.01
 REGISTRATION_UPDATE_S = 1.0
+SESSIONS_METRIC_S = 5.0
 KEYRING_CHECK_S = 1.0  # how often the node asks its keyring (which reads the files every 2 s at most)
 
 
@@ -93,6 +96,7 @@ class SocketNode:
         self._host = settings.socket_host or ray.util.get_node_ip_address()
         await server.listen(self._host, self._port)
         self._tasks.spawn(self._refresh_presence(), name="presence refresh")
+        self._tasks.spawn(self._report_sessions(), name="sessions metric")
         self._tasks.spawn(self._follow_keys(), name="keyring")
         # Issue 18: the logins with sessions here are listed as seen (GET /api/users/me/logins).
         self._tasks.spawn(LoginStamps(backends.database(threads=1), server.open_logins).run(), name="login stamps")
@@ -167,6 +171,14 @@ class SocketNode:
             except Exception as exc:  # presence down: sessions still work, fan-out falls back
                 log.warning("presence refresh failed: %r", exc)
 
+    async def _report_sessions(self) -> None:
+        """The sessions gauge (issue 20), every few seconds: Ray's agent exports every 10 s or so anyway."""
+        metrics.declare_backend_errors()
+        while True:
+            if self._server is not None:
+                metrics.gauge("imray_sessions", self._server.connection_count(), node=self.node_id)
+            await asyncio.sleep(SESSIONS_METRIC_S)
+
     async def _follow_keys(self) -> None:
         """Sessions whose token's key was retired are closed within a few seconds (issue 17, keys)."""
         keys = self._backends.keys()
@@ -197,12 +209,16 @@ class SocketNode:
             try:
                 await self._registration.update(self._metadata())
             except Exception as exc:  # the registry away: the instance comes back with the next success
+                metrics.backend_error("nacos")
                 log.warning("registry update failed: %r", exc)
 
     # -- calls to shards (streams), presence and the supervisor ---------------------------------
 
     async def _call_shard(self, index: int, items: list[Item]) -> list[Outcome]:
-        return unpack_outcomes(await self._links[index].submit(pack_items(items)))
+        started = time.perf_counter()
+        outcomes = unpack_outcomes(await self._links[index].submit(pack_items(items)))
+        metrics.observe("imray_ack_ms", (time.perf_counter() - started) * 1000, node=self.node_id)
+        return outcomes
 
     def _presence_change(self, user: int, delta: int) -> asyncio.Future[None]:
         return self._to_presence.submit(self.node_id, (user, delta))
@@ -211,6 +227,8 @@ class SocketNode:
         try:
             transitions = await self._presence.apply(node, changes)
         except Exception as exc:  # degrade, never refuse a session: the next refresh repairs presence
+            if self._settings.redis_url:  # embedded, presence is an actor: not a backend's error
+                metrics.backend_error("redis")
             log.warning("presence update failed: %r", exc)
         else:
             if transitions and self._news is not None:

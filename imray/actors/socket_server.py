@@ -24,6 +24,7 @@ from websockets.http11 import Request, Response
 
 from imray.actors.session import CUT_GRACE_S, Session, encode_frame
 from imray.actors.wire import unpack_deliveries
+from imray.adapters import metrics
 from imray.adapters.live_config import LiveSettings
 from imray.domain.authenticator import Authenticator
 from imray.domain.conversations import parse_conv, shard_of
@@ -159,7 +160,7 @@ class SocketServer:
         """A shard's deliveries for this node (`wire.pack_deliveries`); the newest message ts in it (0
         if none). A message whose seq is not newer than the last delivered here for its conversation
         was delivered already (a shard re-delivers after a restart, `redelivery`): it is dropped."""
-        newest = 0
+        newest = pushed = 0
         delivered = self._delivered
         for text, users, skip, conv, seq, ts in unpack_deliveries(blob):
             if seq:
@@ -177,6 +178,10 @@ class SocketServer:
                     if session.id != skip:
                         frame = frame or encode_frame(text)  # once per message, however many sessions
                         session.push_frame(frame)
+                        pushed += 1
+        metrics.count("imray_messages_delivered", pushed, node=self.node_id)
+        if newest:  # ms clocks of one cluster's hosts: good to a few ms, which the buckets allow
+            metrics.observe("imray_delivery_ms", max(0, time.time() * 1000 - newest), node=self.node_id)
         return newest
 
     def push(self, users: Iterable[int], frame: str) -> int:
@@ -361,6 +366,7 @@ class SocketServer:
         verdict = session.budget.take(self._rates, kind) if session.budget is not None else Verdict.PASS
         if verdict is Verdict.PASS:
             return True
+        metrics.count("imray_rate_limited", 1, where="socket")
         if verdict is Verdict.LIMITED:
             session.push(error_frame("rate_limited", "too many frames: slow down", client_id))
         else:

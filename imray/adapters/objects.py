@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from datetime import timedelta
+from functools import wraps
 from pathlib import Path
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
+from imray.adapters import metrics
 from imray.settings import Settings
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _counted(call: Callable[P, T]) -> Callable[P, T]:
+    """A failed call to the S3 server counts in the backend errors metric (issue 20), then raises."""
+    @wraps(call)
+    def counted(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return call(*args, **kwargs)
+        except Exception:
+            metrics.backend_error("s3")
+            raise
+    return counted
 
 
 class ObjectStore(Protocol):
@@ -69,14 +87,17 @@ class S3Objects:
         self._bucket = settings.s3_bucket
         self._endpoint = settings.s3_endpoint
 
+    @_counted
     def ensure_bucket(self) -> None:
         if not self._client.bucket_exists(self._bucket):
             self._client.make_bucket(self._bucket)
 
+    @_counted
     def put(self, key: str, data: bytes, content_type: str, disposition: str) -> None:
         self._client.put_object(self._bucket, key, io.BytesIO(data), len(data), content_type=content_type,
                                 metadata={"Content-Disposition": disposition})
 
+    @_counted
     def get(self, key: str) -> bytes:
         response = self._client.get_object(self._bucket, key)
         try:
@@ -85,6 +106,7 @@ class S3Objects:
             response.close()
             response.release_conn()
 
+    @_counted
     def delete(self, key: str) -> None:
         self._client.remove_object(self._bucket, key)
 

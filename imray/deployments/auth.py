@@ -10,6 +10,7 @@ import time
 from ray import serve
 from ray.exceptions import RayActorError
 
+from imray.adapters import metrics
 from imray.adapters.nacos import SOCKET_SERVICE
 from imray.adapters.named_actors import ActorHandle, ActorMissing, NamedActors
 from imray.adapters.registry import Directory
@@ -19,7 +20,7 @@ from imray.deployments.code_store import DatabaseCodeStore
 from imray.deployments.common import BackendsService
 from imray.deployments.oauth_store import DatabaseOAuthStore
 from imray.domain.authorization_code import AuthorizationCodes, Outcome
-from imray.domain.errors import Unavailable
+from imray.domain.errors import DomainError, Unavailable
 from imray.domain.login_guard import LoginGuard, LoginLimits, PasswordQueue
 from imray.domain.nodes import NodeEndpoint
 from imray.domain.oauth import Assignment, Basic, ClientToken, Introspection, OAuthServer, UserTokens
@@ -112,7 +113,16 @@ class AuthService(BackendsService):
 
     async def token(self, form: dict[str, str], basic: Basic, address: str = "",
                     user_agent: str = "") -> UserTokens | ClientToken:
-        return await self._oauth.token(form, basic, address, user_agent)
+        grant = form.get("grant_type", "")
+        try:
+            tokens = await self._oauth.token(form, basic, address, user_agent)
+        except DomainError as exc:
+            if grant in ("password", "refresh_token") and exc.status < 500:  # refused, not unavailable
+                metrics.count("imray_logins", 1, outcome="failed")
+            raise
+        if grant in ("password", "refresh_token"):
+            metrics.count("imray_logins", 1, outcome="ok")
+        return tokens
 
     async def stop(self) -> None:
         self._password_queue.close()

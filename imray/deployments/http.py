@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from imray.adapters import metrics
 from imray.deployments.files import Download
 from imray.domain.accounts import USERNAME_PATTERN
 from imray.domain.errors import DomainError, Forbidden, Invalid, TooLarge
@@ -88,6 +89,8 @@ def _oauth_error(exc: OAuthError, basic_used: bool) -> JSONResponse:
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
+    if exc.status == 429:
+        metrics.count("imray_rate_limited", 1, where="http")
     if isinstance(exc, OAuthError):
         return _oauth_error(exc, request.headers.get("authorization", "").lower().startswith("basic "))
     headers = {"WWW-Authenticate": 'Bearer realm="imray"'} if exc.status == 401 else None
@@ -104,12 +107,14 @@ async def _database_away(request: Request, exc: Exception) -> JSONResponse:
     the server API's client lookup) answers as a failed service call does. Only the driver's error is
     logged: SQLAlchemy's message carries the statement and its parameters."""
     assert isinstance(exc, DBAPIError)
+    metrics.backend_error("database")
     log.warning("database unavailable on %s: %r", request.url.path, exc.orig)
     return JSONResponse({"detail": "service temporarily unavailable"}, status_code=503)
 
 
 async def _redis_away(request: Request, exc: Exception) -> JSONResponse:
     """Redis did not answer (presence, shared counters): a backing service away, 503."""
+    metrics.backend_error("redis")
     log.warning("redis unavailable on %s: %r", request.url.path, exc)
     return JSONResponse({"detail": "service temporarily unavailable"}, status_code=503)
 
