@@ -82,7 +82,8 @@ async def test_a_backup_taken_during_traffic_restores_whole_and_seqs_continue(st
     try:
         history = restored.transaction(lambda c: messages.history(c, conv, None, None, 200))
         while len(history) % 200 == 0 and history:
-            more = restored.transaction(lambda c: messages.history(c, conv, history[-1]["seq"], None, 200))
+            after = history[-1]["seq"]
+            more = restored.transaction(lambda c, after=after: messages.history(c, conv, after, None, 200))
             if not more:
                 break
             history += more
