@@ -25,8 +25,10 @@ def _connect(settings: Settings, address: str) -> object:
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from imray.logs import ray_logging
+
     return ray.init(address=address, namespace=settings.namespace, log_to_driver=False,
-                    logging_level=logging.WARNING)
+                    logging_level=logging.WARNING, logging_config=ray_logging(settings))
 
 
 def _node_addresses() -> list[str]:

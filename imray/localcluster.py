@@ -205,7 +205,10 @@ def local_cluster(workers: int = 2, head_cpus: int = 2, env: dict[str, str] | No
     })
     nodes = [cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, resources={"socket_node": 1},
                               object_store_memory=100 * 1024**2) for _ in range(workers)]
-    ray.init(address=cluster.address, namespace="imray", log_to_driver=False)
+    # The job's actors log as `imray up`'s do (JSON, logs.ray_logging's defaults).
+    ray.init(address=cluster.address, namespace="imray", log_to_driver=False,
+             logging_config=ray.LoggingConfig(encoding="JSON", log_level="INFO",
+                                              additional_log_standard_attrs=["name"]))
     try:
         yield cluster, [n.node_id for n in nodes]
     finally:

@@ -35,6 +35,7 @@ from imray.deployments.gateway import Gateway
 from imray.deployments.users import UserService
 from imray.deployments.web import WebService
 from imray.domain.nodes import NodeStatus
+from imray.logs import serve_logging
 from imray.scaleout import check_scale_out
 from imray.settings import Settings
 from imray.storage import keyfiles, migrate
@@ -96,7 +97,7 @@ def deploy(settings: Settings, keys: Path, dashboard_url: str | None = None) -> 
                 # keep_alive_timeout_s: idle connections between requests, in HAProxy and the Python proxy.
                 http_options={"host": settings.http_host, "port": settings.http_port,
                               "keep_alive_timeout_s": settings.http_idle_timeout_s},
-                logging_config={"enable_access_log": False, "log_level": "WARNING"})
+                logging_config=serve_logging(settings))
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
     return Deployment(settings.base_url, f"{settings.base_url}/docs", _dashboard_url(dashboard_url), nodes)
 

@@ -170,12 +170,17 @@ class Settings:
     notify_timeout_s: float = 5.0  # per attempt
     notify_concurrency: int = 4  # calls at once, per shard
     notify_queue_max: int = 10000  # notices waiting, per shard; when full the oldest is dropped
+    # Issue 20: "json" (one object a line, Ray's structured logging: job, worker, node and actor ids,
+    # the logger's name, and imray's own fields: node, shard, user_id, conv) or "text".
+    log_format: str = "json"
     namespace: str = "imray"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_socket_public_url(self.socket_public_url, self.socket_nodes)
         check_notify_webhook(self.notify_webhook_url, self.notify_webhook_secret)
+        if self.log_format not in ("json", "text"):
+            raise ValueError(f"log_format must be json or text, not {self.log_format!r}")
 
     def __repr__(self) -> str:  # settings get printed and logged: never with their passwords and keys
         return redacted_repr(self)

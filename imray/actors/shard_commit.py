@@ -151,7 +151,7 @@ class ShardCommitter:
             batch = await self._plan_and_commit(items)
         except Exception as exc:
             metrics.backend_error("database")
-            log.exception("shard %s: batch of %d failed", self._index, len(items))
+            log.exception("shard %s: batch of %d failed", self._index, len(items), extra={"shard": self._index})
             for _, future in run:
                 if not future.done():
                     future.set_exception(exc)
@@ -190,7 +190,7 @@ class ShardCommitter:
         except RowRefused as exc:
             if len(items) == 1:
                 log.warning("shard %s: the database refuses an item for %s: %s", self._index, items[0].conv,
-                            type(exc).__name__)
+                            type(exc).__name__, extra={"shard": self._index, "conv": items[0].conv})
                 return Batch(outcomes=[Outcome(error=REFUSED)])
         half = len(items) // 2
         first, second = await self._settle(items[:half]), await self._settle(items[half:])

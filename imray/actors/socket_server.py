@@ -398,7 +398,8 @@ class SocketServer:
             session.in_flight -= 1
         if future.cancelled() or future.exception() is not None:
             if not future.cancelled():
-                log.warning("shard call failed: %r", future.exception())
+                log.warning("shard call failed: %r", future.exception(),
+                            extra={"node": self.node_id, "user_id": session.user})
             session.push(error_frame(*NOT_STORED, client_id))
             return
         outcome = future.result()

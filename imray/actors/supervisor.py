@@ -180,12 +180,13 @@ class SocketSupervisor:
             # Ray has not said "dead": replacing it now would close sessions that may still be open.
             # It gets no logins meanwhile, and is adopted (or replaced) once it answers (or Ray knows).
             if node_id not in self._adopting:
-                log.warning("socket node %s is unreachable (%r): adopting it once it answers", node_id, exc)
+                log.warning("socket node %s is unreachable (%r): adopting it once it answers", node_id, exc,
+                            extra={"node": node_id})
                 self._adopting.add(node_id)
                 self._tasks.spawn(self._adopt_when_reachable(slot, actor), name=f"adopt-{node_id}")
             return
         except ray.exceptions.RayActorError as exc:
-            log.warning("socket node %s died (%r): replacing it", node_id, exc)
+            log.warning("socket node %s died (%r): replacing it", node_id, exc, extra={"node": node_id})
             endpoint = None
         await self._take_or_replace(slot, actor, endpoint, stats if endpoint else None)
 
@@ -222,7 +223,8 @@ class SocketSupervisor:
             return
         record = self._nodes[node_id] = NodeRecord(slot, actor, endpoint)
         record.connections, record.rss_bytes = stats.connections, stats.rss_bytes
-        log.info("adopted socket node %s (%s, %d connections)", node_id, endpoint.actor_id, stats.connections)
+        log.info("adopted socket node %s (%s, %d connections)", node_id, endpoint.actor_id, stats.connections,
+                 extra={"node": node_id})
 
     async def _launch(self, slot: int) -> None:
         """A new node for the slot, awaited up to LAUNCH_WAIT_S. Its bundle may have no host (its host
@@ -263,7 +265,7 @@ class SocketSupervisor:
                     await asyncio.sleep(0.2)
             endpoint: NodeEndpoint = await actor.start.remote()
             self._nodes[node_id] = NodeRecord(slot, actor, endpoint)
-            log.info("socket node %s started (%s)", node_id, endpoint.url)
+            log.info("socket node %s started (%s)", node_id, endpoint.url, extra={"node": node_id})
         finally:
             self._launching.discard(node_id)
 
@@ -330,7 +332,7 @@ class SocketSupervisor:
             record.alive = record.misses < MISSES_BEFORE_DOWN
             return
         except ray.exceptions.RayActorError:
-            log.warning("socket node %s died; starting a replacement", node_id)
+            log.warning("socket node %s died; starting a replacement", node_id, extra={"node": node_id})
             record.alive = False
             self._begin_launch(record.slot)  # in the background: it may wait for a host for long
             await self._forget_sessions(node_id)

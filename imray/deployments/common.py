@@ -14,6 +14,7 @@ from imray.adapters.named_actors import NamedActors
 from imray.backends import Backends
 from imray.domain.errors import BadRequest, Conflict, DomainError, Forbidden, NotFound, TooLarge, Unavailable
 from imray.domain.messaging import ChangeItem
+from imray.logs import serve_logging
 from imray.settings import Settings
 
 T = TypeVar("T")
@@ -26,7 +27,7 @@ def deployment_options(settings: Settings, name: str) -> dict[str, Any]:
         # Serve's default of 5 collapses under load, and an open Serve WebSocket would hold a slot.
         "max_ongoing_requests": settings.serve_max_ongoing_requests,
         "ray_actor_options": {"num_cpus": 0},
-        "logging_config": {"enable_access_log": False, "log_level": "WARNING"},
+        "logging_config": serve_logging(settings),
         "health_check_period_s": 2,
     }
 
