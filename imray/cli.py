@@ -170,6 +170,71 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _supervisor(settings: Settings) -> object | None:
+    """The running imray's supervisor (this process connected to its cluster), or None with why printed."""
+    from imray import localcluster
+    from imray.adapters.named_actors import ActorMissing, RayNamedActors
+
+    address = localcluster.cluster_address(settings)
+    if address is None:
+        print("imray is not running", file=sys.stderr)
+        return None
+    _connect(settings, address)
+    try:
+        return RayNamedActors(settings.namespace, settings.shard_count).supervisor()
+    except ActorMissing:
+        print(f"a Ray cluster runs at {address}, but imray is not deployed on it", file=sys.stderr)
+        return None
+
+
+def _report(report: object) -> None:
+    from imray.domain.nodes import DrainReport
+
+    assert isinstance(report, DrainReport)
+    print(f"{report.node_id}: {report.told} sessions told to move, {report.closed} closed at the deadline, "
+          f"{report.took_s:g} s" + (", replaced" if report.restarted else ""))
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    """Stop new logins to one socket node and move its sessions to the others (issue 20)."""
+    import ray
+
+    supervisor = _supervisor(_settings(args))
+    if supervisor is None:
+        return 1
+    try:
+        _report(ray.get(supervisor.drain.remote(args.node, args.timeout)))  # type: ignore[attr-defined]
+    except ray.exceptions.RayTaskError as exc:
+        print(f"imray drain: {exc.cause if exc.cause is not None else exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    """Replace the socket nodes one by one, each drained first (issue 20): sessions move, none is cut."""
+    import time
+
+    import ray
+
+    if not args.rolling:
+        print("imray restart: only --rolling is supported (a full stop is `imray down` and `imray up`)",
+              file=sys.stderr)
+        return 2
+    supervisor = _supervisor(_settings(args))
+    if supervisor is None:
+        return 1
+    started = time.monotonic()
+    nodes = ray.get(supervisor.nodes.remote(), timeout=30)  # type: ignore[attr-defined]
+    for node in nodes:
+        try:
+            _report(ray.get(supervisor.restart_node.remote(node.node_id, args.timeout)))  # type: ignore[attr-defined]
+        except ray.exceptions.RayTaskError as exc:
+            print(f"imray restart: {node.node_id}: {exc.cause if exc.cause is not None else exc}", file=sys.stderr)
+            return 1
+    print(f"rolling restart of {len(nodes)} socket nodes done in {time.monotonic() - started:.1f} s")
+    return 0
+
+
 def cmd_clients_create(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import Connection
 
@@ -409,6 +474,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds for a graceful undeploy before the local cluster is stopped by force")
     down.set_defaults(func=cmd_down)
     sub.add_parser("status", help="socket nodes, their endpoints and connections").set_defaults(func=cmd_status)
+    drain = sub.add_parser("drain", help="stop new logins to a socket node and move its sessions to the others")
+    drain.add_argument("node", help="the socket node's id, e.g. sn-1")
+    drain.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to empty")
+    drain.set_defaults(func=cmd_drain)
+    restart = sub.add_parser("restart", help="replace the socket nodes one by one, sessions moved first")
+    restart.add_argument("--rolling", action="store_true", help="one node at a time (the only mode)")
+    restart.add_argument("--timeout", type=float, default=60.0, help="seconds each node may take to empty")
+    restart.set_defaults(func=cmd_restart)
     clients = sub.add_parser("clients", help="OAuth2 clients").add_subparsers(dest="clients_command", required=True)
     create = clients.add_parser("create", help="create a confidential client (client-credentials grant)")
     create.add_argument("name", nargs="?", help="the client's name (default: the bot's)")
@@ -480,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.func in (cmd_up, cmd_down, cmd_status):
+    if args.func in (cmd_up, cmd_down, cmd_status, cmd_drain, cmd_restart):
         settings = _settings(args)
         if not settings.ray_address:  # the cluster imray starts here: its token lives in the data dir
             from imray.cluster_auth import token_environment

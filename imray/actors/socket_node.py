@@ -19,6 +19,7 @@ import ray
 from imray.actors.batching import Batcher
 from imray.actors.login_stamps import LoginStamps
 from imray.actors.presence_news import PresenceNews
+from imray.actors.session import Session
 from imray.actors.shard_link import ShardLink
 from imray.actors.socket_server import SocketServer
 from imray.actors.wire import pack_items, unpack_outcomes
@@ -31,8 +32,10 @@ from imray.adapters.user_push import UserPush
 from imray.backends import Backends
 from imray.domain.messaging import Item, Outcome
 from imray.domain.nodes import NodeEndpoint, NodeStats
+from imray.domain.tokens import TokenIssuer
 from imray.heap import collect_fully_less_often, freeze_startup_heap
 from imray.lifecycle import Tasks
+from imray.protocol.frames import dumps
 from imray.settings import Settings
 
 log = logging.getLogger("imray.socket")
@@ -40,6 +43,7 @@ log = logging.getLogger("imray.socket")
 PRESENCE_LINGER_S = 0.01
 REGISTRATION_UPDATE_S = 1.0
 SESSIONS_METRIC_S = 5.0
+DRAIN_POLL_S = 0.2
 KEYRING_CHECK_S = 1.0  # how often the node asks its keyring (which reads the files every 2 s at most)
 
 
@@ -137,7 +141,42 @@ class SocketNode:
     def stats(self) -> NodeStats:
         server = self._server
         return NodeStats(node_id=self.node_id, connections=server.connection_count() if server else 0,
-                         users=len(server.sessions) if server else 0, rss_bytes=_rss_bytes())
+                         users=len(server.sessions) if server else 0, rss_bytes=_rss_bytes(),
+                         draining=server.draining if server else False)
+
+    async def drain(self, targets: list[NodeEndpoint], timeout_s: float) -> tuple[int, int]:
+        """Take no new sessions and move every one here to `targets` (issue 20): out of the registry,
+        then each session gets a `move` frame with a token pinned to its new node (the same login and
+        expiry: only the pin changes) and closes once its client has reconnected there. Returns (told,
+        closed): sessions told to move, and those still here after `timeout_s`, closed (1001)."""
+        assert self._server is not None and targets, "a started node, and somewhere to go"
+        if self._upkeep is not None:
+            self._upkeep.cancel()  # or it would register the node again
+        if self._registration is not None:
+            try:
+                await self._registration.deregister()
+            except Exception as exc:  # the registry's own expiry forgets the node soon enough
+                log.warning("deregistering failed: %r", exc, extra={"node": self.node_id})
+        issuer = TokenIssuer(self._backends.keys(), self._settings.base_url, self._settings.access_token_ttl_s)
+
+        def move_frame(session: Session) -> str:
+            principal = session.principal
+            assert principal is not None and principal.user_id is not None  # an authenticated session
+            target = targets[principal.user_id % len(targets)]  # a user's sessions move together
+            token = issuer.issue_user(principal.user_id, principal.client_id, target.node_id, principal.family,
+                                      principal.scope, expires_at=principal.exp)
+            return dumps({"type": "move", "socket_url": target.url, "socket_node": target.node_id,
+                          "access_token": token, "expires_in": max(0, principal.exp - int(time.time()))})
+
+        told = self._server.move_all(move_frame)
+        log.info("draining: %d sessions told to move to %s", told, [t.node_id for t in targets],
+                 extra={"node": self.node_id})
+        for _ in range(max(1, int(timeout_s / DRAIN_POLL_S))):  # moved clients close as they reconnect
+            if not self._server.connection_count():
+                break
+            await asyncio.sleep(DRAIN_POLL_S)
+        closed = self._server.close_remaining()
+        return told, closed
 
     def deliver(self, blob: bytes) -> None:
         """A shard's deliveries for this node (`wire.pack_deliveries`), through Ray while this node

@@ -48,6 +48,7 @@ from imray.settings import Settings
 
 log = logging.getLogger("imray.socket")
 
+CLOSE_GOING_AWAY = 1001  # a drained node's last sessions (issue 20)
 CLOSE_UNAUTHORIZED = 4001  # also a login revoked while its sessions are open
 CLOSE_TOKEN_EXPIRED = 4002  # the access token expired and was not renewed (a `refresh` frame)
 CLOSE_WRONG_NODE = 4003
@@ -95,6 +96,9 @@ class SocketServer:
         self._connections: dict[str, int] = {}  # client address -> its connections (TCP, any stage)
         self._pending: dict[str, int] = {}  # client address -> its connections not yet authenticated
         self._renewals: set[asyncio.Task[None]] = set()
+        # Draining (issue 20): each session's `move` frame (a new pin elsewhere), sent to every session
+        # here and to any that authenticates meanwhile; None while the node takes sessions as usual.
+        self._move_frame: Callable[[Session], str] | None = None
 
     # -- the listening socket -------------------------------------------------------------------
 
@@ -211,13 +215,18 @@ class SocketServer:
         ws.protocol.max_message_size = self._settings.socket_hard_frame_bytes
         session = Session(user, ws, self._settings.socket_send_queue, self._cut_grace_s, principal,
                           FrameBudget(self._rates))
-        self.sessions.setdefault(user, {})[session.id] = session
-        if principal.family:
-            self._logins.setdefault(principal.family, {})[session.id] = session
         self._expire_at(session, principal.exp)
         try:
+            # Presence first (a message fanned out through presence finds the user here once auth_ok
+            # is out), then the session joins and auth_ok leaves in the same loop turn: auth_ok is its
+            # first frame, and live delivery starts there (what was committed before is history).
             await self._presence_change(user, 1)
+            self.sessions.setdefault(user, {})[session.id] = session
+            if principal.family:
+                self._logins.setdefault(principal.family, {})[session.id] = session
             session.push(dumps({"type": "auth_ok", "user_id": user, "node": self.node_id, "session": session.id}))
+            if self._move_frame is not None:  # a token pinned here before the drain: move on at once
+                session.push(self._move_frame(session))
             if principal.family and self._known_revoked(principal.family):  # revoked while it authenticated
                 self.close_logins([principal.family])
             async for raw in ws:
@@ -238,6 +247,34 @@ class SocketServer:
                     self._logins.pop(principal.family, None)
             gone = self._presence_change(user, -1)
             gone.add_done_callback(_consume_failure)
+
+    # -- draining (issue 20) ----------------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self._move_frame is not None
+
+    def move_all(self, move_frame: Callable[[Session], str]) -> int:
+        """Tell every session to move (`move_frame` makes its frame: a new pin on another node), and
+        every session that authenticates from now on; how many were told. Sessions close themselves
+        once they have moved; `close_remaining` ends the others."""
+        self._move_frame = move_frame
+        told = 0
+        for sessions in list(self.sessions.values()):
+            for session in list(sessions.values()):
+                session.push(move_frame(session))
+                told += 1
+        return told
+
+    def close_remaining(self) -> int:
+        """End every session still here (1001, going away): its client asks for a new pin; how many."""
+        closed = 0
+        for sessions in list(self.sessions.values()):
+            for session in list(sessions.values()):
+                session.end(error_frame("unavailable", "this socket node was drained: ask for a new pin"),
+                            CLOSE_GOING_AWAY, "drained")
+                closed += 1
+        return closed
 
     # -- logins revoked, tokens expiring --------------------------------------------------------
 

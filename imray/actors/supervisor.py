@@ -28,7 +28,7 @@ from imray.adapters.nacos import SOCKET_SERVICE
 from imray.adapters.named_actors import ActorHandle, ActorMissing, shard_name, socket_node_name
 from imray.adapters.user_push import UserPush
 from imray.backends import Backends
-from imray.domain.nodes import NodeEndpoint, NodeStats, NodeStatus
+from imray.domain.nodes import DrainReport, NodeEndpoint, NodeStats, NodeStatus
 from imray.domain.placement import least_connections
 from imray.lifecycle import Tasks
 from imray.settings import Settings
@@ -57,6 +57,7 @@ class NodeRecord:
     misses: int = 0  # stats calls in a row that timed out
     rss_bytes: int = 0
     pending: deque[float] = field(default_factory=deque)
+    draining: bool = False  # issue 20: no new logins; its sessions move elsewhere
 
     def load(self, now: float) -> int:
         while self.pending and now - self.pending[0] > PENDING_WINDOW_S:
@@ -303,7 +304,7 @@ class SocketSupervisor:
         now = time.monotonic()
         candidates = await self._directory.node_ids()
         alive = {node_id: r.load(now) for node_id, r in self._nodes.items()
-                 if r.alive and (candidates is None or node_id in candidates)}
+                 if r.alive and not r.draining and (candidates is None or node_id in candidates)}
         chosen = prefer if prefer in alive else least_connections(alive, user_id)
         if chosen is None:
             return None
@@ -339,6 +340,41 @@ class SocketSupervisor:
             return
         record.connections, record.rss_bytes, record.alive, record.misses = (
             stats.connections, stats.rss_bytes, True, 0)
+        record.draining = record.draining or stats.draining  # a supervisor restarted mid-drain learns it here
+
+    # -- drain and rolling restart (issue 20) -----------------------------------------------------
+
+    async def drain(self, node_id: str, timeout_s: float) -> DrainReport:
+        """No new logins to `node_id`; its sessions are told to move to the other live nodes (a `move`
+        frame with a new pin) and the call returns once it is empty, or after `timeout_s` with the
+        rest closed."""
+        await self.start()
+        record = self._nodes.get(node_id)
+        if record is None or not record.alive:
+            raise ValueError(f"no live socket node {node_id}")
+        targets = [r.endpoint for other, r in sorted(self._nodes.items())
+                   if other != node_id and r.alive and not r.draining]
+        if not targets:
+            raise ValueError(f"no other live socket node to move {node_id}'s sessions to")
+        record.draining = True
+        started = time.monotonic()
+        told, closed = await record.actor.drain.remote(targets, timeout_s)
+        log.info("drained %s: %d sessions told to move, %d closed", node_id, told, closed, extra={"node": node_id})
+        return DrainReport(node_id, told, closed, round(time.monotonic() - started, 2))
+
+    async def restart_node(self, node_id: str, timeout_s: float) -> DrainReport:
+        """Drain `node_id`, stop it, and wait until its replacement (same id, slot and port) takes
+        logins again: one step of a rolling restart."""
+        report = await self.drain(node_id, timeout_s)
+        old = self._nodes[node_id].actor
+        ray.kill(old, no_restart=True)
+        deadline = time.monotonic() + LAUNCH_WAIT_S * 3
+        while time.monotonic() < deadline:  # the watch loop sees it dead and launches the replacement
+            await asyncio.sleep(0.5)
+            record = self._nodes.get(node_id)
+            if record is not None and record.actor._actor_id != old._actor_id and record.alive:
+                return DrainReport(node_id, report.told, report.closed, report.took_s, restarted=True)
+        raise TimeoutError(f"{node_id} was stopped but no replacement started within {LAUNCH_WAIT_S * 3:g} s")
 
     async def _forget_sessions(self, node_id: str) -> None:
         try:

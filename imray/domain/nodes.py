@@ -25,6 +25,7 @@ class NodeStats:
     connections: int
     users: int
     rss_bytes: int
+    draining: bool = False  # issue 20: it takes no new logins and moves its sessions elsewhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +54,15 @@ class ShardEndpoint:
     host: str
     port: int
     secret: str = field(repr=False)  # never printed or logged
+
+
+@dataclass(frozen=True)
+class DrainReport:
+    """What draining a socket node came to (issue 20): sessions told to move, those closed at the
+    deadline, how long it took, and whether the node was then replaced (a rolling restart's step)."""
+
+    node_id: str
+    told: int
+    closed: int
+    took_s: float
+    restarted: bool = False
