@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from imray.adapters.cache import user_key
 from imray.backends import Backends
 from imray.deployments.account_store import DatabaseAccountStore
-from imray.deployments.common import BackendsService, membership_changed
+from imray.deployments.common import BackendsService, membership_changed, publish_events
 from imray.deployments.contacts import Ended, announce, end_on_block_txn
 from imray.deployments.files import Download, FileKeeper
 from imray.domain.account_changes import check_prefix, like_pattern, may_match
@@ -166,8 +166,9 @@ class UserService(BackendsService):
         deleted = await self._security.delete(user_id, password, address)
         await self._cache.delete(user_key(user_id))
         convs = deleted.convs
-        for start in range(0, len(convs), FORGET_AT_ONCE):  # their shards reload who may write there
-            await asyncio.gather(*(membership_changed(self._actors, c) for c in convs[start:start + FORGET_AT_ONCE]))
+        # Their shards read again who may write there, and commit the groups' "left" (and "owner") events.
+        for start in range(0, len(convs), FORGET_AT_ONCE):
+            await asyncio.gather(*(publish_events(self._actors, c) for c in convs[start:start + FORGET_AT_ONCE]))
         if deleted.avatar_file_id:
             with contextlib.suppress(NotFound):
                 await self._files.delete(user_id, deleted.avatar_file_id, "avatar")
