@@ -86,6 +86,21 @@ def _configured(deployment: object, settings: Settings, name: str, **extra: Any)
 def deploy(settings: Settings, keys: Path, dashboard_url: str | None = None) -> Deployment:
     """The socket nodes (through their supervisor, which Ray restarts if it dies), then the HTTP side.
     `keys`: the keys directory `prepare` made, where every process (on every host) reads the keys."""
+    settings, nodes, application = assemble(settings, keys)
+    serve.start(proxy_location="HeadOnly",
+                # keep_alive_timeout_s: idle connections between requests, in HAProxy and the Python proxy.
+                http_options={"host": settings.http_host, "port": settings.http_port,
+                              "keep_alive_timeout_s": settings.http_idle_timeout_s},
+                logging_config=serve_logging(settings))
+    serve.run(application, name=APP_NAME, route_prefix="/")
+    return Deployment(settings.base_url, f"{settings.base_url}/docs", _dashboard_url(dashboard_url), nodes)
+
+
+def assemble(settings: Settings, keys: Path) -> tuple[Settings, list[NodeStatus], Application]:
+    """imray on the cluster this process is connected to, but for serving HTTP: the settings as deployed
+    (Nacos overlay, shard count, absolute keys dir), the bucket, the socket nodes, shards and presence
+    through their supervisor (detached: Ray restarts it if it dies), and the Serve application to run.
+    `imray up` (`deploy`) and Serve's app builder (`imray.app:build`) both come here."""
     settings = with_config_overlay(settings).with_shards_for(ray.cluster_resources().get("CPU", 1))
     settings = settings.replace(keys_dir=str(keys))  # absolute: a process elsewhere has another ~
     check_scale_out(settings, [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]])  # `imray up` did too
@@ -93,13 +108,7 @@ def deploy(settings: Settings, keys: Path, dashboard_url: str | None = None) -> 
     supervisor = SocketSupervisor.options(  # type: ignore[attr-defined]  # @ray.remote, not applied by mypy
         name=SUPERVISOR, namespace=settings.namespace, lifetime="detached").remote(settings)
     nodes: list[NodeStatus] = ray.get(supervisor.start.remote(), timeout=120)
-    serve.start(proxy_location="HeadOnly",
-                # keep_alive_timeout_s: idle connections between requests, in HAProxy and the Python proxy.
-                http_options={"host": settings.http_host, "port": settings.http_port,
-                              "keep_alive_timeout_s": settings.http_idle_timeout_s},
-                logging_config=serve_logging(settings))
-    serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
-    return Deployment(settings.base_url, f"{settings.base_url}/docs", _dashboard_url(dashboard_url), nodes)
+    return settings, nodes, build_app(settings)
 
 
 def _dashboard_url(found: str | None) -> str | None:

@@ -18,6 +18,7 @@ for svc in mariadb redis-server; do
 done
 "$here/s3/start.sh" --install-only          # s3s-fs from crates.io, built once into ~/.cache/imray
 "$here/nacos/start.sh" --fetch-only         # Nacos server jars from Maven Central, cached
+"$here/../deploy/k8s/validate.sh" --fetch-only  # kubeconform and KubeRay's CRDs (Go module proxy), cached
 # nginx terminates TLS in front of the gateway and the socket nodes in tests/test_tls_proxy.py. Debian 12
 # has nginx-light (the smallest build with ssl and the WebSocket-capable proxy); later releases ship only nginx.
 if ! command -v nginx >/dev/null && ! [ -x /usr/sbin/nginx ]; then
