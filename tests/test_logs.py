@@ -3,6 +3,7 @@ and no log file of the cluster holds a password, a token or a message body a use
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -60,7 +61,7 @@ async def test_actors_log_json_with_imray_fields_and_never_secrets_or_bodies(sta
         if started:
             break
         assert time.monotonic() < deadline, f"no JSON record of imray.supervisor with a node: {records[:3]}"
-        time.sleep(1)
+        await asyncio.sleep(1)
     assert {"message", "levelname", "asctime", "job_id", "worker_id"} <= set(started[0]), started[0]
     assert started[0]["node"] in {n.node_id for n in stack.nodes} | {f"sn-{i}" for i in range(1, 10)}
 
