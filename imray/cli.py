@@ -27,8 +27,10 @@ def _connect(settings: Settings, address: str) -> object:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from imray.logs import ray_logging
 
-    return ray.init(address=address, namespace=settings.namespace, log_to_driver=False,
-                    logging_level=logging.WARNING, logging_config=ray_logging(settings))
+    context = ray.init(address=address, namespace=settings.namespace, log_to_driver=False,
+                       logging_level=logging.WARNING, logging_config=ray_logging(settings))
+    logging.getLogger().setLevel(logging.WARNING)  # INFO is for the job's actors; this command stays quiet
+    return context
 
 
 def _node_addresses() -> list[str]:
@@ -518,8 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ray-env", help="the environment `ray start` needs for imray's ingress (eval it first)"
                    ).set_defaults(func=cmd_ray_env)
     b = sub.add_parser("bench", help="throughput and latency against a bare relay, with an audit")
-    b.add_argument("--scenario", default="one2one,fanout,connections,storm,http",
-                   help="comma-separated: one2one, fanout, connections, storm (implies connections), http")
+    b.add_argument("--scenario", default="one2one,fanout,connections,storm,http,rolling",
+                   help="comma-separated: one2one, fanout, connections, storm (implies connections), http, "
+                   "rolling (every socket node drained and replaced under 1:1 traffic; last, audited)")
     b.add_argument("--group-size", type=int, default=500, help="online members of the fan-out group")
     b.add_argument("--sessions", type=int, default=20000, help="concurrent authenticated sessions")
     b.add_argument("--session-users", type=int, default=1000,

@@ -209,6 +209,7 @@ def local_cluster(workers: int = 2, head_cpus: int = 2, env: dict[str, str] | No
     ray.init(address=cluster.address, namespace="imray", log_to_driver=False,
              logging_config=ray.LoggingConfig(encoding="JSON", log_level="INFO",
                                               additional_log_standard_attrs=["name"]))
+    logging.getLogger().setLevel(logging.WARNING)  # INFO is for the job's actors; this driver stays quiet
     try:
         yield cluster, [n.node_id for n in nodes]
     finally:

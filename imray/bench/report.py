@@ -85,6 +85,12 @@ def markdown(results: dict) -> str:
         lines += ["## HTTP through the gateway", "", "| figure | per second | errors |", "|---|---|---|",
                   f"| password-grant logins | {http['logins_per_s']:,.0f} | {http['login_errors']} |",
                   f"| history reads (50 messages) | {http['history_per_s']:,.0f} | {http['history_errors']} |", ""]
+    rolling = results.get("rolling")
+    if rolling and "skipped" not in rolling:
+        lines += ["## Rolling restart under 1:1 traffic", "", "| figure | value |", "|---|---|",
+                  f"| socket nodes drained and replaced, one by one | {rolling['nodes']} in {rolling['took_s']} s |",
+                  f"| messages acked meanwhile / clients moved | {rolling['acked']:,} / {rolling['moves']} |",
+                  f"| missed by receivers (live or caught up) | {rolling['missed_by_receivers']} |", ""]
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ RELAY_PORT = 9300
 
 @dataclass
 class BenchOptions:
-    scenarios: tuple[str, ...] = ("one2one", "fanout", "connections", "storm", "http")
+    scenarios: tuple[str, ...] = ("one2one", "fanout", "connections", "storm", "http", "rolling")
     duration: float = 10.0
     pairs: int = 16
     window: int = 32
@@ -349,6 +349,32 @@ def _sessions(base_url: str, options: BenchOptions, acked: dict[str, list], audi
     return result
 
 
+def _rolling(base_url: str, pairs: list[Pair], options: BenchOptions, acked: dict[str, list]) -> dict:
+    """Every socket node drained and replaced in turn under 1:1 traffic (`bench.rolling`)."""
+    import ray
+
+    if not ray.is_initialized():
+        return {"skipped": "needs the cluster this bench started (not --target)"}
+    from dataclasses import asdict
+
+    from imray.adapters.named_actors import RayNamedActors
+    from imray.bench.rolling import rolling_restart
+    from imray.settings import load_settings
+
+    settings = load_settings()
+    supervisor = RayNamedActors(settings.namespace, settings.shard_count).supervisor()
+    nodes = [n.node_id for n in ray.get(supervisor.nodes.remote(), timeout=60)]
+
+    def restart(node_id: str) -> dict:
+        return asdict(ray.get(supervisor.restart_node.remote(node_id, 60.0), timeout=300))
+
+    _say(options, f"rolling: {len(pairs)} pairs chat while {', '.join(nodes)} are drained and replaced in turn")
+    result = asyncio.run(rolling_restart(base_url, pairs, restart, nodes, acked))
+    _say(options, f"rolling: {len(nodes)} nodes replaced in {result['took_s']} s; {result['acked']} acked, "
+                  f"{result['moves']} moves, {result['missed_by_receivers']} missed by receivers")
+    return result
+
+
 def _until_sessions_gone(within_s: float = 60.0) -> None:
     """Wait until the socket nodes hold no session (bounded), then a moment for what follows a close."""
     deadline = time.monotonic() + within_s
@@ -423,6 +449,8 @@ def bench(options: BenchOptions) -> dict:
             if "one2one" not in options.scenarios:  # pages of 50 messages to read, as after the 1:1 scenario
                 _seed(pairs, acked, 50)
             results["http"] = _http(pool, base_url, logins, [(p.receiver.token, p.conv) for p in pairs], options)
+        if "rolling" in options.scenarios:  # last: it replaces the socket nodes
+            results["rolling"] = _rolling(base_url, pairs, options, acked)
         _say(options, "audit: history of every conversation against every ack")
         if fanout is not None:  # the group's history is audited like a conversation of its own
             acked[fanout["conv"]] = fanout["acked_ids"]
@@ -434,6 +462,10 @@ def bench(options: BenchOptions) -> dict:
         if storm:  # what reconnecting sessions fetched must be whole too
             audit["storm_gaps"], audit["storm_duplicates"] = storm["gaps"], storm["duplicates"]
             audit["ok"] = audit["ok"] and storm["gaps"] == 0 and storm["duplicates"] == 0 and storm["failed"] == 0
+        rolling = results.get("rolling")
+        if rolling and "skipped" not in rolling:  # every receiver had every message of the restart, too
+            audit["rolling_missed"] = rolling["missed_by_receivers"]
+            audit["ok"] = audit["ok"] and rolling["missed_by_receivers"] == 0
     if options.results is not None:
         folder = options.results / results["started"].replace(":", "").replace("+0000", "Z")
         results["files"] = [str(p) for p in report.write(results, folder)]
