@@ -170,6 +170,10 @@ class Settings:
     notify_timeout_s: float = 5.0  # per attempt
     notify_concurrency: int = 4  # calls at once, per shard
     notify_queue_max: int = 10000  # notices waiting, per shard; when full the oldest is dropped
+    # Issue 18, area "lifecycle" (docs/protocol.md §9): recalls, edits, reactions and deletes-for-me
+    # a user may make a minute over HTTP, a budget of its own within rate_limit_per_minute (counted
+    # like it: in Redis, or per gateway replica).
+    message_changes_per_minute: int = 120
     # Issue 20: "json" (one object a line, Ray's structured logging: job, worker, node and actor ids,
     # the logger's name, and imray's own fields: node, shard, user_id, conv) or "text".
     log_format: str = "json"

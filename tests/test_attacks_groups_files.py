@@ -148,8 +148,8 @@ async def test_a_block_hides_the_blocked_users_messages_in_a_group_they_already_
         await sc.wait(lambda fs: any(f.get("body") == "secret for b" for f in fs))  # C reads A as before
         frames = await sb.wait(lambda fs: any(f.get("body") == "from c" for f in fs))
         live = [f for f in frames if f["type"] == "msg" and f["conv"] == conv]
-        assert [m["seq"] for m in live] == [1, 2, 3]  # gap-free
-        assert live[1] == {"type": "msg", "conv": conv, "seq": 2, "msg_id": secret["msg_id"], "from": a.user_id,
+        assert [m["seq"] for m in live] == [2, 3, 4]  # gap-free (seq 1: the "created" event, before the sockets)
+        assert live[1] == {"type": "msg", "conv": conv, "seq": 3, "msg_id": secret["msg_id"], "from": a.user_id,
                            "kind": "text", "body": "", "ts": secret["ts"], "hidden": True}
         await asyncio.sleep(QUIET_S)
         assert not [f for f in sb.frames if f["type"] == "typing" and f["user_id"] == a.user_id], sb.frames
@@ -157,19 +157,21 @@ async def test_a_block_hides_the_blocked_users_messages_in_a_group_they_already_
 
         assert (await sa.send_text(conv, "last word"))["type"] == "ack"
         for page in (await api.all_history(b.access_token, conv),
-                     await api.history(b.access_token, conv, before_seq=5)):
-            assert [m["seq"] for m in page] == [1, 2, 3, 4]
-            # History shows the reader's block as it stands: A's earlier message is hidden too.
-            assert [m.get("hidden", False) for m in page] == [True, True, False, True]
-            assert [m["body"] for m in page] == ["", "", "from c", ""]
+                     await api.history(b.access_token, conv, before_seq=6)):
+            assert [m["seq"] for m in page] == [1, 2, 3, 4, 5]
+            # History shows the reader's block as it stands: A's earlier message is hidden too (and the
+            # group's "created" event, made by C, is there for everyone).
+            assert [m.get("hidden", False) for m in page] == [False, True, True, False, True]
+            assert [m["body"] for m in page] == ["", "", "", "from c", ""]
+            assert page[0]["event"]["type"] == "created"
         listed = {i["conv"]: i for i in (await api.get("/api/conversations", b.access_token)).json()}
         assert listed[conv]["last_message"]["hidden"] is True and listed[conv]["last_message"]["body"] == ""
-        assert [m["body"] for m in await api.all_history(c.access_token, conv)][1:] == [
+        assert [m["body"] for m in await api.all_history(c.access_token, conv) if m["kind"] == "text"][1:] == [
             "secret for b", "from c", "last word"]
 
         r = await api.http.delete(f"/api/users/me/blocks/{a.user_id}", headers=bearer(b.access_token))
         assert r.status_code == 204
-        assert [m["body"] for m in await api.all_history(b.access_token, conv)] == [
+        assert [m["body"] for m in await api.all_history(b.access_token, conv) if m["kind"] == "text"] == [
             "before the block", "secret for b", "from c", "last word"]
         assert (await sa.send_text(conv, "unblocked"))["type"] == "ack"
         await sb.wait(lambda fs: any(f.get("body") == "unblocked" for f in fs))

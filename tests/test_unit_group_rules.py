@@ -26,7 +26,8 @@ OWNER, MEMBER, STRANGER = 1, 2, 99
 
 def group(members: list[int] | None = None, owner_id: int = OWNER) -> Group:
     return {"id": 7, "conv": "g:7", "name": "team", "owner_id": owner_id,
-            "members": [OWNER, MEMBER] if members is None else members}
+            "members": [OWNER, MEMBER] if members is None else members, "description": "",
+            "add_policy": "everyone", "muted_all": False, "dissolved": False, "admins": [], "muted": []}
 
 
 def assert_error(exc: pytest.ExceptionInfo[DomainError], kind: type[DomainError], status: int) -> None:

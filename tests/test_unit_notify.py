@@ -47,6 +47,12 @@ def test_only_messages_count_and_neither_their_sender_nor_a_blocker_who_gets_the
     assert found.recipients == (2, 3) and found.sender == 1 and found.seq == 3 and found.msg_id == "m0003"
 
 
+def test_an_event_in_the_stream_is_no_message_to_notify_of():
+    event = msg_frame("g:7", 1, "m0001", 1, "event", "", 1_700_000_000_001)
+    event["event"] = {"type": "updated", "name": "new name"}
+    assert messages_in([Delivery(orjson.dumps(event).decode(), (1, 2), None, "g:7", 1, event["ts"])]) == []
+
+
 def test_previews_are_off_by_default_and_cut_by_code_points_when_on():
     assert preview_of("hello", 0) is None and preview_of("", 10) is None
     assert preview_of("hello", 5) == "hello"

@@ -10,7 +10,7 @@ from typing import Any, TypedDict, TypeVar
 import orjson
 from ray.exceptions import RayError, RayTaskError
 
-from imray.adapters.named_actors import NamedActors
+from imray.adapters.named_actors import ActorMissing, NamedActors
 from imray.backends import Backends
 from imray.domain.errors import BadRequest, Conflict, DomainError, Forbidden, NotFound, TooLarge, Unavailable
 from imray.domain.messaging import ChangeItem
@@ -80,7 +80,7 @@ async def submit_change(actors: NamedActors, item: ChangeItem) -> ChangeResult:
     who may make it); its refusals come back as DomainErrors, an unreachable shard as Unavailable."""
     try:
         [outcome] = await asyncio.wait_for(actors.owner_of(item.conv).send.remote([item]), 15)
-    except (TimeoutError, RayError) as exc:
+    except (TimeoutError, RayError, ActorMissing) as exc:
         raise Unavailable("the conversation's shard did not answer; send the change again") from exc
     if outcome.error is not None:
         code, message = outcome.error

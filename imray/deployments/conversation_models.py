@@ -16,6 +16,7 @@ class ConversationEntry(BaseModel):
     last_seq: int
     read_seq: int
     unread: int
+    mentioned: bool  # an unread, not recalled message mentions you (issue 18, docs/protocol.md §9)
     last_message: dict[str, Any] | None
     pinned: bool
     muted: bool

@@ -53,6 +53,7 @@ from imray.deployments.conversation_models import (
     ListAfter,
     ListLimit,
 )
+from imray.deployments.group_models import GroupAnswer, GroupChange, MuteChange, OwnerChange, RoleChange
 from imray.deployments.history import HistoryReader
 from imray.deployments.http import (
     AfterSeq,
@@ -68,6 +69,8 @@ from imray.deployments.http import (
     multipart_file,
     oauth_form,
 )
+from imray.deployments.lifecycle_api import MessageLifecycle
+from imray.deployments.lifecycle_models import ChangeAnswer, Edit, Reaction, Recall, SeqPath
 from imray.deployments.limits import BodyLimit
 from imray.deployments.readiness import Readiness
 from imray.deployments.server_api import ServerApi
@@ -179,6 +182,7 @@ class Gateway:
                                     settings.socket_nodes)
         self._server = ServerApi(settings, backends, users, web)  # the /api/server routes
         self._contacts = ContactsApi(settings, backends)  # the /api/contacts routes (issue 18)
+        self._lifecycle = MessageLifecycle(settings, backends)  # recall, edit, reactions, delete-for-me (issue 18)
         self._authenticator = backends.authenticator(remember=TOKENS_REMEMBERED)
         self._limiter = backends.rate_limit()  # follows Nacos's live settings
         # Issue 18, accounts: the username search's own, lower budget per user.
@@ -474,24 +478,60 @@ class Gateway:
         await call(self._web.delete_file.remote(await self._uid(request), file_id))
         return Response(status_code=204)
 
-    @app.post("/api/groups", status_code=201, tags=["groups"])
+    @app.post("/api/groups", status_code=201, tags=["groups"], response_model=GroupAnswer)
     async def create_group(self, body: NewGroup, request: Request) -> dict:
+        """The caller owns the new group; its "created" event is seq 1 of the conversation."""
         user = await self._user(request)
         return await call(self._web.create_group.remote(user.user_id, body.name, body.members))
 
-    @app.get("/api/groups/{group_id}", tags=["groups"])
+    @app.get("/api/groups/{group_id}", tags=["groups"], response_model=GroupAnswer)
     async def get_group(self, group_id: IdPath, request: Request) -> dict:
         return await call(self._web.get_group.remote(await self._uid(request), group_id))
 
-    @app.post("/api/groups/{group_id}/members", tags=["groups"])
+    @app.post("/api/groups/{group_id}/members", tags=["groups"], response_model=GroupAnswer)
     async def add_members(self, group_id: IdPath, body: NewMembers, request: Request) -> dict:
+        """Owner and admins add; members too while add_policy is "everyone"."""
         user = await self._user(request)
         return await call(self._web.add_members.remote(user.user_id, group_id, body.user_ids))
 
     @app.delete("/api/groups/{group_id}/members/{member_id}", status_code=204, tags=["groups"])
     async def remove_member(self, group_id: IdPath, member_id: IdPath, request: Request) -> Response:
+        """Anyone leaves (their own id); the owner removes anyone; admins remove plain members."""
         user = await self._user(request)
         await call(self._web.remove_member.remote(user.user_id, group_id, member_id))
+        return Response(status_code=204)
+
+    # -- group administration (issue 18, docs/protocol.md §10) -----------------------------------
+
+    @app.patch("/api/groups/{group_id}", tags=["groups"], response_model=GroupAnswer)
+    async def update_group(self, group_id: IdPath, body: GroupChange, request: Request) -> dict:
+        """Rename, describe, set add_policy or muted_all: the owner and admins."""
+        user = await self._user(request)
+        return await call(self._web.update_group.remote(user.user_id, group_id, body.model_dump()))
+
+    @app.put("/api/groups/{group_id}/members/{member_id}/role", tags=["groups"], response_model=GroupAnswer)
+    async def set_group_role(self, group_id: IdPath, member_id: IdPath, body: RoleChange, request: Request) -> dict:
+        """The owner makes a member an admin, or an admin a member."""
+        user = await self._user(request)
+        return await call(self._web.set_role.remote(user.user_id, group_id, member_id, body.role))
+
+    @app.put("/api/groups/{group_id}/members/{member_id}/mute", tags=["groups"], response_model=GroupAnswer)
+    async def set_group_mute(self, group_id: IdPath, member_id: IdPath, body: MuteChange, request: Request) -> dict:
+        """The owner mutes anyone but itself, an admin plain members: a muted member reads, not writes."""
+        user = await self._user(request)
+        return await call(self._web.set_muted.remote(user.user_id, group_id, member_id, body.muted))
+
+    @app.post("/api/groups/{group_id}/owner", tags=["groups"], response_model=GroupAnswer)
+    async def transfer_group(self, group_id: IdPath, body: OwnerChange, request: Request) -> dict:
+        """The owner hands the group to another member and becomes an admin."""
+        user = await self._user(request)
+        return await call(self._web.transfer_ownership.remote(user.user_id, group_id, body.user_id))
+
+    @app.delete("/api/groups/{group_id}", status_code=204, tags=["groups"])
+    async def dissolve_group(self, group_id: IdPath, request: Request) -> Response:
+        """The owner dissolves the group: members keep reading its history; nobody writes or changes it."""
+        user = await self._user(request)
+        await call(self._web.dissolve_group.remote(user.user_id, group_id))
         return Response(status_code=204)
 
     # -- contacts and their presence (issue 18, docs/protocol.md §5) ---------------------------
@@ -544,6 +584,40 @@ class Gateway:
     @app.put("/api/users/me/privacy", tags=["contacts"], response_model=Privacy)
     async def set_privacy(self, body: Privacy, request: Request) -> dict:
         return {"show_presence": await self._contacts.set_privacy(await self._uid(request), body.show_presence)}
+
+    # -- message lifecycle (issue 18, docs/protocol.md §9) --------------------------------------
+
+    @app.post("/api/conversations/{conv}/messages/{seq}/recall", tags=["messages"], response_model=ChangeAnswer)
+    async def recall_message(self, conv: ConvPath, seq: SeqPath, request: Request, body: Recall | None = None) -> dict:
+        """The sender within recall_window_s of sending, a group's owner or admins any time: the
+        message reads as recalled (body gone) and a `recall` event follows it in the stream."""
+        key = body.id if body is not None else None
+        return dict(await self._lifecycle.change(await self._uid(request), conv, seq, "recall", key))
+
+    @app.put("/api/conversations/{conv}/messages/{seq}", tags=["messages"], response_model=ChangeAnswer)
+    async def edit_message(self, conv: ConvPath, seq: SeqPath, body: Edit, request: Request) -> dict:
+        """The sender replaces a text message's body (shown `edited`); an `edit` event follows."""
+        return dict(await self._lifecycle.change(await self._uid(request), conv, seq, "edit", body.id, body=body.body))
+
+    @app.put("/api/conversations/{conv}/messages/{seq}/reactions", tags=["messages"], response_model=ChangeAnswer)
+    async def react(self, conv: ConvPath, seq: SeqPath, body: Reaction, request: Request) -> dict:
+        """Add your reaction (a repeat changes nothing: `changed` false); at most max_reactions
+        different emoji on a message."""
+        return dict(await self._lifecycle.change(await self._uid(request), conv, seq, "react", body.id,
+                                                 emoji=body.emoji))
+
+    @app.delete("/api/conversations/{conv}/messages/{seq}/reactions", tags=["messages"], response_model=ChangeAnswer)
+    async def unreact(self, conv: ConvPath, seq: SeqPath, body: Reaction, request: Request) -> dict:
+        """Take your reaction back (none there: `changed` false). The emoji goes in the JSON body."""
+        return dict(await self._lifecycle.change(await self._uid(request), conv, seq, "unreact", body.id,
+                                                 emoji=body.emoji))
+
+    @app.delete("/api/conversations/{conv}/messages/{seq}", status_code=204, tags=["messages"])
+    async def delete_for_me(self, conv: ConvPath, seq: SeqPath, request: Request) -> Response:
+        """Delete a message from your own view: your history shows it as a `deleted` placeholder and
+        your live sessions get a `deleted` frame; nobody else sees anything. A repeat changes nothing."""
+        await self._lifecycle.delete_for_me(await self._uid(request), conv, seq)
+        return Response(status_code=204)
 
     # -- server API: confidential clients only, one scope per operation (docs/protocol.md §6) ----
 

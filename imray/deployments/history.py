@@ -6,7 +6,8 @@ hop). So the read and its access check run here, in one database call, with no c
 a removed member loses access at once, on every replica. A group's catch-up page carries its
 access check in the same statement; only an empty page asks the membership again, to tell a
 member who is up to date from a stranger. A group's messages from someone the reader blocks come
-back `hidden` (one more indexed read, only for a page that has messages).
+back `hidden` (one more indexed read, only for a page that has messages), and messages the reader
+deleted for themselves `deleted` (issue 18: joined in by the page's own statement).
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ class HistoryReader:
                 return hide_blocked(page, accounts.blocked_by(conn, user_id)) if page else page
             if conv.is_group:
                 check_membership(group_store.membership(conn, conv.group_id, user_id))
-                page = msgs.history(conn, str(conv), after_seq, before_seq, limit)
+                page = msgs.history(conn, str(conv), after_seq, before_seq, limit, reader=user_id)
                 return hide_blocked(page, accounts.blocked_by(conn, user_id)) if page else page
             elif user_id not in (conv.a, conv.b):
                 raise Forbidden("you are not part of this conversation")
-            page = msgs.history(conn, str(conv), after_seq, before_seq, limit)
+            page = msgs.history(conn, str(conv), after_seq, before_seq, limit, reader=user_id)
             # A direct conversation with messages exists; without any, its other user must.
             if (not conv.is_group and not page and msgs.last_seq(conn, str(conv)) == 0
                     and accounts.user_by_id(conn, conv.b if user_id == conv.a else conv.a) is None):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import TypedDict
+from collections.abc import Callable
+from typing import Any, TypedDict
 
 from ray import serve
 from sqlalchemy.engine import Connection
 
 from imray.backends import Backends
-from imray.deployments.common import BackendsService, membership_changed
+from imray.deployments.common import BackendsService, publish_events
 from imray.deployments.files import Download, FileKeeper, UploadedFile
 from imray.domain import groups as rules
 from imray.domain.conversation_list import check_may_pin, parse_cursor
@@ -99,6 +100,7 @@ class WebService(BackendsService):
         return await self._db.run(change)
 
     async def create_group(self, owner_id: int, name: str, members: list[int]) -> Group:
+        rules.check_name(name)
         wanted = rules.founding_members(owner_id, members, self._settings.max_group_members)
 
         def create(conn: Connection) -> Group:
@@ -106,32 +108,83 @@ class WebService(BackendsService):
             rules.check_no_blocks(wanted[1:], wanted, group_store.blocks_among(conn, wanted, wanted[1:]))
             return group_store.create_group(conn, name, owner_id, wanted)
 
-        return await self._db.run(create)
+        group = await self._db.run(create)
+        await publish_events(self._actors, group["conv"])  # its "created" event is seq 1
+        return group
 
     async def get_group(self, user_id: int, group_id: int) -> Group:
         return await self._db.run(lambda conn: rules.visible_group(group_store.group(conn, group_id), user_id))
 
-    async def add_members(self, user_id: int, group_id: int, user_ids: list[int]) -> Group:
-        def add(conn: Connection) -> Group:
-            group = rules.check_may_add(group_store.group(conn, group_id), user_id)
-            _check_users_exist(conn, user_ids)
-            new = rules.joining(group, user_ids, self._settings.max_group_members)
-            everyone = [*group["members"], *new]
-            rules.check_no_blocks(new, everyone, group_store.blocks_among(conn, everyone, new))
-            group_store.add_members(conn, group_id, new)
+    async def _change_group(self, group_id: int, change: Callable[[Connection], None]) -> Group:
+        """Run `change` (which checks the rules, writes, and queues its events) in one transaction;
+        the shard commits the events, members read again, before the group is answered."""
+
+        def run(conn: Connection) -> Group:
+            change(conn)
             changed = group_store.group(conn, group_id)
             assert changed is not None  # in the same transaction
             return changed
 
-        group = await self._db.run(add)
-        await membership_changed(self._actors, group["conv"])  # before the next message
+        group = await self._db.run(run)
+        await publish_events(self._actors, group["conv"])  # before the next message
         return group
+
+    async def add_members(self, user_id: int, group_id: int, user_ids: list[int]) -> Group:
+        def add(conn: Connection) -> None:
+            group = rules.check_may_add(group_store.group(conn, group_id, lock=True), user_id)
+            _check_users_exist(conn, user_ids)
+            new = rules.joining(group, user_ids, self._settings.max_group_members)
+            everyone = [*group["members"], *new]
+            rules.check_no_blocks(new, everyone, group_store.blocks_among(conn, everyone, new))
+            group_store.add_members(conn, group_id, new, user_id)
+
+        return await self._change_group(group_id, add)
 
     async def remove_member(self, user_id: int, group_id: int, member_id: int) -> None:
         def remove(conn: Connection) -> None:
-            rules.check_removal(group_store.group(conn, group_id), user_id, member_id)
-            if not group_store.remove_member(conn, group_id, member_id):
+            rules.check_removal(group_store.group(conn, group_id, lock=True), user_id, member_id)
+            if not group_store.remove_member(conn, group_id, member_id, user_id):
                 raise NotFound("that user is not a member")
 
         await self._db.run(remove)
-        await membership_changed(self._actors, f"g:{group_id}")  # before the next message
+        await publish_events(self._actors, f"g:{group_id}")  # before the next message
+
+    # -- group administration (issue 18, docs/protocol.md §10) ---------------------------------------
+
+    async def update_group(self, user_id: int, group_id: int, wanted: dict[str, Any]) -> Group:
+        def update(conn: Connection) -> None:
+            group = rules.check_may_manage(group_store.group(conn, group_id, lock=True), user_id)
+            group_store.update_settings(conn, group_id, user_id, rules.settings_change(group, wanted))
+
+        return await self._change_group(group_id, update)
+
+    async def set_role(self, user_id: int, group_id: int, member_id: int, role: str) -> Group:
+        def change(conn: Connection) -> None:
+            group = rules.check_may_set_role(group_store.group(conn, group_id, lock=True), user_id, member_id)
+            if (member_id in group["admins"]) != (role == "admin"):
+                group_store.set_role(conn, group_id, user_id, member_id, role)
+
+        return await self._change_group(group_id, change)
+
+    async def set_muted(self, user_id: int, group_id: int, member_id: int, muted: bool) -> Group:
+        def change(conn: Connection) -> None:
+            group = rules.check_may_mute(group_store.group(conn, group_id, lock=True), user_id, member_id)
+            if (member_id in group["muted"]) != muted:
+                group_store.set_muted(conn, group_id, user_id, member_id, muted)
+
+        return await self._change_group(group_id, change)
+
+    async def transfer_ownership(self, user_id: int, group_id: int, member_id: int) -> Group:
+        def change(conn: Connection) -> None:
+            group = rules.check_may_transfer(group_store.group(conn, group_id, lock=True), user_id, member_id)
+            if member_id != user_id:
+                group_store.transfer(conn, group_id, user_id, member_id, member_id in group["muted"])
+
+        return await self._change_group(group_id, change)
+
+    async def dissolve_group(self, user_id: int, group_id: int) -> None:
+        def change(conn: Connection) -> None:
+            if not rules.check_may_dissolve(group_store.group(conn, group_id, lock=True), user_id)["dissolved"]:
+                group_store.dissolve(conn, group_id, user_id)
+
+        await self._change_group(group_id, change)

@@ -63,12 +63,15 @@ class Notice:
 
 def messages_in(deliveries: Iterable[Delivery]) -> list[Message]:
     """The messages among a fan-out's deliveries. Receipts and typing carry no seq; the hidden copy
-    of a group message (for the members who block its sender) is left out: they are never told."""
+    of a group message (for the members who block its sender) is left out: they are never told. So are
+    events (issue 18: a group change, an edit, a reaction): they say nothing to wake a phone for."""
     found: list[Message] = []
     for d in deliveries:
         if not d.seq or d.conv.endswith(_HIDDEN_SUFFIX):
             continue
         frame = orjson.loads(d.frame)
+        if frame["kind"] == "event":
+            continue
         sender = frame["from"]
         found.append(Message(d.conv, d.seq, frame["msg_id"], sender, frame["kind"], frame["body"], frame["ts"],
                              tuple(u for u in d.users if u != sender)))

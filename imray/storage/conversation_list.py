@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypedDict
 
-from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy import and_, exists, func, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from imray.domain.conversation_list import ListPosition
 from imray.domain.messaging import MsgFrame
 from imray.storage.messages import frame_of
-from imray.storage.schema import conversations, messages, read_cursors
+from imray.storage.schema import conversations, hidden_messages, mentions, messages, read_cursors
 from imray.storage.sql_compat import insert_ignore
 
 
@@ -21,7 +21,8 @@ class ConversationItem(TypedDict):
     conv: str
     last_seq: int
     read_seq: int
-    unread: int
+    unread: int  # from others, after read_seq: no events, nothing recalled or deleted for the user
+    mentioned: bool  # one of those unread messages mentions the user (issue 18)
     last_message: MsgFrame | None
     pinned: bool
     muted: bool
@@ -54,23 +55,73 @@ def page(conn: Connection, user_id: int, group_ids: Sequence[int], after: ListPo
     if not rows:
         return []
     convs = [r.conv for r in rows]
-    unread: dict[str, int] = dict(conn.execute(
-        select(messages.c.conv, func.count())
-        .select_from(messages.join(read_cursors, and_(read_cursors.c.conv == messages.c.conv,
-                                                      read_cursors.c.user_id == user_id)))
-        .where(messages.c.conv.in_(convs), messages.c.seq > read_cursors.c.read_seq, messages.c.sender_id != user_id)
-        .group_by(messages.c.conv)
-    ).tuples().all())
-    heads = [(r.conv, r.last_seq) for r in rows if r.last_seq]
-    last: dict[str, MsgFrame] = {}
-    if heads:
-        last = {r.conv: frame_of(r) for r in conn.execute(
-            select(messages).where(tuple_(messages.c.conv, messages.c.seq).in_(heads)))}
+    unread = _unread(conn, user_id, convs)
+    last = _last_messages(conn, user_id, [(r.conv, r.last_seq) for r in rows if r.last_seq])
     return [{"conv": r.conv, "last_seq": int(r.last_seq or 0), "read_seq": int(r.read_seq),
-             "unread": int(unread.get(r.conv, 0)), "last_message": last.get(r.conv),
-             "pinned": bool(r.pinned_at), "muted": bool(r.muted), "updated_at": int(r.activity),
+             "unread": unread.get(r.conv, (0, False))[0], "mentioned": unread.get(r.conv, (0, False))[1],
+             "last_message": last.get(r.conv), "pinned": bool(r.pinned_at), "muted": bool(r.muted),
+             "updated_at": int(r.activity),
              "cursor": ListPosition(int(r.pinned_at), int(r.activity), r.conv).cursor()}
             for r in rows]
+
+
+# Issue 18: what the list counts and shows leaves out events (a group change, a change to a message),
+# recalled messages and what the reader deleted for themselves. A recalled message's meta is the
+# shard's compact JSON (orjson), so `"recalled":true` appears in it only as that key: inside a JSON
+# string every `"` is escaped. A LIKE on the row already read costs no join and no column of its own.
+_NOT_RECALLED = or_(messages.c.meta.is_(None), messages.c.meta.not_like('%"recalled":true%'))
+
+
+def _not_deleted_by(user_id: int):  # type: ignore[no-untyped-def]  # a join condition
+    return and_(hidden_messages.c.user_id == user_id, hidden_messages.c.conv == messages.c.conv,
+                hidden_messages.c.seq == messages.c.seq)
+
+
+def _unread(conn: Connection, user_id: int, convs: list[str]) -> dict[str, tuple[int, bool]]:
+    """Per conversation: messages from others after the read cursor that count (above), and whether
+    one of them mentions the user. One statement; both outer joins are primary-key lookups."""
+    read = and_(read_cursors.c.conv == messages.c.conv, read_cursors.c.user_id == user_id)
+    mentioned = and_(mentions.c.user_id == user_id, mentions.c.conv == messages.c.conv,
+                     mentions.c.seq == messages.c.seq)
+    rows = conn.execute(
+        select(messages.c.conv, func.count(), func.max(mentions.c.seq))
+        .select_from(messages.join(read_cursors, read).outerjoin(hidden_messages, _not_deleted_by(user_id))
+                     .outerjoin(mentions, mentioned))
+        .where(messages.c.conv.in_(convs), messages.c.seq > read_cursors.c.read_seq, messages.c.sender_id != user_id,
+               messages.c.kind != "event", _NOT_RECALLED, hidden_messages.c.seq.is_(None))
+        .group_by(messages.c.conv)).tuples().all()
+    return {conv: (int(count), top is not None) for conv, count, top in rows}
+
+
+def _last_messages(conn: Connection, user_id: int, heads: list[tuple[str, int]]) -> dict[str, MsgFrame]:
+    """Each conversation's newest message that is not an event and that the user did not delete for
+    themselves. Usually its head (one read of the unique key for the page); only conversations whose
+    head is not shown take a second statement, a backward walk of (conv, seq) to the first shown."""
+    if not heads:
+        return {}
+    found: dict[str, MsgFrame] = {}
+    behind: list[str] = []
+    for row in conn.execute(select(messages, hidden_messages.c.seq.label("deleted_seq"))
+                            .select_from(messages.outerjoin(hidden_messages, _not_deleted_by(user_id)))
+                            .where(tuple_(messages.c.conv, messages.c.seq).in_(heads))):
+        if row.kind == "event" or row.deleted_seq is not None:
+            behind.append(row.conv)
+        else:
+            found[row.conv] = frame_of(row)
+    if not behind:
+        return found
+    older = messages.alias("older")
+    newest = (select(older.c.seq).where(
+        older.c.conv == conversations.c.conv, older.c.kind != "event",
+        ~exists().where(hidden_messages.c.user_id == user_id, hidden_messages.c.conv == older.c.conv,
+                        hidden_messages.c.seq == older.c.seq))
+        .order_by(older.c.seq.desc()).limit(1).correlate(conversations).scalar_subquery())
+    shown = [(conv, int(seq)) for conv, seq in conn.execute(
+        select(conversations.c.conv, newest).where(conversations.c.conv.in_(behind))).tuples() if seq]
+    if shown:
+        found.update({r.conv: frame_of(r) for r in conn.execute(
+            select(messages).where(tuple_(messages.c.conv, messages.c.seq).in_(shown)))})
+    return found
 
 
 def pinned_count(conn: Connection, user_id: int) -> int:

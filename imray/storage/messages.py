@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, exists, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 
+from imray.domain.message_lifecycle import deleted
 from imray.domain.messaging import MSG_FIELDS, MessageRow, MsgFrame, msg_frame
-from imray.storage.schema import conversations, group_members, messages, read_cursors
+from imray.storage.schema import conversations, group_members, hidden_messages, messages, read_cursors
 from imray.storage.sql_compat import DriverSql, insert_ignore, upsert_statement
 
 
@@ -57,12 +58,23 @@ _insert_messages = DriverSql(lambda _dialect: insert(messages),
 _upsert_heads = DriverSql(
     lambda dialect: upsert_statement(dialect, conversations, keys=["conv"], update=["last_seq", "updated_at"]),
     ["conv", "last_seq", "updated_at"])
+# A conversation whose batch held only events (issue 18: a reaction, an edit, a group change) gets its
+# new head, not a new time of activity: a reaction does not lift a conversation to the top of the list.
+_upsert_quiet_heads = DriverSql(
+    lambda dialect: upsert_statement(dialect, conversations, keys=["conv"], update=["last_seq"]),
+    ["conv", "last_seq", "updated_at"])
 
 
 def commit_batch(conn: Connection, rows: Sequence[MessageRow], heads: dict[str, int], now: int) -> None:
     """Messages and the conversations' new last seq, in the caller's one transaction."""
     _insert_messages.execute_many(conn, rows)
-    _upsert_heads.execute_many(conn, [{"conv": c, "last_seq": s, "updated_at": now} for c, s in heads.items()])
+    active = {r["conv"] for r in rows if r["kind"] != "event"}
+    moved = [{"conv": c, "last_seq": s, "updated_at": now} for c, s in heads.items() if c in active]
+    quiet = [{"conv": c, "last_seq": s, "updated_at": now} for c, s in heads.items() if c not in active]
+    if moved:
+        _upsert_heads.execute_many(conn, moved)
+    if quiet:
+        _upsert_quiet_heads.execute_many(conn, quiet)
 
 
 def add_cursors(conn: Connection, conv: str, user_ids: Iterable[int], seq: int = 0) -> None:
@@ -79,11 +91,27 @@ def advance_cursors(conn: Connection, moves: Sequence[tuple[int, str, int]]) -> 
 
 
 # Catching up (`after_seq`) is the read every reconnect makes: it goes through the driver, and its
-# rows stay plain tuples, in the order `msg_frame` takes them.
+# rows stay plain tuples, in the order `msg_frame` takes them. Each page also carries, by an outer
+# join on hidden_messages' primary key (issue 18), whether its reader deleted the message for
+# themselves: still one statement, one round trip.
+_HIDDEN_FOR_READER = messages.outerjoin(hidden_messages, and_(
+    hidden_messages.c.user_id == bindparam("reader"), hidden_messages.c.conv == messages.c.conv,
+    hidden_messages.c.seq == messages.c.seq))
+
+
+def _page_query() -> Select[Any]:
+    return (select(*(messages.c[name] for name in MSG_FIELDS), hidden_messages.c.seq.label("deleted_seq"))
+            .select_from(_HIDDEN_FOR_READER))
+
+
 def _page_after_query(*also: Any) -> Select[Any]:
-    return (select(*(messages.c[name] for name in MSG_FIELDS))
-            .where(messages.c.conv == bindparam("conv"), messages.c.seq > bindparam("after"), *also)
+    return (_page_query().where(messages.c.conv == bindparam("conv"), messages.c.seq > bindparam("after"), *also)
             .order_by(messages.c.seq).limit(bindparam("limit")))
+
+
+def _frames(rows: Iterable[Sequence[Any]]) -> list[MsgFrame]:
+    """A page's rows (MSG_FIELDS, then the reader's hidden_messages seq or None) as its frames."""
+    return [msg_frame(*r[:-1]) if r[-1] is None else deleted(r[0], r[1], r[2], r[3], r[4], r[6]) for r in rows]
 
 
 _page_after = DriverSql(lambda _dialect: _page_after_query())
@@ -96,22 +124,24 @@ _member_page_after = DriverSql(lambda _dialect: _page_after_query(
 def member_page_after(conn: Connection, group_id: int, user_id: int, after_seq: int,
                       limit: int) -> list[MsgFrame]:
     """`g:<group_id>`'s messages after `after_seq`, if `user_id` is a member; else, like an empty
-    page, nothing (the caller tells a stranger from a member who is up to date)."""
+    page, nothing (the caller tells a stranger from a member who is up to date). Messages the
+    member deleted for themselves are placeholders (`domain.message_lifecycle.deleted`)."""
     rows = _member_page_after.fetch_tuples(conn, conv=f"g:{group_id}", after=after_seq, group=group_id,
-                                           user=user_id, limit=limit)
-    return [msg_frame(*r) for r in rows]
+                                           user=user_id, reader=user_id, limit=limit)
+    return _frames(rows)
 
 
 def history(conn: Connection, conv: str, after_seq: int | None, before_seq: int | None,
-            limit: int) -> list[MsgFrame]:
-    """A page of `conv` in seq order: after `after_seq`, or the newest `limit` below `before_seq`."""
+            limit: int, reader: int = 0) -> list[MsgFrame]:
+    """A page of `conv` in seq order: after `after_seq`, or the newest `limit` below `before_seq`;
+    what `reader` deleted for themselves as placeholders (0: nobody's view, every message whole)."""
     if before_seq is None:
-        return [msg_frame(*r) for r in _page_after.fetch_tuples(conn, conv=conv, after=after_seq or 0, limit=limit)]
-    query = select(messages).where(messages.c.conv == conv, messages.c.seq < before_seq)
+        return _frames(_page_after.fetch_tuples(conn, conv=conv, after=after_seq or 0, reader=reader, limit=limit))
+    query = _page_query().where(messages.c.conv == conv, messages.c.seq < before_seq)
     if after_seq is not None:
         query = query.where(messages.c.seq > after_seq)
-    rows = conn.execute(query.order_by(messages.c.seq.desc()).limit(limit)).all()[::-1]
-    return [frame_of(r) for r in rows]
+    rows = conn.execute(query.order_by(messages.c.seq.desc()).limit(limit), {"reader": reader}).tuples().all()
+    return _frames(reversed(rows))
 
 
 def committed_since(conn: Connection, since_msg_id: str, limit: int) -> list[MsgFrame]:
