@@ -16,6 +16,7 @@ from imray.actors.shard_commit import ShardCommitter
 from imray.domain.conversations import shard_of
 from imray.domain.errors import BadRequest
 from imray.domain.message_changes import ChangeItem, Rules, Target, check_emoji, decide
+from imray.domain.message_lifecycle import key_problem
 from imray.domain.messaging import ConversationLog, EventItem, Item, Outcome, SendItem
 from imray.domain.scopes import IDEMPOTENCY_KEY
 from imray.protocol.frames import parse_frame
@@ -229,6 +230,7 @@ async def test_a_client_cannot_take_the_key_of_a_group_event(world: World) -> No
     with pytest.raises(BadRequest, match="id"):
         parse_frame(frame.decode(), 10_000)
     assert IDEMPOTENCY_KEY.fullmatch(event_key) is None and IDEMPOTENCY_KEY.fullmatch("a~b") is not None
+    assert key_problem(event_key) is not None and key_problem("a~b") is None  # a change's id (HTTP)
     assert parse_frame(frame.decode().replace(event_key, "a~b"), 10_000)
 
 

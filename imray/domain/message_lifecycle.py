@@ -12,7 +12,7 @@ import uuid
 import orjson
 
 from imray.domain.errors import BadRequest, NotFound
-from imray.domain.messaging import MsgFrame
+from imray.domain.messaging import SERVER_KEY_PREFIX, MsgFrame
 
 MAX_KEY_CHARS = 64  # a change's key shares the namespace of message client ids (a socket frame's `id`)
 MAX_SEQ = 2**53  # seqs from outside: what a JSON number holds exactly, as in a send frame's reply_to
@@ -25,6 +25,8 @@ def key_problem(key: str) -> str | None:
         return f"id must be 1 to {MAX_KEY_CHARS} characters"
     if any(0xD800 <= ord(ch) <= 0xDFFF for ch in key):
         return "id must be valid Unicode (no lone surrogates)"
+    if key.startswith(SERVER_KEY_PREFIX):
+        return f"id may not begin with {SERVER_KEY_PREFIX!r}: such keys are the server's"
     return None
 
 
