@@ -62,11 +62,15 @@ async def test_every_series_the_dashboard_charts_is_scraped_after_a_short_chat(s
         while True:
             found = await _scrape()
             missing = {name for name in wanted if name not in found}
+            # Gauges are set every few seconds, counters as things happen: wait for the chat's figures.
             chat_seen = (found.get("ray_imray_messages_acked_total", 0) >= 20
-                         and found.get("ray_imray_messages_delivered_total", 0) >= 20)
+                         and found.get("ray_imray_messages_delivered_total", 0) >= 20
+                         and found.get("ray_imray_sessions", 0) >= 2
+                         and found.get("ray_imray_rate_limited_total", 0) >= 1
+                         and found.get("ray_imray_logins_total", 0) >= 3)
             if not missing and chat_seen:
                 break
-            assert time.monotonic() < deadline, f"not scraped: {sorted(missing)}; found {sorted(found)}"
+            assert time.monotonic() < deadline, f"not scraped: {sorted(missing)}; found {found}"
             await asyncio.sleep(2)
         assert found["ray_imray_commit_ms_count"] >= 1 and found["ray_imray_ack_ms_count"] >= 1
         assert found["ray_imray_sessions"] >= 2
