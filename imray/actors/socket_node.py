@@ -115,13 +115,7 @@ class SocketNode:
     async def stop(self) -> None:
         """Drain: leave the registry first, so nobody is sent here, then close every session (1001),
         then the streams to the shards, the background work, and the backends."""
-        if self._upkeep is not None:
-            self._upkeep.cancel()  # or it would register the node again
-        if self._registration is not None:
-            try:
-                await self._registration.deregister()
-            except Exception as exc:  # the registry's own expiry forgets the node soon enough
-                log.warning("deregistering failed: %r", exc)
+        await self._leave_registry()
         if self._server is not None:
             await self._server.close()
         await asyncio.gather(*(link.stop() for link in self._links))
@@ -150,13 +144,7 @@ class SocketNode:
         expiry: only the pin changes) and closes once its client has reconnected there. Returns (told,
         closed): sessions told to move, and those still here after `timeout_s`, closed (1001)."""
         assert self._server is not None and targets, "a started node, and somewhere to go"
-        if self._upkeep is not None:
-            self._upkeep.cancel()  # or it would register the node again
-        if self._registration is not None:
-            try:
-                await self._registration.deregister()
-            except Exception as exc:  # the registry's own expiry forgets the node soon enough
-                log.warning("deregistering failed: %r", exc, extra={"node": self.node_id})
+        await self._leave_registry()
         issuer = TokenIssuer(self._backends.keys(), self._settings.base_url, self._settings.access_token_ttl_s)
 
         def move_frame(session: Session) -> str:
@@ -209,6 +197,16 @@ class SocketNode:
                 await self.resync_presence()
             except Exception as exc:  # presence down: sessions still work, fan-out falls back
                 log.warning("presence refresh failed: %r", exc)
+
+    async def _leave_registry(self) -> None:
+        """Out of the registry (Nacos), so nobody is sent here, and no longer re-registered."""
+        if self._upkeep is not None:
+            self._upkeep.cancel()  # or it would register the node again
+        if self._registration is not None:
+            try:
+                await self._registration.deregister()
+            except Exception as exc:  # the registry's own expiry forgets the node soon enough
+                log.warning("deregistering failed: %r", exc, extra={"node": self.node_id})
 
     async def _report_sessions(self) -> None:
         """The sessions gauge (issue 20), every few seconds: Ray's agent exports every 10 s or so anyway."""

@@ -366,13 +366,13 @@ class SocketSupervisor:
         """Drain `node_id`, stop it, and wait until its replacement (same id, slot and port) takes
         logins again: one step of a rolling restart."""
         report = await self.drain(node_id, timeout_s)
-        old = self._nodes[node_id].actor
-        ray.kill(old, no_restart=True)
+        old = self._nodes[node_id]
+        ray.kill(old.actor, no_restart=True)
         deadline = time.monotonic() + LAUNCH_WAIT_S * 3
         while time.monotonic() < deadline:  # the watch loop sees it dead and launches the replacement
             await asyncio.sleep(0.5)
             record = self._nodes.get(node_id)
-            if record is not None and record.actor._actor_id != old._actor_id and record.alive:
+            if record is not None and record is not old and record.alive:  # a new record: the replacement's
                 return DrainReport(node_id, report.told, report.closed, report.took_s, restarted=True)
         raise TimeoutError(f"{node_id} was stopped but no replacement started within {LAUNCH_WAIT_S * 3:g} s")
 

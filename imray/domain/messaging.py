@@ -463,9 +463,7 @@ class ConversationLog:
         now = int(time.time() * 1000)
         for i, item in sends:
             key = (item.sender, item.client_id)
-            earlier = batch.acks.get(key) or self._recent.get(key)
-            if earlier is None and key in stored:
-                earlier = ack_of(stored[key], item.client_id)
+            earlier = self._earlier_ack(batch, key, stored)
             if earlier is not None:  # a resend: same ack, nothing stored
                 batch.outcomes[i].ack = earlier
                 continue
@@ -482,6 +480,14 @@ class ConversationLog:
             batch.rows.append(message_row(msg, item.client_id))
             batch.outcomes[i].ack = batch.acks[key] = ack_of(msg, item.client_id)
             self._deliver(batch, state, msg, item.session)
+
+    def _earlier_ack(self, batch: Batch, key: tuple[int, str],
+                     stored: Mapping[tuple[int, str], MsgFrame]) -> str | None:
+        """The ack already given for (user, client id) `key`: in this batch, lately, or in the store."""
+        earlier = batch.acks.get(key) or self._recent.get(key)
+        if earlier is None and key in stored:
+            earlier = ack_of(stored[key], key[1])
+        return earlier
 
     def _take_seq(self, batch: Batch, conv: str) -> int:
         """The next seq of `conv`, given back by `rollback` if the batch fails."""
@@ -528,9 +534,7 @@ class ConversationLog:
         now = int(time.time() * 1000)
         for i, change in changes:
             key = (change.user, change.key)
-            earlier = batch.acks.get(key) or self._recent.get(key)
-            if earlier is None and key in stored:
-                earlier = ack_of(stored[key], change.key)
+            earlier = self._earlier_ack(batch, key, stored)
             if earlier is not None:
                 batch.outcomes[i].ack = earlier
                 continue
