@@ -13,10 +13,13 @@ STAMP   := $(VENV)/.installed
 NETRUN  := scripts/netns-run --name $(NETNS)
 PYTEST_ARGS ?=
 
-.PHONY: install run up status down shell test unit lint bench bench-real bench-hosts clean
+.PHONY: install clients run up status down shell test unit lint bench bench-real bench-hosts clean
 BENCH_ARGS ?=
 
-install: $(STAMP)
+install: $(STAMP) clients
+
+clients:  ## the TypeScript SDK and the web app (clients/build.sh; quick when nothing changed)
+	clients/build.sh
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

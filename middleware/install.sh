@@ -30,3 +30,9 @@ if ! command -v nginx >/dev/null && ! [ -x /usr/sbin/nginx ]; then
   command -v systemctl >/dev/null && systemctl stop nginx 2>/dev/null || true
   service nginx stop >/dev/null 2>&1 || true
 fi
+# The browser tests (tests/test_web_app.py) drive Debian's Chromium headless through Playwright.
+if ! command -v chromium >/dev/null; then
+  echo "installing chromium (Debian package)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+fi
