@@ -49,6 +49,8 @@ async def test_actors_log_json_with_imray_fields_and_never_secrets_or_bodies(sta
         r = await api.http.post("/oauth2/token", data={"grant_type": "password", "username": username,
                                                        "password": password + "x", "client_id": "imray-app"})
         assert r.status_code == 400
+        request_id = r.headers.get("x-request-id")
+        assert request_id, dict(r.headers)
     finally:
         await a.close()
         await api.close()
@@ -64,6 +66,19 @@ async def test_actors_log_json_with_imray_fields_and_never_secrets_or_bodies(sta
         await asyncio.sleep(1)
     assert {"message", "levelname", "asctime", "job_id", "worker_id"} <= set(started[0]), started[0]
     assert started[0]["node"] in {n.node_id for n in stack.nodes} | {f"sn-{i}" for i in range(1, 10)}
+
+    # The refused grant's audit line, from the Serve replica that refused it, under the request id
+    # Serve answered with, so an operator goes from a client's report to the record.
+    deadline = time.monotonic() + 30
+    while True:
+        refused = [r for r in _imray_records() if r.get("message") == "grant refused"
+                   and r.get("request_id") == request_id]
+        if refused:
+            break
+        assert time.monotonic() < deadline, f"no 'grant refused' record with request id {request_id}"
+        await asyncio.sleep(1)
+    assert refused[0]["grant"] == "password" and refused[0]["error"] == "invalid_grant", refused[0]
+    assert refused[0]["levelname"] == "WARNING" and refused[0]["route"] == "/oauth2/token", refused[0]
 
     # Nothing anywhere in the session's logs holds what users sent or proved themselves with.
     leaks = {what: [str(p) for p in _files() if needle in p.read_text(errors="replace")]

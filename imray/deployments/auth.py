@@ -119,6 +119,10 @@ class AuthService(BackendsService):
         except DomainError as exc:
             if grant in ("password", "refresh_token") and exc.status < 500:  # refused, not unavailable
                 metrics.count("imray_logins", 1, outcome="failed")
+                # An audit line (Serve adds the request id): never the username, which is now and
+                # then a password typed into the wrong field.
+                log.warning("grant refused", extra={"grant": grant, "error": getattr(exc, "error", exc.code),
+                                                     "address": address})
             raise
         if grant in ("password", "refresh_token"):
             metrics.count("imray_logins", 1, outcome="ok")

@@ -14,7 +14,7 @@ from imray.adapters.named_actors import ActorMissing, NamedActors
 from imray.backends import Backends
 from imray.domain.errors import BadRequest, Conflict, DomainError, Forbidden, NotFound, TooLarge, Unavailable
 from imray.domain.messaging import ChangeItem
-from imray.logs import serve_logging
+from imray.logs import serve_logging, tag_serve_records
 from imray.settings import Settings
 
 T = TypeVar("T")
@@ -98,6 +98,7 @@ class BackendsService:
     _backends: Backends
 
     async def start(self) -> None:
+        tag_serve_records()
         await self._backends.start()
 
     async def stop(self) -> None:

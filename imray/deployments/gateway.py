@@ -103,6 +103,7 @@ from imray.domain.scopes import (
 )
 from imray.domain.tokens import Principal
 from imray.heap import freeze_startup_heap
+from imray.logs import tag_serve_records
 from imray.settings import Settings
 
 log = logging.getLogger("imray.gateway")
@@ -201,6 +202,7 @@ class Gateway:
 
     async def start(self) -> None:
         """Follow the live settings (and revoked logins), then appear in the registry."""
+        tag_serve_records()
         await self._backends.start()
         try:
             await asyncio.wait_for(self._registration.register(
