@@ -87,13 +87,19 @@ def deploy(settings: Settings, keys: Path, dashboard_url: str | None = None) -> 
     """The socket nodes (through their supervisor, which Ray restarts if it dies), then the HTTP side.
     `keys`: the keys directory `prepare` made, where every process (on every host) reads the keys."""
     settings, nodes, application = assemble(settings, keys)
+    start_http(settings)
+    serve.run(application, name=APP_NAME, route_prefix="/")
+    return Deployment(settings.base_url, f"{settings.base_url}/docs", _dashboard_url(dashboard_url), nodes)
+
+
+def start_http(settings: Settings) -> None:
+    """Serve's HTTP proxy on the head, as imray wants it (`serve run` and a Serve config file say the
+    same in their own terms: deploy/serve-config.yaml)."""
     serve.start(proxy_location="HeadOnly",
                 # keep_alive_timeout_s: idle connections between requests, in HAProxy and the Python proxy.
                 http_options={"host": settings.http_host, "port": settings.http_port,
                               "keep_alive_timeout_s": settings.http_idle_timeout_s},
                 logging_config=serve_logging(settings))
-    serve.run(application, name=APP_NAME, route_prefix="/")
-    return Deployment(settings.base_url, f"{settings.base_url}/docs", _dashboard_url(dashboard_url), nodes)
 
 
 def assemble(settings: Settings, keys: Path) -> tuple[Settings, list[NodeStatus], Application]:

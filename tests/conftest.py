@@ -60,29 +60,39 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not loopback_only():
         pytest.fail("run the integration tests inside a loopback-only namespace: scripts/netns-run pytest")
     tmp = tmp_path_factory.mktemp("imray")
-    from imray import runtime
+    import yaml
+    from ray import serve
+
+    from imray import app, runtime
     from imray.localcluster import local_cluster, ray_environment
 
-    settings = load_settings(data_dir=str(tmp / "data"), socket_nodes=2, shards=2, socket_auth_timeout_s=2.0,
-                             max_text_length=4000, max_upload_bytes=256 * 1024, max_avatar_bytes=64 * 1024,
-                             user_storage_quota_bytes=1024 * 1024,
-                             socket_send_queue=100,
-                             authorization_code_ttl_s=10,  # tests/test_pkce.py waits for one to expire
-                             # tests/test_notify.py listens here for the offline-notification webhook; other
-                             # tests' calls find nothing listening (refused at once) and give up within ~2 s.
-                             notify_webhook_url=f"http://127.0.0.1:{NOTIFY_PORT}/hook",
-                             notify_webhook_secret="imray-test-webhook-secret", notify_preview_chars=40,
-                             notify_attempts=4, notify_retry_base_s=0.2, notify_retry_max_s=1.0,
-                             # The real stack fans out through presence (Redis); the embedded one, with
-                             # two nodes, sends to both (the default up to four): both paths are tested.
-                             fanout_broadcast_nodes=0 if STACK == "real" else 4)
+    # The suite's settings go through a config file and the Serve application builder, as `serve run
+    # imray.app:build config=...` and KubeRay's RayService deploy imray (issue 20): the whole suite
+    # passes through the builder's argument parsing and settings loading.
+    config = tmp / "imray.yaml"
+    config.write_text(yaml.safe_dump({
+        "data_dir": str(tmp / "data"), "socket_nodes": 2, "shards": 2, "socket_auth_timeout_s": 2.0,
+        "max_text_length": 4000, "max_upload_bytes": 256 * 1024, "max_avatar_bytes": 64 * 1024,
+        "user_storage_quota_bytes": 1024 * 1024,
+        "socket_send_queue": 100,
+        "authorization_code_ttl_s": 10,  # tests/test_pkce.py waits for one to expire
+        # tests/test_notify.py listens here for the offline-notification webhook; other tests' calls
+        # find nothing listening (refused at once) and give up within ~2 s.
+        "notify_webhook_url": f"http://127.0.0.1:{NOTIFY_PORT}/hook",
+        "notify_webhook_secret": "imray-test-webhook-secret", "notify_preview_chars": 40,
+        "notify_attempts": 4, "notify_retry_base_s": 0.2, "notify_retry_max_s": 1.0,
+        # The real stack fans out through presence (Redis); the embedded one, with two nodes, sends to
+        # both (the default up to four): both paths are tested.
+        "fanout_broadcast_nodes": 0 if STACK == "real" else 4}))
+    settings = load_settings(config)
     with local_cluster(workers=2, env=ray_environment(settings)) as (_, workers):
         if STACK == "real":
             fresh_database(settings.db_url)
         key = runtime.prepare(settings)
-        info = runtime.deploy(settings, key)
+        runtime.start_http(settings)
+        serve.run(app.build({"config": str(config)}), name=runtime.APP_NAME, route_prefix="/")
         try:
-            yield Stack(settings, info.nodes, workers, settings.data_dir, key)
+            yield Stack(settings, runtime.status(settings), workers, settings.data_dir, key)
         finally:
             runtime.undeploy(settings)
 
