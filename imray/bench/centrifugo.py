@@ -1,0 +1,219 @@
+"""Centrifugo, the peer people would pick instead, as a second baseline in `imray bench` (issue 21).
+
+Built once from the Go module proxy into ~/.cache/imray/centrifugo (`install`, run by the Makefile's
+bench targets before the network namespace), then started on loopback with its memory engine and
+history on, as issue 12 measured it: HS256 JWTs, a `chat` namespace with `history_size` 1000,
+`history_ttl` 300 s, recovery forced, subscribe and publish allowed for subscribers.
+
+The loader speaks Centrifugo's JSON protocol the way imray's loaders speak imray's: one process owns
+whole sender/receiver pairs, the sender keeps `window` publishes in flight (a publish reply is the
+ack), the receiver reads pushes; both subscribe to the pair's channel (publishing needs a
+subscription), so the sender also gets its own publications back, which it ignores. Centrifugo
+packs several replies and pushes into one WebSocket frame (newline-separated); the loader splits them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from jose import jwt
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from imray.bench.loadgen import no_collector_pauses, run
+
+MODULE = "github.com/centrifugal/centrifugo/v6"
+VERSION = "v6.9.1"
+CACHE = Path(os.environ.get("IMRAY_CACHE", Path.home() / ".cache" / "imray")) / "centrifugo" / VERSION
+BINARY = CACHE / "bin" / "centrifugo"
+SECRET = "imray-bench-centrifugo-hmac-secret-0123456789"  # a local, throwaway server's
+
+
+def install() -> Path:
+    """The binary, built with `go install` the first time (minutes; needs the Go module proxy)."""
+    if BINARY.exists():
+        return BINARY
+    go = shutil.which("go")
+    if not go:
+        raise RuntimeError("Centrifugo baseline: Go is needed to build it (go install) once")
+    BINARY.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([go, "install", f"{MODULE}@{VERSION}"], check=True,
+                   env={**os.environ, "GOBIN": str(BINARY.parent)})
+    return BINARY
+
+
+def config(port: int) -> dict:
+    return {
+        "http_server": {"address": "127.0.0.1", "port": port},
+        "engine": {"type": "memory"},
+        "log": {"level": "error"},
+        "health": {"enabled": True},
+        "client": {"token": {"hmac_secret_key": SECRET}, "allowed_origins": ["*"]},
+        "channel": {"namespaces": [{
+            "name": "chat", "history_size": 1000, "history_ttl": "300s", "force_recovery": True,
+            "allow_subscribe_for_client": True, "allow_publish_for_subscriber": True}]},
+    }
+
+
+@contextmanager
+def server(port: int, workdir: Path) -> Iterator[str]:
+    """A Centrifugo server on 127.0.0.1:`port` for the block; yields its client WebSocket URL."""
+    if not BINARY.exists():
+        raise RuntimeError(f"Centrifugo is not built: run `python -m imray.bench.centrifugo` ({BINARY})")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(config(port)))
+    log = (workdir / "centrifugo.log").open("wb")
+    proc = subprocess.Popen([str(BINARY), "--config", str(workdir / "config.json")], cwd=workdir,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Centrifugo did not start; see {workdir / 'centrifugo.log'}")
+            time.sleep(0.2)
+        yield f"ws://127.0.0.1:{port}/connection/websocket"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def token(user: str, ttl_s: int = 3600) -> str:
+    return jwt.encode({"sub": user, "exp": int(time.time()) + ttl_s}, SECRET, algorithm="HS256")
+
+
+@dataclass
+class _Pair:
+    sent: dict[int, float] = field(default_factory=dict)  # publish command id -> when
+    acked: set[int] = field(default_factory=set)
+    ack_ms: list[float] = field(default_factory=list)
+    delivery_ms: list[float] = field(default_factory=list)
+    received: dict[int, int] = field(default_factory=dict)
+    last_offset: int = 0
+    order_violations: int = 0
+    errors: int = 0
+    in_flight: asyncio.Semaphore | None = None
+
+
+async def _open(url: str, user: str, channel: str) -> ClientConnection:
+    ws = await connect(url, compression=None, max_size=2**22, open_timeout=30, ping_interval=None)
+    await ws.send(orjson.dumps({"id": 1, "connect": {"token": token(user)}}).decode())
+    await ws.send(orjson.dumps({"id": 2, "subscribe": {"channel": channel}}).decode())
+    replies: dict[int, dict] = {}
+    while len(replies) < 2:
+        for line in (await asyncio.wait_for(ws.recv(), 30)).splitlines():
+            reply = orjson.loads(line)
+            if "id" in reply:
+                replies[reply["id"]] = reply
+    if any("error" in r for r in replies.values()):
+        raise RuntimeError(f"Centrifugo refused: {replies}")
+    return ws
+
+
+async def _read(ws: ClientConnection, state: _Pair, sender: bool) -> None:
+    try:
+        async for raw in ws:
+            now = time.perf_counter()
+            for line in raw.splitlines():
+                frame = orjson.loads(line)
+                if not frame:  # the server's ping: answer with a pong
+                    await ws.send("{}")
+                elif sender and "id" in frame:
+                    cid = frame["id"]
+                    if "error" in frame:
+                        state.errors += 1
+                    elif cid in state.sent and cid not in state.acked:
+                        state.acked.add(cid)
+                        state.ack_ms.append((now - state.sent[cid]) * 1000)
+                    if state.in_flight:
+                        state.in_flight.release()
+                elif not sender and "push" in frame:
+                    pub = frame["push"].get("pub")
+                    if pub is None:
+                        continue
+                    cid = pub["data"]["i"]
+                    state.received[cid] = state.received.get(cid, 0) + 1
+                    offset = pub.get("offset", 0)
+                    if offset <= state.last_offset:
+                        state.order_violations += 1
+                    state.last_offset = max(state.last_offset, offset)
+                    if cid in state.sent and state.received[cid] == 1:
+                        state.delivery_ms.append((now - state.sent[cid]) * 1000)
+    except ConnectionClosed:
+        pass
+
+
+async def _one2one(url: str, first: int, count: int, duration: float, window: int) -> dict:
+    states = [_Pair() for _ in range(count)]
+    channels = [f"chat:p{first + i}" for i in range(count)]
+    senders = [await _open(url, f"s{first + i}", ch) for i, ch in enumerate(channels)]
+    receivers = [await _open(url, f"r{first + i}", ch) for i, ch in enumerate(channels)]
+    readers = [asyncio.create_task(_read(ws, st, True)) for ws, st in zip(senders, states, strict=True)]
+    readers += [asyncio.create_task(_read(ws, st, False)) for ws, st in zip(receivers, states, strict=True)]
+    cpu_start, start = time.process_time(), time.perf_counter()
+    stop_at = start + duration
+
+    async def send_loop(i: int) -> None:
+        ws, state, channel = senders[i], states[i], channels[i]
+        state.in_flight = asyncio.Semaphore(window)
+        n = 3  # command ids 1 and 2 were connect and subscribe
+        while time.perf_counter() < stop_at:
+            await state.in_flight.acquire()
+            state.sent[n] = time.perf_counter()
+            await ws.send(orjson.dumps({"id": n, "publish": {"channel": channel, "data": {"i": n}}}).decode())
+            n += 1
+
+    await asyncio.gather(*(send_loop(i) for i in range(count)))
+    elapsed = time.perf_counter() - start
+    deadline = time.perf_counter() + 15
+    while time.perf_counter() < deadline:
+        if all(len(s.acked) + s.errors >= len(s.sent) and len(s.received) >= len(s.acked) for s in states):
+            break
+        await asyncio.sleep(0.05)
+    cpu = time.process_time() - cpu_start
+    for ws in senders + receivers:
+        await ws.close()
+    for task in readers:
+        task.cancel()
+    return {
+        "sent": sum(len(s.sent) for s in states),
+        "acked": sum(len(s.acked) for s in states),
+        "errors": sum(s.errors for s in states),
+        "received": sum(len(s.received) for s in states),
+        "duplicates": sum(sum(c - 1 for c in s.received.values() if c > 1) for s in states),
+        "order_violations": sum(s.order_violations for s in states),
+        "not_delivered": sum(sum(1 for cid in s.acked if cid not in s.received) for s in states),
+        "elapsed_s": elapsed, "loader_cpu_s": cpu,
+        "ack_ms": [x for s in states for x in s.ack_ms],
+        "delivery_ms": [x for s in states for x in s.delivery_ms],
+    }
+
+
+def one2one_worker(job: tuple[str, int, int, float, int]) -> dict:
+    """Entry point of a load-generator process: (url, first pair index, pairs, duration, window)."""
+    with no_collector_pauses():
+        return run(_one2one(*job))
+
+
+if __name__ == "__main__":
+    print(install())
