@@ -67,8 +67,8 @@ def config(port: int) -> dict:
 
 
 @contextmanager
-def server(port: int, workdir: Path) -> Iterator[str]:
-    """A Centrifugo server on 127.0.0.1:`port` for the block; yields its client WebSocket URL."""
+def server(port: int, workdir: Path) -> Iterator[tuple[str, int]]:
+    """A Centrifugo server on 127.0.0.1:`port` for the block; yields its client WebSocket URL and pid."""
     if not BINARY.exists():
         raise RuntimeError(f"Centrifugo is not built: run `python -m imray.bench.centrifugo` ({BINARY})")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ def server(port: int, workdir: Path) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"Centrifugo did not start; see {workdir / 'centrifugo.log'}")
             time.sleep(0.2)
-        yield f"ws://127.0.0.1:{port}/connection/websocket"
+        yield f"ws://127.0.0.1:{port}/connection/websocket", proc.pid
     finally:
         proc.terminate()
         try:
@@ -214,6 +214,116 @@ def one2one_worker(job: tuple[str, int, int, float, int]) -> dict:
     with no_collector_pauses():
         return run(_one2one(*job))
 
+
+async def _fanout(url: str, first: int, count: int, with_sender: bool, start_at: float, duration: float,
+                  window: int) -> dict:
+    """`count` members listen on one channel; the sender (in one worker) keeps `window` publishes in
+    flight, each freed at its publish reply. The send time travels in the data (one machine's clock)."""
+    channel = "chat:fanout"
+    socks = [await _open(url, f"m{first + i}", channel) for i in range(count)]
+    received = [0] * count
+    duplicates = order = 0
+    latencies: list[float] = []
+    last = [0] * count
+
+    async def listen(i: int, ws: ClientConnection) -> None:
+        nonlocal duplicates, order
+        try:
+            async for raw in ws:
+                now = time.time()
+                for line in raw.splitlines():
+                    frame = orjson.loads(line)
+                    if not frame:
+                        await ws.send("{}")
+                        continue
+                    pub = frame.get("push", {}).get("pub")
+                    if pub is None:
+                        continue
+                    offset = pub.get("offset", 0)
+                    if offset == last[i]:
+                        duplicates += 1
+                        continue
+                    order += offset < last[i]
+                    last[i] = max(last[i], offset)
+                    received[i] += 1
+                    latencies.append((now - pub["data"]["t"]) * 1000)
+        except ConnectionClosed:
+            pass
+
+    listeners = [asyncio.create_task(listen(i, ws)) for i, ws in enumerate(socks)]
+    sent = acked = 0
+    cpu_start = time.process_time()
+    if with_sender:
+        ws = await _open(url, "fanout-sender", channel)
+        in_flight = asyncio.Semaphore(window)
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        stop_at = time.time() + duration
+
+        async def read_replies() -> None:
+            nonlocal acked
+            async for raw in ws:
+                for line in raw.splitlines():
+                    frame = orjson.loads(line)
+                    if not frame:
+                        await ws.send("{}")
+                    elif "id" in frame:
+                        acked += "error" not in frame
+                        in_flight.release()
+
+        reader = asyncio.create_task(read_replies())
+        n = 3
+        while time.time() < stop_at:
+            await in_flight.acquire()
+            await ws.send(orjson.dumps({"id": n, "publish": {"channel": channel,
+                                                             "data": {"t": time.time()}}}).decode())
+            n += 1
+            sent += 1
+        await asyncio.sleep(2)
+        reader.cancel()
+        await ws.close()
+    else:
+        await asyncio.sleep(max(0.0, start_at - time.time()) + duration + 2)
+    await asyncio.sleep(3)  # the last deliveries land
+    cpu = time.process_time() - cpu_start
+    for task in listeners:
+        task.cancel()
+    for sock in socks:
+        await sock.close()
+    return {"received": sum(received), "members": count, "per_member": received, "duplicates": duplicates,
+            "order_violations": order, "delivery_ms": latencies, "sent": sent, "acked": acked,
+            "loader_cpu_s": cpu}
+
+
+def fanout_worker(job: tuple[str, int, int, bool, float, float, int]) -> dict:
+    """Entry point of a load-generator process: (url, first member, members, sender?, start, duration, window)."""
+    with no_collector_pauses():
+        return run(_fanout(*job))
+
+
+async def _idle(url: str, count: int, hold_s: float) -> int:
+    socks = [await _open(url, f"idle{i}", f"chat:idle{i % 100}") for i in range(count)]
+    await asyncio.sleep(hold_s)
+    for ws in socks:
+        await ws.close()
+    return len(socks)
+
+
+def idle_rss_per_connection(url: str, pid: int, count: int) -> float:
+    """Bytes of server RSS per idle, subscribed connection: RSS with `count` open minus RSS with none."""
+    import psutil
+
+    server = psutil.Process(pid)
+    before = server.memory_info().rss
+    during: list[int] = []
+
+    async def hold() -> int:
+        task = asyncio.create_task(_idle(url, count, 4.0))
+        await asyncio.sleep(3.0)
+        during.append(server.memory_info().rss)
+        return await task
+
+    opened = run(hold())
+    return (during[0] - before) / max(1, opened)
 
 if __name__ == "__main__":
     print(install())
