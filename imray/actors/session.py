@@ -19,6 +19,34 @@ CUT_GRACE_S = 2.0
 _ENDING: set[asyncio.Task[None]] = set()  # sessions being closed by `end`, referenced until closed
 
 
+BATCH_BYTES = 64 * 1024  # one batched message's payload at most (a client's limit is often 1 MiB)
+
+
+def batch_frames(frames: list[bytes]) -> list[bytes]:
+    """Frames as few WebSocket messages, their JSON texts one per line (a session that announced
+    `batch`, issue 21): the client reads ~N frames in one message instead of N. Each frame is
+    imray's own (`encode_frame`: unmasked, no extension), so its payload follows a 2, 4 or 10
+    byte header; a frame over BATCH_BYTES goes alone, as it came."""
+    out: list[bytes] = []
+    lines: list[bytes] = []
+    size = 0
+    for frame in frames:
+        length = frame[1] & 0x7F
+        payload = frame[2 if length < 126 else 4 if length == 126 else 10:]
+        if lines and size + len(payload) + 1 > BATCH_BYTES:
+            out.append(_joined(lines))
+            lines, size = [], 0
+        lines.append(payload)
+        size += len(payload) + 1
+    if lines:
+        out.append(_joined(lines))
+    return out
+
+
+def _joined(lines: list[bytes]) -> bytes:
+    return Frame(Opcode.TEXT, b"\n".join(lines)).serialize(mask=False, extensions=[])
+
+
 def encode_frame(text: str) -> bytes:
     """A server-to-client WebSocket text frame. Server frames are not masked and imray negotiates
     no extensions, so one encoding serves every session a message goes to."""
@@ -41,12 +69,13 @@ class Session:
     keeps it referenced until it is done.
     """
 
-    __slots__ = ("backlog", "budget", "closing", "cut", "expiry", "grace", "id", "in_flight", "limit", "pending",
-                 "principal", "task", "user", "ws")
+    __slots__ = ("backlog", "batch", "budget", "closing", "cut", "expiry", "grace", "id", "in_flight", "limit",
+                 "pending", "principal", "task", "user", "ws")
 
     def __init__(self, user: int, ws: ServerConnection, backlog_limit: int, cut_grace_s: float = CUT_GRACE_S,
-                 principal: Principal | None = None, budget: FrameBudget | None = None) -> None:
+                 principal: Principal | None = None, budget: FrameBudget | None = None, batch: bool = False) -> None:
         self.id = secrets.token_hex(8)
+        self.batch = batch  # several frames per WebSocket message, one per line (the client asked)
         self.user = user
         self.principal = principal  # the token it runs on: its login (family), node and expiry
         self.budget = budget  # its frame rates (the socket server's to check)
@@ -75,6 +104,8 @@ class Session:
         frames, self.pending = self.pending, None
         if frames is None or self.cut or self.ws.protocol.state is not State.OPEN:
             return
+        if self.batch and len(frames) > 1:
+            frames = batch_frames(frames)
         if self.backlog is None:
             if not self.ws.paused:  # the transport is below its high-water mark
                 self.ws.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))

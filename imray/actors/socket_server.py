@@ -203,8 +203,11 @@ class SocketServer:
     # -- one connection -------------------------------------------------------------------------
 
     async def handle(self, ws: ServerConnection) -> None:
-        principal = await self._authenticate(ws)
-        if principal is None or principal.user_id is None:
+        admitted = await self._authenticate(ws)
+        if admitted is None:
+            return
+        principal, batch = admitted
+        if principal.user_id is None:
             return
         user = principal.user_id
         if len(self.sessions.get(user, ())) >= self._settings.socket_max_sessions_per_user:
@@ -214,7 +217,7 @@ class SocketServer:
         self._authenticated(ws)
         ws.protocol.max_message_size = self._settings.socket_hard_frame_bytes
         session = Session(user, ws, self._settings.socket_send_queue, self._cut_grace_s, principal,
-                          FrameBudget(self._rates))
+                          FrameBudget(self._rates), batch)
         self._expire_at(session, principal.exp)
         try:
             # Presence first (a message fanned out through presence finds the user here once auth_ok
@@ -224,13 +227,19 @@ class SocketServer:
             self.sessions.setdefault(user, {})[session.id] = session
             if principal.family:
                 self._logins.setdefault(principal.family, {})[session.id] = session
-            session.push(dumps({"type": "auth_ok", "user_id": user, "node": self.node_id, "session": session.id}))
+            ok = {"type": "auth_ok", "user_id": user, "node": self.node_id, "session": session.id}
+            session.push(dumps({**ok, "batch": True} if batch else ok))
             if self._move_frame is not None:  # a token pinned here before the drain: move on at once
                 session.push(self._move_frame(session))
             if principal.family and self._known_revoked(principal.family):  # revoked while it authenticated
                 self.close_logins([principal.family])
             async for raw in ws:
-                self._on_frame(session, raw)
+                if batch and isinstance(raw, str) and "\n" in raw:  # several frames, one per line
+                    for line in raw.split("\n"):
+                        if line:
+                            self._on_frame(session, line)
+                else:
+                    self._on_frame(session, raw)
         except ConnectionClosed:
             pass
         finally:
@@ -334,8 +343,8 @@ class SocketServer:
         self._expire_at(session, principal.exp)
         session.push(dumps({"type": "refresh_ok", "expires_at": principal.exp}))
 
-    async def _authenticate(self, ws: ServerConnection) -> Principal | None:
-        """Who this connection speaks for; None once the connection is refused."""
+    async def _authenticate(self, ws: ServerConnection) -> tuple[Principal, bool] | None:
+        """Who this connection speaks for, and whether it batches frames; None once it is refused."""
         try:
             # asyncio.timeout, not wait_for: wait_for wraps recv() in a task of its own, and creating
             # it was 8 % of a socket node's CPU while sessions were connecting.
@@ -356,7 +365,7 @@ class SocketServer:
             hint = "connect to your pinned node" if url else "your node is gone: POST /api/socket/assign"
             await self._refuse(ws, error_frame("wrong_node", hint, socket_url=url), CLOSE_WRONG_NODE, "wrong_node")
             return None
-        return principal
+        return principal, frame.batch
 
     async def _refuse(self, ws: ServerConnection, frame: str, code: int, reason: str) -> None:
         try:

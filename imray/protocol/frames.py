@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
 
 from imray.domain.errors import BadRequest, TooLarge
 
@@ -21,6 +21,8 @@ class _Frame(BaseModel):
 class Auth(_Frame):
     type: Literal["auth"]
     token: StrictStr
+    # Issue 21: the client reads and writes several frames per WebSocket message, one per line.
+    batch: StrictBool = False
 
 
 class Send(_Frame):
