@@ -51,14 +51,17 @@ unit: install  ## the tests that need no Ray cluster
 	$(PY) -m pytest -q tests/test_unit_*.py tests/test_cluster_yaml.py
 
 bench: install  ## imray bench on a local 3-node cluster (see README)
+	$(PY) -m imray.bench.centrifugo  # the second baseline, built once from the Go module proxy (cached)
 	scripts/netns-run $(IMRAY) bench $(BENCH_ARGS)
 
 bench-real: install  ## the same on MariaDB, Redis, S3 and Nacos (installed as for make test)
 	middleware/install.sh
+	$(PY) -m imray.bench.centrifugo
 	scripts/netns-run scripts/bench-real $(BENCH_ARGS)
 
 bench-hosts: install  ## the same against the multi-host harness's cluster (hosts with addresses of their own)
 	middleware/install.sh
+	$(PY) -m imray.bench.centrifugo
 	scripts/netns-run scripts/multihost --bench $(BENCH_ARGS)
 
 lint: install  ## ruff, then mypy (its settings: pyproject.toml [tool.mypy])

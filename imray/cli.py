@@ -84,6 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"imray is up ({len(info.nodes)} socket nodes)")
     print(f"  API:        {info.api_url}")
     print(f"  API docs:   {info.docs_url}")
+    print(f"  web app:    {info.api_url}/app")
     print(f"  dashboard:  {info.dashboard_url or 'not running'}")
     for url in _metrics_urls():
         print(f"  metrics:    {url}  (Prometheus; Grafana dashboard: deploy/grafana/imray.json)")
@@ -378,7 +379,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         scenarios=tuple(args.scenario.split(",")), duration=args.duration, pairs=args.pairs, window=args.window,
         processes=args.processes, http_concurrency=args.http_concurrency, target=args.target,
         group_size=args.group_size, sessions=args.sessions, session_users=args.session_users,
-        storm_window=args.storm_window, sources=args.sources,
+        storm_window=args.storm_window, sources=args.sources, centrifugo=not args.no_centrifugo,
         results=Path(args.results) if args.results else None)
     results = bench(options)
     print(markdown(results))
@@ -537,6 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target", help="an imray gateway URL; default: start a local 3-node cluster (adapters "
                    "from the IMRAY_* settings, as always)")
     b.add_argument("--results", default="benchmarks/results", help="folder for JSON, Markdown and PNG ('' for none)")
+    b.add_argument("--no-centrifugo", action="store_true",
+                   help="leave out Centrifugo, the second baseline (used when built: `make bench` builds it)")
     b.set_defaults(func=cmd_bench)
     db = sub.add_parser("db", help="the database: schema migrations, backup and restore").add_subparsers(
         dest="db_command", required=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from client import PASSWORD, PUBLIC_CLIENT, Api, Login, Socket, bearer, direct, eventually
+from support import PASSWORD, PUBLIC_CLIENT, Api, Login, Socket, bearer, direct, eventually
 from test_files import png
 
 NEW_PASSWORD = "a brand new passphrase"

@@ -11,9 +11,9 @@ import time
 
 import forge
 import pytest
-from client import PASSWORD, PUBLIC_CLIENT, Api, unique
 from conftest import STACK
 from jose import jwk, jwt
+from support import PASSWORD, PUBLIC_CLIENT, Api, unique
 
 from imray.domain.tokens import SigningKey
 

@@ -8,8 +8,8 @@ import random
 import struct
 import zlib
 
-from client import Api, Login, Socket, bearer, direct
 from conftest import STACK
+from support import Api, Login, Socket, bearer, direct
 from test_files import png
 
 QUOTA = 1024 * 1024  # tests/conftest.py's user_storage_quota_bytes

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import httpx
-from client import PASSWORD, PUBLIC_CLIENT, Api, unique
+from support import PASSWORD, PUBLIC_CLIENT, Api, unique
 
 
 def from_address(base_url: str, address: str, connections: int = 100) -> httpx.AsyncClient:

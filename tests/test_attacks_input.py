@@ -8,7 +8,7 @@ import time
 import uuid
 
 import sqlalchemy
-from client import Api, Socket, chat_pair, direct, one_per_node
+from support import Api, Socket, chat_pair, direct, one_per_node
 
 from imray.domain.conversations import shard_of
 from imray.storage.schema import messages

@@ -16,9 +16,9 @@ import uuid
 import forge
 import orjson
 import pytest
-from client import PUBLIC_CLIENT, Api, Socket, bearer, direct, eventually, one_per_node
 from conftest import STACK
 from jose import jwt
+from support import PUBLIC_CLIENT, Api, Socket, bearer, direct, eventually, one_per_node
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 

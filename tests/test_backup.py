@@ -13,9 +13,9 @@ import uuid
 from pathlib import Path
 
 import orjson
-from client import Api, Socket, direct
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from support import Api, Socket, direct
 
 from imray.domain.messaging import ConversationLog, SendItem
 from imray.storage import messages

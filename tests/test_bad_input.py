@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import orjson
-from client import PASSWORD, Api, Socket, direct, in_chat_pair, one_per_node, unique
+from support import PASSWORD, Api, Socket, direct, in_chat_pair, one_per_node, unique
 
 
 async def test_bad_frames_get_error_frames_and_the_session_survives(stack):

@@ -10,7 +10,8 @@ def test_bench_smoke_run_passes_its_audit(stack, tmp_path):
     options = BenchOptions(scenarios=("one2one", "fanout", "connections", "storm", "http"), duration=1.5, pairs=2,
                            window=4, processes=1, http_concurrency=2, fractions=(0.5,), group_size=6,
                            sessions=40, session_users=8, storm_group=4, storm_window=1.0, storm_messages=2, sources=3,
-                           target=stack.base_url, results=tmp_path, progress=False)
+                           target=stack.base_url, results=tmp_path, progress=False,
+                           centrifugo=False)  # the peer is built by `make bench`, not by the test command
     results = bench(options)
     audit = results["audit"]
     assert audit["ok"], audit
@@ -33,7 +34,7 @@ def test_bench_smoke_run_passes_its_audit(stack, tmp_path):
 
 def test_an_http_run_alone_reads_pages_it_wrote_first(stack):
     options = BenchOptions(scenarios=("http",), duration=1.0, pairs=2, processes=1, http_concurrency=2,
-                           target=stack.base_url, results=None, progress=False)
+                           target=stack.base_url, results=None, progress=False, centrifugo=False)
     results = bench(options)
     assert results["audit"]["ok"] and results["audit"]["acked"] == 2 * 50, results["audit"]
     assert results["http"]["history_errors"] == 0 and results["http"]["history_per_s"] > 0

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 import ray
-from client import Api, Socket, direct, in_chat_pair, one_per_node
+from support import Api, Socket, direct, in_chat_pair, one_per_node
 
 from imray.adapters.named_actors import RayNamedActors
 

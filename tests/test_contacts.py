@@ -6,7 +6,7 @@ Black-box: HTTP and WebSocket only.
 
 from __future__ import annotations
 
-from client import Api, Socket, bearer, one_per_node
+from support import Api, Socket, bearer, one_per_node
 
 ODD = "héllo 👋🏽 ‮ZWJ👨‍👩‍👧"
 

@@ -13,9 +13,9 @@ import time
 
 import pytest
 import ray
-from client import PASSWORD, PUBLIC_CLIENT, Api, Socket, bearer, direct, one_per_node, process_alive
 from conftest import STACK
 from ray.exceptions import RayActorError
+from support import PASSWORD, PUBLIC_CLIENT, Api, Socket, bearer, direct, one_per_node, process_alive
 
 from imray import runtime
 from imray.actors.supervisor import PLACEMENT_GROUP, SHARD_GROUP

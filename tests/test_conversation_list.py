@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from client import Api, Socket, bearer, direct
+from support import Api, Socket, bearer, direct
 
 
 async def _settings(api: Api, token: str, conv: str, body: object) -> tuple[int, dict]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import ray
-from client import Api, Login, Socket, direct
+from support import Api, Login, Socket, direct
 
 pytestmark = pytest.mark.runs_last  # it replaces the session's socket nodes (same ids and ports)
 

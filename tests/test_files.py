@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 import zlib
 
-from client import Api, Socket, bearer, direct, one_per_node
 from conftest import STACK
+from support import Api, Socket, bearer, direct, one_per_node
 
 
 def png(width: int = 2, height: int = 2, seed: int = 0) -> bytes:

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import schemathesis
-from client import PASSWORD, PUBLIC_CLIENT
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from support import PASSWORD, PUBLIC_CLIENT
 
 EXAMPLES = 15  # per operation, mode (valid, invalid input) and stack: about 30 s in all on either stack
 OWN_IDS_BELOW = 2**40  # ids a fuzzed body may name are swapped for the fuzzer's own users below this

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from client import Api, Login, Socket, bearer
+from support import Api, Login, Socket, bearer
 
 FOLDED = ("name", "description", "owner_id", "members", "add_policy", "muted_all", "dissolved", "admins", "muted")
 

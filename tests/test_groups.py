@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from client import Api, Socket
+from support import Api, Socket
 
 
 async def test_group_lifecycle_and_rules(stack):

@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 import forge
 import httpx
 import pytest
-from client import PASSWORD, PUBLIC_CLIENT, Api, Socket, bearer, eventually
 from jose import jwt
+from support import PASSWORD, PUBLIC_CLIENT, Api, Socket, bearer, eventually
 
 from imray.domain.tokens import SigningKey
 

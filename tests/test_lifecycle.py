@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 import ray
-from client import Api, Socket, bearer, direct, one_per_node, process_alive
+from support import Api, Socket, bearer, direct, one_per_node, process_alive
 
 from imray import runtime
 from imray.adapters.named_actors import RayNamedActors

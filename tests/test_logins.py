@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from client import PASSWORD, PUBLIC_CLIENT, Api, Login, Socket, bearer, eventually
+from support import PASSWORD, PUBLIC_CLIENT, Api, Login, Socket, bearer, eventually
 from test_accounts import closed_with, refresh, refused
 
 

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import ray
-from client import Api, Socket, direct
+from support import Api, Socket, direct
 
 
 def _logs_dir() -> Path:

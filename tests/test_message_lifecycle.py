@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from client import Api, Login, Socket, bearer, chat_pair, eventually
+from support import Api, Login, Socket, bearer, chat_pair, eventually
 
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466"  # one emoji of 7 code points (ZWJ)
 FLAG = "\U0001f1ef\U0001f1f5"  # two regional indicators

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import ray
-from client import Api, Socket, direct
+from support import Api, Socket, direct
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "imray.json"
 SAMPLE = re.compile(r"^(ray_imray_\w+)(\{[^}]*\})? (\S+)$")

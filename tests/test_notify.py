@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import pytest
-from client import Api, Socket, direct, eventually, unique
+from support import Api, Socket, direct, eventually, unique
 
 from imray.domain.notifications import verify
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
-from client import PASSWORD, PUBLIC_CLIENT, Api, Socket, direct, eventually
+from support import PASSWORD, PUBLIC_CLIENT, Api, Socket, direct, eventually
 
 APP_URI = "http://127.0.0.1:9/notes/callback"  # nothing listens there: the redirect is read, not followed
 CONF_URI = "https://crm.example/oauth/callback"

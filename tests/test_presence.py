@@ -6,7 +6,7 @@ Black-box: HTTP and WebSocket only.
 
 from __future__ import annotations
 
-from client import Api, Login, Socket, eventually, one_per_node
+from support import Api, Login, Socket, eventually, one_per_node
 
 
 def presence_of(user: int):

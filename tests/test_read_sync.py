@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from client import Api, Socket, direct, one_per_node
+from support import Api, Socket, direct, one_per_node
 
 
 def receipts(sock: Socket) -> list[dict]:

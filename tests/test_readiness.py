@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from client import Api, Socket, direct, eventually, one_per_node
+from support import Api, Socket, direct, eventually, one_per_node
 
 from imray import runtime
 from imray.adapters.named_actors import RayNamedActors

@@ -8,8 +8,8 @@ the shard's rule without Ray.
 
 from __future__ import annotations
 
-from client import Api, Login, Socket, bearer, direct, eventually, one_per_node
 from nacos_console import publish_config
+from support import Api, Login, Socket, bearer, direct, eventually, one_per_node
 
 
 async def befriend(api: Api, a: Login, b: Login) -> None:

@@ -15,8 +15,8 @@ import time
 import httpx
 import ray
 import redis
-from client import Api, Socket, bearer, direct, eventually, in_chat_pair, one_per_node
 from nacos_console import NACOS, publish_config
+from support import Api, Socket, bearer, direct, eventually, in_chat_pair, one_per_node
 
 from imray.adapters.named_actors import RayNamedActors
 

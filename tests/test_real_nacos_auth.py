@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from client import eventually
+from support import eventually
 
 from imray.adapters.nacos import NacosConfig, NacosDirectory, NacosInstance, NacosLoginRefused
 from imray.doctor import check_nacos

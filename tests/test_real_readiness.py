@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from client import Api, Socket, direct, eventually
+from support import Api, Socket, direct, eventually
 
 
 async def test_readyz_is_503_while_the_database_does_not_answer_and_ready_again_after(stack):

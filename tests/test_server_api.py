@@ -13,7 +13,7 @@ import sys
 import uuid
 
 import pytest
-from client import PASSWORD, PUBLIC_CLIENT, Api, Socket, bearer, direct, eventually, unique
+from support import PASSWORD, PUBLIC_CLIENT, Api, Socket, bearer, direct, eventually, unique
 
 ADMIN_SCOPE = "users:read users:admin presence:read conversations:admin"
 

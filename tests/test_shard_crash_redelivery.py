@@ -9,7 +9,7 @@ import signal
 import time
 
 import pytest
-from client import Api, Socket, direct, one_per_node, process_alive
+from support import Api, Socket, direct, one_per_node, process_alive
 
 from imray.adapters.named_actors import RayNamedActors
 

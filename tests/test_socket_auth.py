@@ -6,7 +6,7 @@ import asyncio
 
 import forge
 import orjson
-from client import Api, Socket, eventually, one_per_node
+from support import Api, Socket, eventually, one_per_node
 from websockets.asyncio.client import connect
 
 from imray.adapters.named_actors import RayNamedActors

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from client import PUBLIC_CLIENT, Api, Socket, bearer, direct, eventually, one_per_node
 from conftest import STACK
+from support import PUBLIC_CLIENT, Api, Socket, bearer, direct, eventually, one_per_node
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 

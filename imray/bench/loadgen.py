@@ -145,7 +145,7 @@ async def _one2one(pairs: list[Pair], rate: float | None, duration: float, windo
     receivers = [await _open(p.receiver) for p in pairs]
     readers = [asyncio.create_task(_read_sender(ws, st)) for ws, st in zip(senders, states, strict=True)]
     readers += [asyncio.create_task(_read_receiver(ws, st)) for ws, st in zip(receivers, states, strict=True)]
-    start = time.perf_counter()
+    cpu_start, start = time.process_time(), time.perf_counter()
     stop_at = start + duration
 
     async def send_loop(i: int) -> None:
@@ -176,11 +176,13 @@ async def _one2one(pairs: list[Pair], rate: float | None, duration: float, windo
         if all(len(s.acked) + s.errors >= len(s.sent) and len(s.received) >= len(s.acked) for s in states):
             break
         await asyncio.sleep(0.05)
+    cpu = time.process_time() - cpu_start  # this loader's own CPU, for the comparison's fairness
     for ws in senders + receivers:
         await ws.close()
     for task in readers:
         task.cancel()
     return {
+        "loader_cpu_s": cpu,
         "sent": sum(len(s.sent) for s in states),
         "acked": sum(len(s.acked) for s in states),
         "errors": sum(s.errors for s in states),

@@ -37,7 +37,16 @@ def markdown(results: dict) -> str:
         lines += ["## 1:1 across socket nodes", "",
                   "| | imray | bare relay | imray / relay |", "|---|---|---|---|",
                   f"| max sustained msgs/s (persisted for imray) | {imray_max:,.0f} | {relay_max:,.0f} | "
-                  f"{_ratio(imray_max, relay_max)} |", ""]
+                  f"{_ratio(imray_max, relay_max)} |",
+                  f"| loader CPU µs per message | {one['imray']['max_run'].get('loader_cpu_us_per_msg')} | "
+                  f"{one['relay']['max_run'].get('loader_cpu_us_per_msg')} | |", ""]
+        peer = one.get("centrifugo")
+        if peer:
+            lines += ["| | Centrifugo (memory engine, history on) | imray / Centrifugo |", "|---|---|---|",
+                      f"| max sustained msgs/s | {peer['max_rate']:,.0f} | {_ratio(imray_max, peer['max_rate'])} |",
+                      f"| ack p50/p99 ms at the maximum | {peer['max_run']['ack_ms']['p50']}/"
+                      f"{peer['max_run']['ack_ms']['p99']} | |",
+                      f"| loader CPU µs per message | {peer['max_run']['loader_cpu_us_per_msg']} | |", ""]
         lines += ["| offered load | msgs/s | imray ack p50/p95/p99 ms | imray delivery p50/p95/p99 ms "
                   "| relay ack p99 ms | relay delivery p99 ms |", "|---|---|---|---|---|---|"]
         for step, relay_step in zip(one["imray"]["steps"], one["relay"]["steps"], strict=True):
@@ -58,6 +67,13 @@ def markdown(results: dict) -> str:
             lines.append(f"| bare relay | {relay['members']} | {relay['acked']:,} | {relay['deliveries_per_s']:,.0f} "
                          f"| {rd['p50']}/{rd['p95']}/{rd['p99']} | {relay['members_with_all']} |")
             lines.append(f"| imray / relay | | | {_ratio(fan['deliveries_per_s'], relay['deliveries_per_s'])} | | |")
+        peer = fan.get("centrifugo")
+        if peer:
+            pd = peer["delivery_ms"]
+            lines.append(f"| Centrifugo | {peer['members']} | {peer['acked']:,} | {peer['deliveries_per_s']:,.0f} "
+                         f"| {pd['p50']}/{pd['p95']}/{pd['p99']} | {peer['members_with_all']} |")
+            lines.append(f"| imray / Centrifugo | | | {_ratio(fan['deliveries_per_s'], peer['deliveries_per_s'])} "
+                         "| | |")
         lines.append("")
     conns = results.get("connections")
     if conns:
@@ -69,7 +85,10 @@ def markdown(results: dict) -> str:
                   f"| time to connect them all | {conns['connect_all_s']} s |",
                   *([f"| first connect error | `{conns['first_error']}` |"] if conns["first_error"] else []),
                   f"| socket-node RSS in all / per session | {conns['server_rss_mb']} MB / "
-                  f"{conns['rss_per_session_kb']} KB |"]
+                  f"{conns['rss_per_session_kb']} KB |",
+                  *([f"| Centrifugo RSS per idle subscribed connection | "
+                     f"{conns['centrifugo_rss_per_connection_kb']} KB |"]
+                    if conns.get("centrifugo_rss_per_connection_kb") is not None else [])]
         storm = conns.get("storm")
         if storm:
             lines += [f"| storm: all back within {storm['window_s']} s, every one current after | "

@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-
 from imray.bench import report
 from imray.bench.loadgen import Endpoint, Pair, fanout_worker, http_worker, one2one_worker, send_all
 from imray.bench.sessions import SessionSpec, session_worker
+from imray.client import HttpApi
 from imray.domain.nodes import NodeStats
 
 PASSWORD = "bench-password-1"
 RELAY_PORT = 9300
+CENTRIFUGO_PORT = 9310
 
 
 @dataclass
@@ -48,6 +48,7 @@ class BenchOptions:
     target: str | None = None  # an imray gateway URL; None: start a local cluster and deploy
     results: Path | None = Path("benchmarks/results")
     progress: bool = True
+    centrifugo: bool = True  # Centrifugo as a second baseline (issue 21), when it is built
     extra: dict = field(default_factory=dict)
 
 
@@ -57,19 +58,16 @@ def _say(options: BenchOptions, text: str) -> None:
 
 
 async def _provision(base_url: str, count: int) -> list[dict]:
-    """Register and log in `count` users, as real clients do."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+    """Register and log in `count` users through the SDK's HTTP side, as real clients do."""
+    async with HttpApi(base_url, timeout=60) as api:
         sem = asyncio.Semaphore(16)
 
         async def one(i: int) -> dict:
             async with sem:
                 name = f"b{uuid.uuid4().hex[:12]}"
-                r = await http.post("/api/users", json={"username": name, "password": PASSWORD})
-                r.raise_for_status()
-                r = await http.post("/oauth2/token", data={"grant_type": "password", "username": name,
-                                                           "password": PASSWORD, "client_id": "imray-app"})
-                r.raise_for_status()
-                return {**r.json(), "username": name}
+                await api.register(name, PASSWORD)
+                tokens = await api.login(name, PASSWORD)
+                return {**tokens.raw, "username": name}
 
         return list(await asyncio.gather(*(one(i) for i in range(count))))
 
@@ -107,6 +105,7 @@ def _drive(pool, pairs: list[Pair], rate: float | None, options: BenchOptions, t
     merged = {key: sum(p[key] for p in parts) for key in
               ("sent", "acked", "errors", "received", "duplicates", "order_violations", "not_delivered")}
     merged["elapsed_s"] = max(p["elapsed_s"] for p in parts)
+    merged["loader_cpu_s"] = sum(p["loader_cpu_s"] for p in parts)
     merged["ack_ms"] = [x for p in parts for x in p["ack_ms"]]
     merged["delivery_ms"] = [x for p in parts for x in p["delivery_ms"]]
     merged["acked_ids"] = {conv: ids for p in parts for conv, ids in p["acked_ids"].items()}
@@ -118,6 +117,7 @@ def _summary(run: dict, fraction: float | None) -> dict:
             "sent": run["sent"], "acked": run["acked"], "errors": run["errors"],
             "duplicates": run["duplicates"], "order_violations": run["order_violations"],
             "not_delivered": run["not_delivered"], "ack_ms": report.percentiles(run["ack_ms"]),
+            "loader_cpu_us_per_msg": round(run["loader_cpu_s"] * 1e6 / run["acked"], 1) if run["acked"] else None,
             "delivery_ms": report.percentiles(run["delivery_ms"])}
 
 
@@ -147,19 +147,9 @@ def _merge(into: dict[str, list], acked: dict[str, list]) -> None:
 async def _audit(base_url: str, pairs: list[Pair], acked: dict[str, list], live: list[dict]) -> dict:
     """From history: every acked message is there once, seq 1..N without gaps; plus what clients saw."""
     lost = duplicates = gaps = total = 0
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+    async with HttpApi(base_url, timeout=60) as api:
         for pair in pairs:
-            history, after = [], 0
-            while True:
-                r = await http.get(f"/api/conversations/{pair.conv}/messages",
-                                   params={"after_seq": after, "limit": 200},
-                                   headers={"Authorization": f"Bearer {pair.receiver.token}"})
-                r.raise_for_status()
-                page = r.json()["messages"]
-                if not page:
-                    break
-                history += page
-                after = page[-1]["seq"]
+            history = await api.all_history(pair.receiver.token, pair.conv)
             ids = [m["msg_id"] for m in history]
             duplicates += len(ids) - len(set(ids))
             gaps += sum(1 for i, m in enumerate(history) if m["seq"] != i + 1)
@@ -256,17 +246,18 @@ def _rss(stats: list[NodeStats] | None) -> int | None:
 
 def _groups_for(base_url: str, logins: list[dict], size: int) -> list[tuple[dict, str]]:
     """Split `logins` into groups of `size`: [(owner login, conv)] and each login's conv."""
-    groups = []
-    with httpx.Client(base_url=base_url, timeout=60) as http:
-        for i in range(0, len(logins), size):
-            owner, rest = logins[i], logins[i + 1:i + size]
-            r = http.post("/api/groups", json={"name": f"bench{i}", "members": [x["user_id"] for x in rest]},
-                          headers={"Authorization": f"Bearer {owner['access_token']}"})
-            r.raise_for_status()
-            groups.append((owner, r.json()["conv"]))
-            for member in (owner, *rest):
-                member["conv"] = r.json()["conv"]
-    return groups
+    async def create() -> list[tuple[dict, str]]:
+        groups = []
+        async with HttpApi(base_url, timeout=60) as api:
+            for i in range(0, len(logins), size):
+                owner, rest = logins[i], logins[i + 1:i + size]
+                group = await api.create_group(owner["access_token"], f"bench{i}", [x["user_id"] for x in rest])
+                groups.append((owner, group["conv"]))
+                for member in (owner, *rest):
+                    member["conv"] = group["conv"]
+        return groups
+
+    return asyncio.run(create())
 
 
 def _command(pipes: list, *command) -> list[dict]:
@@ -383,6 +374,52 @@ def _until_sessions_gone(within_s: float = 60.0) -> None:
     time.sleep(2)
 
 
+def _start_centrifugo(stack: ExitStack, options: BenchOptions) -> tuple[str, int] | None:
+    """Centrifugo on loopback for the 1:1, fan-out and memory comparisons; None when not wanted or
+    not built (`make bench` builds it first; `python -m imray.bench.centrifugo` does by hand)."""
+    from imray.bench import centrifugo
+
+    if not options.centrifugo or not centrifugo.BINARY.exists():
+        return None
+    workdir = Path(tempfile.mkdtemp(prefix="imray-bench-centrifugo-"))
+    stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+    return stack.enter_context(centrifugo.server(CENTRIFUGO_PORT, workdir))
+
+
+def _centrifugo_one2one(pool, url: str, options: BenchOptions) -> dict:
+    from imray.bench import centrifugo
+
+    _say(options, f"centrifugo: closed loop, {options.window} in flight per sender, {options.duration} s")
+    chunks = [len(range(k, options.pairs, options.processes)) for k in range(options.processes)]
+    jobs = [(url, 1000 * k, n, options.duration, options.window) for k, n in enumerate(chunks) if n]
+    parts = pool.map(centrifugo.one2one_worker, jobs)
+    run = {key: sum(p[key] for p in parts) for key in
+           ("sent", "acked", "errors", "received", "duplicates", "order_violations", "not_delivered", "loader_cpu_s")}
+    run["elapsed_s"] = max(p["elapsed_s"] for p in parts)
+    run["ack_ms"] = [x for p in parts for x in p["ack_ms"]]
+    run["delivery_ms"] = [x for p in parts for x in p["delivery_ms"]]
+    return {"max_rate": round(run["acked"] / run["elapsed_s"], 1), "max_run": _summary(run, None)}
+
+
+def _centrifugo_fanout(pool, url: str, members: int, options: BenchOptions) -> dict:
+    from imray.bench import centrifugo
+
+    _say(options, f"fanout: the same against Centrifugo ({members} subscribers)")
+    start_at = time.time() + 3 + members / 100
+    counts = [len(range(k, members, options.processes)) for k in range(options.processes)]
+    jobs = [(url, 1000 * k, n, k == 0, start_at, options.duration, options.window) for k, n in enumerate(counts)]
+    parts = pool.map(centrifugo.fanout_worker, jobs)
+    received, acked = sum(p["received"] for p in parts), sum(p["acked"] for p in parts)
+    return {"members": members, "sent": sum(p["sent"] for p in parts), "acked": acked, "deliveries": received,
+            "deliveries_per_s": round(received / options.duration, 1),
+            "members_with_all": sum(1 for p in parts for n in p["per_member"] if n == acked),
+            "duplicates": sum(p["duplicates"] for p in parts),
+            "order_violations": sum(p["order_violations"] for p in parts),
+            "loader_cpu_us_per_delivery": round(sum(p["loader_cpu_s"] for p in parts) * 1e6 / received, 2)
+            if received else None,
+            "delivery_ms": report.percentiles([x for p in parts for x in p["delivery_ms"]])}
+
+
 def _start_relay(stack: ExitStack) -> str:
     proc = subprocess.Popen([sys.executable, "-m", "imray.bench.relay", "--port", str(RELAY_PORT)],
                             stdout=subprocess.PIPE, text=True)
@@ -431,6 +468,10 @@ def bench(options: BenchOptions) -> dict:
         live: list[dict] = []
         audit_pairs = list(pairs)
         relay_url = _start_relay(stack) if {"one2one", "fanout"} & set(options.scenarios) else ""
+        centrifugo_server = (_start_centrifugo(stack, options)
+                             if {"one2one", "fanout", "connections"} & set(options.scenarios) else None)
+        if options.centrifugo and centrifugo_server is None and {"one2one", "fanout"} & set(options.scenarios):
+            results["centrifugo"] = "not built: `make bench` builds it (python -m imray.bench.centrifugo)"
         if "one2one" in options.scenarios:
             imray_result = _one2one(pool, pairs, options, "imray", None, acked)
             offered = [s["offered_rate"] for s in imray_result["steps"]]
@@ -438,13 +479,30 @@ def bench(options: BenchOptions) -> dict:
             results["one2one"] = {"imray": imray_result, "relay": relay_result,
                                   "max_rate_ratio": round(imray_result["max_rate"] / relay_result["max_rate"], 3)
                                   if relay_result["max_rate"] else None}
+            if centrifugo_server:
+                peer = _centrifugo_one2one(pool, centrifugo_server[0], options)
+                results["one2one"]["centrifugo"] = peer
+                results["one2one"]["centrifugo_ratio"] = (round(imray_result["max_rate"] / peer["max_rate"], 3)
+                                                          if peer["max_rate"] else None)
             live = [imray_result["max_run"], *imray_result["steps"]]
         fanout = None
         if "fanout" in options.scenarios:
             fanout = _fanout(pool, base_url, relay_url, options)
             results["fanout"] = {k: v for k, v in fanout.items() if k not in ("acked_ids", "owner_token")}
+            if centrifugo_server:
+                peer = _centrifugo_fanout(pool, centrifugo_server[0], fanout["members"], options)
+                results["fanout"]["centrifugo"] = peer
+                results["fanout"]["centrifugo_ratio"] = (round(fanout["deliveries_per_s"] / peer["deliveries_per_s"], 3)
+                                                         if peer["deliveries_per_s"] else None)
         if "connections" in options.scenarios or "storm" in options.scenarios:
             results["connections"] = _sessions(base_url, options, acked, audit_pairs, stack)
+            if centrifugo_server:
+                from imray.bench import centrifugo
+
+                idle = min(options.sessions, 5000)
+                _say(options, f"connections: Centrifugo's memory for {idle:,} idle subscribed connections")
+                per = centrifugo.idle_rss_per_connection(*centrifugo_server, idle)
+                results["connections"]["centrifugo_rss_per_connection_kb"] = round(per / 1024, 1)
         if "http" in options.scenarios:
             if "one2one" not in options.scenarios:  # pages of 50 messages to read, as after the 1:1 scenario
                 _seed(pairs, acked, 50)

@@ -23,7 +23,6 @@ from dataclasses import dataclass, replace
 
 import httpx
 import pytest
-from client import PASSWORD, PUBLIC_CLIENT, Api, eventually
 from mhosts import (
     NACOS_LIMIT_S,
     MultiHost,
@@ -35,6 +34,7 @@ from mhosts import (
     url_host,
     url_port,
 )
+from support import PASSWORD, PUBLIC_CLIENT, Api, eventually
 from traffic import (
     SLOW_ACK_S,
     Traffic,

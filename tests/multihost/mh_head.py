@@ -22,9 +22,9 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from client import PASSWORD, PUBLIC_CLIENT, Api
 from mh_faults import ROWS, under_traffic
 from mhosts import MultiHost, from_environment, kill_host, ray_actors
+from support import PASSWORD, PUBLIC_CLIENT, Api
 from traffic import Traffic, acked_between
 
 from imray.domain.conversations import shard_of

@@ -17,7 +17,6 @@ from itertools import pairwise
 
 import httpx
 import pytest
-from client import Api, Socket, direct, eventually, one_per_node
 from mhosts import (
     NACOS_LIMIT_S,
     MultiHost,
@@ -33,6 +32,7 @@ from mhosts import (
     url_host,
     url_port,
 )
+from support import Api, Socket, direct, eventually, one_per_node
 from traffic import Member, Traffic, audit, recovery_figures, start_traffic
 
 

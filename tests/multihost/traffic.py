@@ -22,7 +22,7 @@ from itertools import pairwise
 from typing import Any
 
 import httpx
-from client import Api, Login, Socket, bearer, direct
+from support import Api, Login, Socket, bearer, direct
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 ACK_TIMEOUT_S = 10.0

@@ -1,0 +1,267 @@
+"""ImrayClient against a scripted fake imray (a WebSocket server on 127.0.0.1 and a mocked HTTP API, no
+Ray): resends with the same id, own messages, gap fill, 4002, wrong_node, silence and garbage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from imray.client import ErrorEvent, ImrayClient, ImrayError, Message, Tokens
+
+USER = 2
+CONV = "d:1:2"
+Script = Callable[[int, ServerConnection], Awaitable[None]]  # (connection number from 0, connection)
+
+
+class FakeHttp:
+    """The HTTP side: a conversation list, a history to serve, the token endpoint and assign."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, Any]] = []
+        self.calls: list[str] = []
+        self.url = ""
+        self.refreshes = 0
+        self.refuse_refresh = False
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.calls.append(path)
+        if path == "/api/conversations":
+            last = max((m["seq"] for m in self.history), default=0)
+            return httpx.Response(200, json=[{"conv": CONV, "last_seq": last, "cursor": "c"}] if last else [])
+        if path.endswith("/messages"):
+            after = int(request.url.params.get("after_seq", 0))
+            return httpx.Response(200, json={"messages": [m for m in self.history if m["seq"] > after]})
+        if path == "/oauth2/token":
+            if self.refuse_refresh:
+                return httpx.Response(400, json={"error": "invalid_grant"})
+            self.refreshes += 1
+            return httpx.Response(200, json=tokens(f"t{self.refreshes + 1}", self.url).raw)
+        if path == "/api/socket/assign":
+            return httpx.Response(200, json={"socket_url": self.url, "socket_node": "sn-2",
+                                             "access_token": "assigned", "expires_in": 900})
+        return httpx.Response(404, json={"detail": "not here"})
+
+
+def tokens(access: str, url: str) -> Tokens:
+    return Tokens.from_response({"user_id": USER, "access_token": access, "refresh_token": f"r-{access}",
+                                 "expires_in": 900, "socket_url": url, "socket_node": "sn-1"})
+
+
+def msg(seq: int, sender: int = 1) -> dict[str, Any]:
+    return {"type": "msg", "conv": CONV, "seq": seq, "msg_id": f"m{seq}", "from": sender, "kind": "text",
+            "body": f"b{seq}", "ts": seq}
+
+
+async def auth(ws: ServerConnection) -> str:
+    """Read the auth frame, answer auth_ok; the token it carried."""
+    frame = json.loads(await ws.recv())
+    await ws.send(json.dumps({"type": "auth_ok", "user_id": USER, "node": "sn-1", "session": "0" * 16}))
+    return str(frame["token"])
+
+
+@asynccontextmanager
+async def fake_imray(script: Script, **options: Any) -> AsyncIterator[tuple[ImrayClient, FakeHttp, list[Any]]]:
+    connections = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal connections
+        number, connections = connections, connections + 1
+        try:
+            await script(number, ws)
+        except ConnectionClosed:
+            pass
+
+    http = FakeHttp()
+    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws"
+        http.url = url
+        client = ImrayClient("http://imray.test", tokens("t1", url), gap_wait=0.2, backoff_base=0.05,
+                             backoff_cap=0.2, **options)
+        client.api.http = httpx.AsyncClient(base_url="http://imray.test", transport=httpx.MockTransport(http.handle))
+        events: list[Any] = []
+        for kind in ("message", "error", "state"):
+            client.on(kind, events.append)
+        try:
+            yield client, http, events
+        finally:
+            await client.close()
+
+
+def delivered(events: list[Any]) -> list[tuple[int, int]]:
+    return [(e.seq, e.from_) for e in events if isinstance(e, Message)]
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    async with asyncio.timeout(timeout):
+        while True:
+            if check():
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_a_send_unacked_when_the_socket_drops_is_resent_with_the_same_id_and_becomes_an_own_message():
+    seen_ids: list[str] = []
+
+    async def script(number: int, ws: ServerConnection) -> None:
+        await auth(ws)
+        send = json.loads(await ws.recv())
+        seen_ids.append(send["id"])
+        if number == 0:
+            await ws.close(1011)  # stored, say, but the ack never made it
+            return
+        await ws.send(json.dumps({"type": "ack", "id": send["id"], "conv": CONV, "seq": 1, "msg_id": "m1",
+                                  "ts": 5}))
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, _, events):
+        await client.connect(seen={})
+        ack = await asyncio.wait_for(client.send(CONV, "hi"), 5)
+        assert (ack.seq, ack.msg_id) == (1, "m1")
+        assert len(seen_ids) == 2 and seen_ids[0] == seen_ids[1]
+        await until(lambda: delivered(events) == [(1, USER)])
+        assert [e.state for e in events if e.type == "state"] == ["connecting", "connected", "reconnecting",
+                                                                   "connected"]
+
+
+async def test_a_gap_live_frames_leave_open_is_filled_from_history_then_the_held_frames_follow():
+    async def script(number: int, ws: ServerConnection) -> None:
+        await auth(ws)
+        for seq in (1, 3, 4):
+            await ws.send(json.dumps(msg(seq)))
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, http, events):
+        await client.connect(seen={})
+        http.history = [msg(1), msg(2), msg(3), msg(4)]  # written after the catch-up: only the gap fill reads it
+        await until(lambda: [s for s, _ in delivered(events)] == [1, 2, 3, 4])
+        assert client.seen == {CONV: 4}
+
+
+async def test_an_expired_token_close_renews_the_token_and_connects_again_with_the_new_one():
+    tokens_seen: list[str] = []
+
+    async def script(number: int, ws: ServerConnection) -> None:
+        tokens_seen.append(await auth(ws))
+        if number == 0:
+            await ws.send(json.dumps({"type": "error", "code": "token_expired", "message": "token expired"}))
+            await ws.close(4002)
+            return
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, http, events):
+        await client.connect(seen={})
+        await until(lambda: len(tokens_seen) == 2 and client.state == "connected")
+        assert tokens_seen == ["t1", "t2"] and http.refreshes == 1
+        assert client.refresh_token == "r-t2"
+        assert not [e for e in events if isinstance(e, ErrorEvent)]  # handled, not the app's business
+
+
+async def test_wrong_node_without_a_url_gets_a_fresh_pin_from_assign():
+    async def script(number: int, ws: ServerConnection) -> None:
+        frame = json.loads(await ws.recv())
+        if frame["token"] == "t1":
+            await ws.send(json.dumps({"type": "error", "code": "wrong_node", "socket_url": None,
+                                      "message": "your node is gone: POST /api/socket/assign"}))
+            await ws.close(4003)
+            return
+        await ws.send(json.dumps({"type": "auth_ok", "user_id": USER, "node": "sn-2", "session": "1" * 16}))
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, http, _):
+        await client.connect(seen={})
+        assert "/api/socket/assign" in http.calls
+        assert (client.access_token, client.socket_node) == ("assigned", "sn-2")
+
+
+async def test_a_server_that_stops_answering_pings_is_left_for_a_new_connection():
+    async def script(number: int, ws: ServerConnection) -> None:
+        await auth(ws)
+        async for raw in ws:
+            if number > 0 and json.loads(raw)["type"] == "ping":
+                await ws.send('{"type":"pong"}')  # the second connection answers; the first stays silent
+
+    async with fake_imray(script, ping_interval=0.2) as (client, _, events):
+        await client.connect(seen={})
+        await until(lambda: [e.state for e in events if e.type == "state"].count("connected") == 2)
+        await asyncio.sleep(0.6)  # a few pings answered: the connection is kept
+        assert [e.state for e in events if e.type == "state"].count("connected") == 2
+
+
+async def test_a_server_answering_garbage_gives_an_error_event_and_connect_times_out_instead_of_hanging():
+    async def script(number: int, ws: ServerConnection) -> None:
+        await ws.recv()
+        await ws.send("<html>certainly not imray</html>")
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, _, events):
+        with pytest.raises(ImrayError) as failed:
+            await client.connect(seen={}, timeout=1.0)
+        assert failed.value.code == "timeout" and client.state == "closed"
+        assert any(isinstance(e, ErrorEvent) and e.code == "bad_frame" for e in events)
+
+
+async def test_a_refused_send_fails_with_its_error_code_and_a_send_after_close_is_refused():
+    async def script(number: int, ws: ServerConnection) -> None:
+        await auth(ws)
+        send = json.loads(await ws.recv())
+        await ws.send(json.dumps({"type": "error", "id": send["id"], "code": "forbidden", "message": "blocked"}))
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, _, _):
+        await client.connect(seen={})
+        with pytest.raises(ImrayError) as refused:
+            await asyncio.wait_for(client.send(CONV, "hi"), 5)
+        assert (refused.value.code, refused.value.message) == ("forbidden", "blocked")
+        await client.close()
+        with pytest.raises(ImrayError) as closed:
+            await client.send(CONV, "again")
+        assert closed.value.code == "closed"
+
+
+async def test_a_move_frame_takes_the_client_to_the_named_node_with_the_token_it_carries():
+    tokens_seen: list[str] = []
+    url = ""
+
+    async def script(number: int, ws: ServerConnection) -> None:
+        tokens_seen.append(await auth(ws))
+        if number == 0:
+            await ws.send(json.dumps({"type": "move", "socket_url": url, "socket_node": "sn-3",
+                                      "access_token": "moved", "expires_in": 600}))
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, http, events):
+        url = http.url
+        await client.connect(seen={})
+        await until(lambda: len(tokens_seen) == 2 and client.state == "connected")
+        assert tokens_seen == ["t1", "moved"] and client.socket_node == "sn-3"
+        await asyncio.sleep(0.1)  # the old socket closed after the new one was in: never "reconnecting"
+        assert [e.state for e in events if e.type == "state"] == ["connecting", "connected"]
+
+
+async def test_a_revoked_login_closes_the_client_with_an_error_event_and_no_retry():
+    connections = 0
+
+    async def script(number: int, ws: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        await auth(ws)
+        await ws.send(json.dumps({"type": "error", "code": "unauthorized", "message": "this login was revoked"}))
+        await ws.close(4001)
+
+    async with fake_imray(script) as (client, http, events):
+        http.refuse_refresh = True
+        await client.connect(seen={})
+        await until(lambda: any(e.type == "state" and e.state == "closed" for e in events))
+        assert [(e.code, e.message) for e in events if isinstance(e, ErrorEvent)] == [
+            ("unauthorized", "this login was revoked")]
+        await asyncio.sleep(0.3)
+        assert connections == 1
