@@ -430,6 +430,7 @@ class ImrayClient:
         try:
             if first is None:
                 first = await self._authenticate(ws)
+            first, packed = first[0] if first else None, first[1:]  # frames that came with auth_ok
             if not isinstance(first, dict) or first.get("type") != "auth_ok":
                 error = first if isinstance(first, dict) and first.get("type") == "error" else \
                     {"code": "bad_frame", "message": f"expected auth_ok, got {str(first)[:200]}"}
@@ -444,15 +445,18 @@ class ImrayClient:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
             pinger = self._spawn(self._ping(ws))
-            for pending in list(self._pending.values()):
-                await ws.send(orjson.dumps(pending.frame).decode())
+            resend = [orjson.dumps(pending.frame).decode() for pending in list(self._pending.values())]
+            if resend and first.get("batch"):  # the server reads several frames per message
+                await ws.send("\n".join(resend))
+            else:
+                for frame_text in resend:
+                    await ws.send(frame_text)
             self._spawn(self._catch_up(ws))
+            for frame in packed:
+                error = await self._take(ws, frame) or error
             async for raw in ws:
-                frame = orjson.loads(raw)
-                if isinstance(frame, dict):
-                    if frame.get("type") == "error" and frame.get("id") not in self._pending:
-                        error = frame
-                    await self._on_frame(ws, frame)
+                for frame in _frames(raw):
+                    error = await self._take(ws, frame) or error
         except (ConnectionClosed, OSError):
             pass
         except (TimeoutError, ValueError) as exc:  # no answer to auth, or garbage instead of JSON
@@ -465,9 +469,19 @@ class ImrayClient:
             await ws.close()
         return _Outcome(ws.close_code, error, authenticated)
 
-    async def _authenticate(self, ws: ClientConnection) -> Any:
-        await ws.send(orjson.dumps({"type": "auth", "token": self.access_token}).decode())
-        return orjson.loads(await asyncio.wait_for(ws.recv(), self.open_timeout))
+    async def _take(self, ws: ClientConnection, frame: Any) -> dict[str, Any] | None:
+        """Act on one frame from the server; an error frame not about a pending send is returned (the
+        reason a close that follows it gives)."""
+        if not isinstance(frame, dict):
+            return None
+        await self._on_frame(ws, frame)
+        return frame if frame.get("type") == "error" and frame.get("id") not in self._pending else None
+
+    async def _authenticate(self, ws: ClientConnection) -> list[Any]:
+        """Send auth, announcing batched frames (issue 21), and return the frames of the first
+        message back: auth_ok, and what the server packed with it (a `move`, say)."""
+        await ws.send(orjson.dumps({"type": "auth", "token": self.access_token, "batch": True}).decode())
+        return _frames(await asyncio.wait_for(ws.recv(), self.open_timeout))
 
     async def _follow_move(self, old: ClientConnection) -> None:
         """Open the socket a `move` named and authenticate there, then close the old one (the stream
@@ -650,3 +664,11 @@ class ImrayClient:
         self._dispatch.put_nowait(None)
         if self._own_api:
             await self.api.aclose()
+
+
+def _frames(raw: str | bytes) -> list[Any]:
+    """The frames of one WebSocket message: one JSON value per line (a batching server packs several;
+    JSON strings escape line breaks, so a line is always a whole frame). ValueError for anything else."""
+    if not isinstance(raw, str):
+        raise ValueError("a binary message: imray sends JSON text")
+    return [orjson.loads(line) for line in raw.split("\n") if line]
