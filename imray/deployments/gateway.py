@@ -90,6 +90,7 @@ from imray.deployments.server_models import (
     UsernameQuery,
     add_scope_error_handler,
 )
+from imray.deployments.webapp import same_origin_download, webapp_response
 from imray.domain.authorization_code import Refusal, csrf_ok
 from imray.domain.errors import Unauthorized
 from imray.domain.scopes import (
@@ -289,6 +290,21 @@ class Gateway:
             "scopes_supported": sorted(KNOWN_SCOPES),  # `chat` for people, the rest for confidential clients
             "service_documentation": f"{base}/docs",
         }
+
+    # -- the web chat app (issue 19): its files, and file bytes for its fetches; not in the schema --
+
+    @app.get("/app", include_in_schema=False)
+    async def webapp_index(self) -> Response:
+        return webapp_response("")
+
+    @app.get("/app/files/{file_id}", include_in_schema=False)
+    async def webapp_download(self, file_id: str, request: Request) -> Response:
+        """GET /api/files/{file_id}'s bytes, never a redirect: what the app's fetch can read."""
+        return await same_origin_download(await call(self._web.download.remote(await self._uid(request), file_id)))
+
+    @app.get("/app/{path:path}", include_in_schema=False)
+    async def webapp_file(self, path: str) -> Response:
+        return webapp_response(path)
 
     # -- OAuth2 -------------------------------------------------------------------------------
 

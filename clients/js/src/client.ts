@@ -318,7 +318,7 @@ export class ImrayClient {
     const session = new Session(ws);
     ws.onopen = () => {
       session.opened = true;
-      session.send({ type: "auth", token });
+      session.send({ type: "auth", token, batch: true });
     };
     ws.onmessage = (event: { data: unknown }) => this.onRaw(session, event.data);
     ws.onclose = (event: { code?: number; reason?: string }) => this.finishSession(session, event.code ?? 1006, event.reason ?? "");
@@ -340,11 +340,24 @@ export class ImrayClient {
     this.finishSession(session, 1006, reason);
   }
 
+  /** One WebSocket message: a batching server (issue 21; announced at auth) packs several frames,
+   * one JSON object per line. JSON strings escape line breaks, so a line is always a whole frame. */
   private onRaw(session: Session, data: unknown): void {
+    const text = String(data);
+    if (!text.includes("\n")) {
+      this.onFrameText(session, text);
+      return;
+    }
+    for (const line of text.split("\n")) {
+      if (line) this.onFrameText(session, line);
+    }
+  }
+
+  private onFrameText(session: Session, data: string): void {
     if (session.done) return;
     let frame: Frame;
     try {
-      frame = JSON.parse(String(data)) as Frame;
+      frame = JSON.parse(data) as Frame;
       if (typeof frame !== "object" || frame === null || typeof frame.type !== "string") throw new Error("no type");
     } catch {
       this.emit({ type: "error", code: "protocol", message: `the server sent a frame that is not a JSON object with a type: ${String(data).slice(0, 100)}` });

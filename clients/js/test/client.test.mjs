@@ -38,7 +38,7 @@ const seqs = (record) => record.messages.map((m) => m.seq);
 
 test("connect sends the access token in the auth frame and resolves at auth_ok", async () => {
   const record = await connectedClient();
-  assert.deepEqual(FakeSocket.last().sent[0], { type: "auth", token: "access-0" });
+  assert.deepEqual(FakeSocket.last().sent[0], { type: "auth", token: "access-0", batch: true });
   assert.equal(FakeSocket.last().url, "ws://imray.test/ws");
   assert.deepEqual(record.states, ["connecting", "connected"]);
 });
@@ -70,6 +70,13 @@ test("a frame that is not JSON is reported as a protocol error, and the session 
   assert.deepEqual(record.errors.map((e) => e.code), ["protocol", "protocol"]);
   assert.deepEqual(seqs(record), [1]);
   assert.equal(record.client.state, "connected");
+});
+
+test("a batched message (several frames, one per line) is taken frame by frame, in order", async () => {
+  const record = await connectedClient();
+  FakeSocket.last().receive([live(1), live(2), { type: "typing", conv: CONV, user_id: 2 }, live(3)].map((f) => JSON.stringify(f)).join("\n"));
+  assert.deepEqual(seqs(record), [1, 2, 3]);
+  assert.deepEqual(record.errors, []);
 });
 
 test("a gap not filled live within gapWait is read from history, then the held frames follow", async () => {
@@ -203,7 +210,7 @@ test("4001 for a token that expired while away: one refresh grant, then connecte
   FakeSocket.last().drop(4001);
   await until(() => FakeSocket.all.length === 2, "a socket with the new token");
   FakeSocket.last().open();
-  assert.deepEqual(FakeSocket.last().sent[0], { type: "auth", token: "access-1" });
+  assert.deepEqual(FakeSocket.last().sent[0], { type: "auth", token: "access-1", batch: true });
   FakeSocket.last().receive({ type: "error", code: "unauthorized", message: "still refused" });
   FakeSocket.last().drop(4001);
   await until(() => record.client.state === "closed", "closed");
@@ -223,7 +230,7 @@ test("wrong_node with a socket_url connects there, and with null gets a new pin 
   await until(() => FakeSocket.all.length === 3, "a socket to the assigned node");
   assert.equal(FakeSocket.last().url, "ws://assigned.test/ws");
   FakeSocket.last().open();
-  assert.deepEqual(FakeSocket.last().sent[0], { type: "auth", token: "assigned" });
+  assert.deepEqual(FakeSocket.last().sent[0], { type: "auth", token: "assigned", batch: true });
   assert.equal(record.client.socketNode, "sn-9");
   assert.deepEqual(record.errors, []);
 });
@@ -249,7 +256,7 @@ test("a move frame opens the new node with its token, and the old socket closes 
   const moved = FakeSocket.last();
   assert.equal(moved.url, "ws://n2.test/ws");
   moved.open();
-  assert.deepEqual(moved.sent[0], { type: "auth", token: "moved" });
+  assert.deepEqual(moved.sent[0], { type: "auth", token: "moved", batch: true });
   assert.equal(old.readyState, 1, "the old socket stays until the new one is in");
   moved.receive({ type: "auth_ok", user_id: 1, node: "sn-2", session: "fedcba9876543210" });
   assert.equal(old.readyState, 3);
@@ -266,7 +273,7 @@ test("close 4002 refreshes the tokens, then reconnects with the new access token
   FakeSocket.last().drop(4002);
   await until(() => FakeSocket.all.length === 2, "a new socket");
   FakeSocket.last().open();
-  assert.deepEqual(FakeSocket.last().sent[0], { type: "auth", token: "access-1" });
+  assert.deepEqual(FakeSocket.last().sent[0], { type: "auth", token: "access-1", batch: true });
   assert.equal(record.client.refreshToken, "refresh-1");
   assert.deepEqual(record.errors, []);
 });

@@ -1,0 +1,63 @@
+/** The shapes of imray's wire objects the app reads (docs/protocol.md §2.4, §3, §9, §10). */
+
+export interface ChatEvent {
+  type: string;
+  [field: string]: unknown;
+}
+
+export interface Msg {
+  conv: string;
+  seq: number;
+  msg_id: string;
+  from: number;
+  kind: string;
+  body: string;
+  ts: number;
+  file_id?: string;
+  edited?: number;
+  recalled?: boolean;
+  hidden?: boolean;
+  deleted?: boolean;
+  reactions?: Record<string, number>;
+  event?: ChatEvent;
+}
+
+export interface ConversationItem {
+  conv: string;
+  last_seq: number;
+  read_seq: number;
+  unread: number;
+  last_message: Msg | null;
+  cursor?: string;
+}
+
+export interface User {
+  id: number;
+  username: string;
+  nickname?: string | null;
+}
+
+export interface Group {
+  id: number;
+  conv: string;
+  name: string;
+  owner_id: number;
+  members: number[];
+}
+
+export interface Upload {
+  file_id: string;
+  url: string;
+  content_type: string;
+  size: number;
+}
+
+/** The other user of direct conversation `d:a:b`, seen by `me`. */
+export function peerOf(conv: string, me: number): number {
+  const [, a, b] = conv.split(":");
+  return Number(a) === me ? Number(b) : Number(a);
+}
+
+export function directConv(me: number, other: number): string {
+  return `d:${Math.min(me, other)}:${Math.max(me, other)}`;
+}
