@@ -379,7 +379,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         scenarios=tuple(args.scenario.split(",")), duration=args.duration, pairs=args.pairs, window=args.window,
         processes=args.processes, http_concurrency=args.http_concurrency, target=args.target,
         group_size=args.group_size, sessions=args.sessions, session_users=args.session_users,
-        storm_window=args.storm_window, sources=args.sources, centrifugo=not args.no_centrifugo,
+        storm_window=args.storm_window, storm_over_socket=not args.storm_http, sources=args.sources,
+        centrifugo=not args.no_centrifugo,
         results=Path(args.results) if args.results else None)
     results = bench(options)
     print(markdown(results))
@@ -529,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--session-users", type=int, default=1000,
                    help="users the sessions belong to (each has sessions/users devices)")
     b.add_argument("--storm-window", type=float, default=10.0, help="seconds in which every session comes back")
+    b.add_argument("--storm-http", action="store_true",
+                   help="storm sessions catch up through HTTP history, not with a resume frame on their socket")
     b.add_argument("--sources", type=int, default=8, help="127.0.0.x source addresses the sessions use")
     b.add_argument("--duration", type=float, default=10.0, help="seconds per step")
     b.add_argument("--pairs", type=int, default=16, help="sender/receiver pairs, across socket nodes")

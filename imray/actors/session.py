@@ -47,10 +47,11 @@ def _joined(lines: list[bytes]) -> bytes:
     return Frame(Opcode.TEXT, b"\n".join(lines)).serialize(mask=False, extensions=[])
 
 
-def encode_frame(text: str) -> bytes:
-    """A server-to-client WebSocket text frame. Server frames are not masked and imray negotiates
-    no extensions, so one encoding serves every session a message goes to."""
-    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+def encode_frame(text: str | bytes) -> bytes:
+    """A server-to-client WebSocket text frame (from JSON text, or its UTF-8 bytes). Server frames
+    are not masked and imray negotiates no extensions, so one encoding serves every session a
+    message goes to."""
+    return Frame(Opcode.TEXT, text.encode() if isinstance(text, str) else text).serialize(mask=False, extensions=[])
 
 
 class Session:
@@ -69,8 +70,8 @@ class Session:
     keeps it referenced until it is done.
     """
 
-    __slots__ = ("backlog", "batch", "budget", "closing", "cut", "expiry", "grace", "id", "in_flight", "limit",
-                 "pending", "principal", "task", "user", "ws")
+    __slots__ = ("backlog", "batch", "budget", "caught", "closing", "cut", "expiry", "grace", "held", "id",
+                 "in_flight", "limit", "pending", "principal", "resume_wait", "task", "user", "ws")
 
     def __init__(self, user: int, ws: ServerConnection, backlog_limit: int, cut_grace_s: float = CUT_GRACE_S,
                  principal: Principal | None = None, budget: FrameBudget | None = None, batch: bool = False) -> None:
@@ -86,6 +87,12 @@ class Session:
         self.in_flight = 0  # sends awaiting their outcome (the socket server caps them)
         self.backlog: deque[bytes] | None = None
         self.pending: list[bytes] | None = None
+        # While a resume's catch-up is read (issue 21): live frames, with the conv and seq of each message.
+        self.held: list[tuple[bytes, str, int]] | None = None
+        self.resume_wait: asyncio.TimerHandle | None = None  # until the resume frame is due
+        # After a catch-up: conv -> the last seq it sent. A delivery of a message it had (committed
+        # before the read, delivered after the release) is not sent twice.
+        self.caught: dict[str, int] | None = None
         self.cut = False
         self.closing = False  # `end` was called: its frames are no longer acted on
         self.task: asyncio.Task[None] | None = None
@@ -93,12 +100,41 @@ class Session:
     def push(self, text: str) -> None:
         self.push_frame(encode_frame(text))
 
-    def push_frame(self, frame: bytes) -> None:
+    def push_frame(self, frame: bytes, conv: str = "", seq: int = 0) -> None:
+        """`frame` out in this loop turn's write; `conv` and `seq` name a message's (for `release`)."""
+        if self.held is not None:
+            self._hold(frame, conv, seq)
+            return
+        if self.caught is not None and seq and seq <= self.caught.get(conv, 0):
+            return
         if self.pending is None:
             self.pending = [frame]
             asyncio.get_running_loop().call_soon(self._flush)
         else:
             self.pending.append(frame)
+
+    def hold(self) -> None:
+        """Keep live frames back until `release` (a resume's catch-up goes first)."""
+        self.held = []
+
+    def release(self, first: list[bytes], caught: dict[str, int]) -> None:
+        """Send `first` (the catch-up), then the live frames held meanwhile but for messages the
+        catch-up already had (`caught`: conv -> the last seq it sent), in the order they came."""
+        held, self.held = self.held, None
+        for frame in first:
+            self.push_frame(frame)
+        self.caught = caught or None
+        for frame, conv, seq in held or ():
+            self.push_frame(frame, conv, seq)
+
+    def _hold(self, frame: bytes, conv: str, seq: int) -> None:
+        assert self.held is not None
+        if len(self.held) >= self.limit:  # as a backlog this long would: the client catches up from history
+            self.held = None
+            self.cut = True
+            self.task = asyncio.get_running_loop().create_task(self._cut(self.task))
+            return
+        self.held.append((frame, conv, seq))
 
     def _flush(self) -> None:
         frames, self.pending = self.pending, None
@@ -126,6 +162,7 @@ class Session:
         if self.closing or self.cut or self.ws.protocol.state is not State.OPEN:
             return
         self.closing = True
+        self.held = None  # a catch-up under way is moot: the last words go now
         self.push(last_words)
         task = asyncio.get_running_loop().create_task(self._close(code, reason))
         _ENDING.add(task)

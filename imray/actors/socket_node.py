@@ -17,6 +17,7 @@ import time
 import ray
 
 from imray.actors.batching import Batcher
+from imray.actors.catch_up import CatchUp
 from imray.actors.login_stamps import LoginStamps
 from imray.actors.presence_news import PresenceNews
 from imray.actors.session import Session
@@ -30,6 +31,7 @@ from imray.adapters.presence import REFRESH_S, PresencePort
 from imray.adapters.registry import Registration
 from imray.adapters.user_push import UserPush
 from imray.backends import Backends
+from imray.deployments.history import HistoryReader
 from imray.domain.messaging import Item, Outcome
 from imray.domain.nodes import NodeEndpoint, NodeStats
 from imray.domain.tokens import TokenIssuer
@@ -90,6 +92,8 @@ class SocketNode:
             self.node_id, settings, backends.authenticator(), backends.live(),
             submit=self._to_shards.submit, shard_count=settings.shard_count, url_of=self._url_of,
             presence_change=self._presence_change, known_revoked=revoked.known,
+            # Issue 21: a resume's catch-up, read here with history's rules (two reads at a time).
+            catch_up=CatchUp(HistoryReader(backends.database(threads=2))),
         )
         revoked.on_revoked(server.close_logins)  # the follower's news: a revoked login's sessions go (4001)
         # Deliveries come straight from the streams to the server: no hop through the actor method.

@@ -22,6 +22,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from imray.actors.catch_up import Resumed
 from imray.actors.session import CUT_GRACE_S, Session, encode_frame
 from imray.actors.wire import unpack_deliveries
 from imray.adapters import metrics
@@ -37,6 +38,7 @@ from imray.protocol.frames import (
     Ping,
     Read,
     Refresh,
+    Resume,
     Send,
     Typing,
     client_id_of,
@@ -65,6 +67,7 @@ Submit = Callable[[int, Item], asyncio.Future[Outcome]]  # (shard index, item) -
 UrlOf = Callable[[str], Awaitable[str | None]]  # a node id -> its socket URL, None if it is gone
 PresenceChange = Callable[[int, int], asyncio.Future[None]]  # (user, +1 or -1 session)
 KnownRevoked = Callable[[str], bool]  # a login (family) this process already knows to be revoked
+CatchUpRead = Callable[[int, dict[str, int]], Awaitable[Resumed]]  # (user, conv -> seen seq) -> what it missed
 
 
 class SocketServer:
@@ -72,7 +75,8 @@ class SocketServer:
 
     def __init__(self, node_id: str, settings: Settings, authenticator: Authenticator, live: LiveSettings,
                  submit: Submit, shard_count: int, url_of: UrlOf, presence_change: PresenceChange,
-                 cut_grace_s: float = CUT_GRACE_S, known_revoked: KnownRevoked = lambda _family: False) -> None:
+                 cut_grace_s: float = CUT_GRACE_S, known_revoked: KnownRevoked = lambda _family: False,
+                 catch_up: CatchUpRead | None = None) -> None:
         self.node_id = node_id
         self.sessions: dict[int, dict[str, Session]] = {}
         self._settings = settings
@@ -99,6 +103,8 @@ class SocketServer:
         # Draining (issue 20): each session's `move` frame (a new pin elsewhere), sent to every session
         # here and to any that authenticates meanwhile; None while the node takes sessions as usual.
         self._move_frame: Callable[[Session], str] | None = None
+        self._catch_up = catch_up  # issue 21: a resume's read (None: resume frames are refused)
+        self._catch_ups: set[asyncio.Task[None]] = set()
 
     # -- the listening socket -------------------------------------------------------------------
 
@@ -181,7 +187,7 @@ class SocketServer:
                 for session in self.sessions.get(user, {}).values():
                     if session.id != skip:
                         frame = frame or encode_frame(text)  # once per message, however many sessions
-                        session.push_frame(frame)
+                        session.push_frame(frame, conv, seq)
                         pushed += 1
         metrics.count("imray_messages_delivered", pushed, node=self.node_id)
         if newest:  # ms clocks of one cluster's hosts: good to a few ms, which the buckets allow
@@ -206,7 +212,7 @@ class SocketServer:
         admitted = await self._authenticate(ws)
         if admitted is None:
             return
-        principal, batch = admitted
+        principal, batch, resume = admitted
         if principal.user_id is None:
             return
         user = principal.user_id
@@ -231,6 +237,10 @@ class SocketServer:
             session.push(dumps({**ok, "batch": True} if batch else ok))
             if self._move_frame is not None:  # a token pinned here before the drain: move on at once
                 session.push(self._move_frame(session))
+            if resume and self._catch_up is not None:  # live frames wait for the resume frame's catch-up
+                session.hold()
+                session.resume_wait = asyncio.get_running_loop().call_later(
+                    self._settings.socket_auth_timeout_s, self._resume_overdue, session)
             if principal.family and self._known_revoked(principal.family):  # revoked while it authenticated
                 self.close_logins([principal.family])
             async for raw in ws:
@@ -245,6 +255,8 @@ class SocketServer:
         finally:
             if session.expiry is not None:
                 session.expiry.cancel()
+            if session.resume_wait is not None:
+                session.resume_wait.cancel()
             mine = self.sessions.get(user, {})
             mine.pop(session.id, None)
             if not mine:
@@ -343,8 +355,8 @@ class SocketServer:
         self._expire_at(session, principal.exp)
         session.push(dumps({"type": "refresh_ok", "expires_at": principal.exp}))
 
-    async def _authenticate(self, ws: ServerConnection) -> tuple[Principal, bool] | None:
-        """Who this connection speaks for, and whether it batches frames; None once it is refused."""
+    async def _authenticate(self, ws: ServerConnection) -> tuple[Principal, bool, bool] | None:
+        """Who this connection speaks for, whether it batches frames and resumes; None once refused."""
         try:
             # asyncio.timeout, not wait_for: wait_for wraps recv() in a task of its own, and creating
             # it was 8 % of a socket node's CPU while sessions were connecting.
@@ -365,7 +377,7 @@ class SocketServer:
             hint = "connect to your pinned node" if url else "your node is gone: POST /api/socket/assign"
             await self._refuse(ws, error_frame("wrong_node", hint, socket_url=url), CLOSE_WRONG_NODE, "wrong_node")
             return None
-        return principal, frame.batch
+        return principal, frame.batch, frame.resume
 
     async def _refuse(self, ws: ServerConnection, frame: str, code: int, reason: str) -> None:
         try:
@@ -395,6 +407,8 @@ class SocketServer:
                 session.push(PONG)
             elif isinstance(frame, Refresh):
                 self._renew(session, frame)
+            elif isinstance(frame, Resume):
+                self._resume(session, frame)
             elif isinstance(frame, Read | Typing):
                 parse_conv(frame.conv)
                 item: Item = (ReadItem(session.user, session.id, frame.conv, frame.seq) if isinstance(frame, Read)
@@ -405,6 +419,35 @@ class SocketServer:
         except DomainError as exc:
             client_id = client_id_of(raw) if len(raw) <= self._max_frame else None
             session.push(error_frame(exc.code, exc.message, client_id))
+
+    # -- catch-up over the socket (issue 21) -----------------------------------------------------
+
+    def _resume(self, session: Session, frame: Resume) -> None:
+        if session.resume_wait is None or self._catch_up is None:
+            raise BadRequest("resume comes once, as the first frame after auth_ok, from a session that "
+                             "authenticated with resume: true")
+        session.resume_wait.cancel()
+        session.resume_wait = None
+        task = asyncio.get_running_loop().create_task(self._resumed(session, self._catch_up, dict(frame.seen)))
+        self._catch_ups.add(task)
+        task.add_done_callback(self._catch_ups.discard)
+
+    async def _resumed(self, session: Session, catch_up: CatchUpRead, seen: dict[str, int]) -> None:
+        try:
+            resumed = await catch_up(session.user, seen)
+        except Exception as exc:  # the database away: live goes on; the client reads history instead
+            log.warning("catch-up failed: %r", exc, extra={"node": self.node_id, "user_id": session.user})
+            failed = error_frame("internal", "catch-up failed: read what you missed from history")
+            session.release([encode_frame(failed)], {})  # the word why first, then what was held
+            return
+        session.release([*map(encode_frame, resumed.frames), encode_frame(resumed.summary())], resumed.caught)
+
+    def _resume_overdue(self, session: Session) -> None:
+        """No resume frame in time: live frames go on, nothing is caught up."""
+        session.resume_wait = None
+        if session.held is not None:  # the word why first, then what was held
+            session.release([encode_frame(error_frame("bad_request", "no resume frame in time: read what you "
+                                                                     "missed from history"))], {})
 
     def _within_rate(self, session: Session, kind: int, client_id: str | None) -> bool:
         """Whether to act on a frame of this class: over the rate it is answered `rate_limited`, and

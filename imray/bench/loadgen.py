@@ -55,12 +55,15 @@ class PairState:
     in_flight: asyncio.Semaphore | None = None
 
 
-async def open_session(url: str, token: str, source: str | None = None, wait_s: float = 30) -> ClientConnection:
-    """Connect, send the auth frame and wait for auth_ok, as a client does; from `source` if given."""
+async def open_session(url: str, token: str, source: str | None = None, wait_s: float = 30,
+                       resume: bool = False) -> ClientConnection:
+    """Connect, send the auth frame and wait for auth_ok, as a client does; from `source` if given.
+    `resume`: live frames wait for a `resume` frame (catch-up over the socket, issue 21)."""
     ws = await connect(url, compression=None, max_size=2**22, open_timeout=wait_s, ping_interval=None,
                        local_addr=(source, 0) if source else None)
     try:
-        await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+        auth = {"type": "auth", "token": token, "resume": True} if resume else {"type": "auth", "token": token}
+        await ws.send(orjson.dumps(auth).decode())
         reply = orjson.loads(await asyncio.wait_for(ws.recv(), wait_s))
     except BaseException:
         ws.transport.abort()

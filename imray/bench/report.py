@@ -91,7 +91,8 @@ def markdown(results: dict) -> str:
                     if conns.get("centrifugo_rss_per_connection_kb") is not None else [])]
         storm = conns.get("storm")
         if storm:
-            lines += [f"| storm: all back within {storm['window_s']} s, every one current after | "
+            lines += [f"| storm: all back within {storm['window_s']} s, every one current after "
+                      f"(catch-up {'over the socket' if storm.get('catch_up') == 'socket' else 'through HTTP'}) | "
                       f"{storm['all_current_s']} s |",
                       f"| storm: sessions current / failed / errors (retried) | {storm['current']:,} / "
                       f"{storm['failed']} / {storm['errors']} |",

@@ -44,6 +44,7 @@ class BenchOptions:
     storm_window: float = 10.0  # every session comes back within this many seconds
     storm_messages: int = 5  # sent to each group while its sessions are away
     storm_group: int = 50  # users per group in the storm
+    storm_over_socket: bool = True  # catch up with a resume frame (issue 21); False: HTTP history per session
     sources: int = 8  # 127.0.0.2... source addresses for the sessions
     target: str | None = None  # an imray gateway URL; None: start a local cluster and deploy
     results: Path | None = Path("benchmarks/results")
@@ -325,10 +326,12 @@ def _sessions(base_url: str, options: BenchOptions, acked: dict[str, list], audi
             me = Endpoint(owner["user_id"], "", owner["access_token"])
             audit_pairs.append(Pair(me, me, conv))
         start_at = time.time() + 0.5
-        _say(options, f"storm: every session comes back within {options.storm_window} s and catches up")
-        back = _command(pipes, "storm", options.storm_window, last_seq, start_at)
+        how = "over its socket (resume)" if options.storm_over_socket else "through HTTP history"
+        _say(options, f"storm: every session comes back within {options.storm_window} s and catches up {how}")
+        back = _command(pipes, "storm", options.storm_window, last_seq, start_at, options.storm_over_socket)
         result["storm"] = {
-            "window_s": options.storm_window, "current": _sum(back, "current"), "errors": _sum(back, "errors"),
+            "window_s": options.storm_window, "catch_up": "socket" if options.storm_over_socket else "http",
+            "current": _sum(back, "current"), "errors": _sum(back, "errors"),
             "failed": _sum(back, "failed"), "gaps": _sum(back, "gaps"), "duplicates": _sum(back, "duplicates"),
             "all_current_s": round(max(r["end"] for r in back) - start_at, 2),
             "first_error": next((r["first_error"] for r in back if r["first_error"]), ""),

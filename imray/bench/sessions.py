@@ -61,8 +61,8 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def _open(spec: SessionSpec) -> ClientConnection:
-    return await open_session(spec.url, spec.token, spec.source, wait_s=60)
+async def _open(spec: SessionSpec, resume: bool = False) -> ClientConnection:
+    return await open_session(spec.url, spec.token, spec.source, wait_s=60, resume=resume)
 
 
 async def _with_retries(tally: Tally, step) -> bool:
@@ -105,8 +105,9 @@ class Worker:
                 s.ws = None
         return {"dropped": len(self.sessions)}
 
-    async def storm(self, window_s: float, last_seq: dict[str, int], start_at: float) -> dict:
-        """Every session comes back within `window_s` of `start_at` and catches up to `last_seq`."""
+    async def storm(self, window_s: float, last_seq: dict[str, int], start_at: float, over_socket: bool = True) -> dict:
+        """Every session comes back within `window_s` of `start_at` and catches up to `last_seq`:
+        over its socket (a `resume` frame, issue 21), or through HTTP history (`over_socket` False)."""
         if self.http is None:
             source = self.sessions[0].spec.source if self.sessions else "127.0.0.1"
             self.http = aiohttp.ClientSession(self.base_url, timeout=aiohttp.ClientTimeout(total=60),
@@ -115,11 +116,38 @@ class Worker:
         tally = Tally()
         gaps = duplicates = 0
 
-        async def back(s: SessionState) -> None:
+        def take(s: SessionState, seq: int) -> None:
             nonlocal gaps, duplicates
+            duplicates += seq in s.seqs
+            gaps += seq != s.last_seq + 1
+            s.seqs.add(seq)
+            s.last_seq = seq
+
+        async def resume(s: SessionState, ws: ClientConnection) -> None:
+            """The resume frame, then the catch-up up to resume_ok (live frames wait behind it)."""
+            await ws.send(orjson.dumps({"type": "resume", "seen": {s.spec.conv: s.last_seq}}).decode())
+            while True:
+                frame = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
+                if frame.get("type") == "msg" and frame["conv"] == s.spec.conv:
+                    take(s, frame["seq"])
+                elif frame.get("type") == "resume_ok":
+                    if s.spec.conv in frame["refused"]:
+                        raise RuntimeError(f"resume refused: {frame['refused']}")
+                    return
+                elif frame.get("type") == "error":
+                    raise RuntimeError(f"resume: {frame}")
+
+        async def back(s: SessionState) -> None:
             if s.ws is None:
                 async with self.gate:
-                    s.ws = await _open(s.spec)
+                    ws = await _open(s.spec, resume=over_socket)
+                    try:
+                        if over_socket:
+                            await resume(s, ws)
+                    except BaseException:
+                        ws.transport.abort()  # the retry opens a new one
+                        raise
+                    s.ws = ws
             target = last_seq.get(s.spec.conv, 0)
             while s.last_seq < target:  # history after the last seq this session holds
                 async with http.get(f"/api/conversations/{s.spec.conv}/messages",
@@ -131,10 +159,7 @@ class Worker:
                 if not page:
                     raise RuntimeError(f"history ends at {s.last_seq}, acked up to {target}")
                 for m in page:
-                    duplicates += m["seq"] in s.seqs
-                    gaps += m["seq"] != s.last_seq + 1
-                    s.seqs.add(m["seq"])
-                    s.last_seq = m["seq"]
+                    take(s, m["seq"])
 
         async def later(s: SessionState) -> bool:
             await asyncio.sleep(max(0.0, start_at + random.random() * window_s - time.time()))

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from imray.domain.errors import BadRequest, TooLarge
 
 MAX_MENTIONS = 50  # users named in one message
+MAX_RESUME_CONVS = 1000  # conversations one resume frame may name (64 KiB of frame holds ~1,500)
 ERROR_CODES = ("bad_request", "forbidden", "not_found", "too_large", "rate_limited", "internal")
 
 
@@ -23,6 +24,8 @@ class Auth(_Frame):
     token: StrictStr
     # Issue 21: the client reads and writes several frames per WebSocket message, one per line.
     batch: StrictBool = False
+    # Issue 21: live frames wait for the `resume` frame that follows, and what it names is caught up first.
+    resume: StrictBool = False
 
 
 class Send(_Frame):
@@ -60,10 +63,19 @@ class Refresh(_Frame):
     token: StrictStr
 
 
-Frame = Auth | Send | Read | Typing | Ping | Refresh
+class Resume(_Frame):
+    """Catch-up over the socket (issue 21): the last seq the client has of each conversation; the
+    node sends what came after, before anything live (the auth frame asked it to wait)."""
+
+    type: Literal["resume"]
+    seen: Annotated[dict[StrictStr, Annotated[StrictInt, Field(ge=0, le=2**62)]],
+                    Field(max_length=MAX_RESUME_CONVS)]
+
+
+Frame = Auth | Send | Read | Typing | Ping | Refresh | Resume
 ClientFrame = Annotated[Frame, Field(discriminator="type")]
 _adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
-FRAME_TYPES = ("auth", "send", "read", "typing", "ping", "refresh")
+FRAME_TYPES = ("auth", "send", "read", "typing", "ping", "refresh", "resume")
 
 
 def parse_frame(raw: str | bytes, max_bytes: int) -> Frame:
