@@ -56,15 +56,22 @@ class PairState:
 
 
 async def open_session(url: str, token: str, source: str | None = None, wait_s: float = 30,
-                       resume: bool = False) -> ClientConnection:
+                       resume: bool = False, batch: bool = False) -> ClientConnection:
     """Connect, send the auth frame and wait for auth_ok, as a client does; from `source` if given.
-    `resume`: live frames wait for a `resume` frame (catch-up over the socket, issue 21)."""
+    `resume`: live frames wait for a `resume` frame (catch-up over the socket, issue 21); `batch`:
+    the server may pack several frames in a message, one per line (read them with `frames_of`)."""
     ws = await connect(url, compression=None, max_size=2**22, open_timeout=wait_s, ping_interval=None,
                        local_addr=(source, 0) if source else None)
     try:
-        auth = {"type": "auth", "token": token, "resume": True} if resume else {"type": "auth", "token": token}
+        auth: dict = {"type": "auth", "token": token}
+        if resume:
+            auth["resume"] = True
+        if batch:
+            auth["batch"] = True
         await ws.send(orjson.dumps(auth).decode())
-        reply = orjson.loads(await asyncio.wait_for(ws.recv(), wait_s))
+        # auth_ok leaves alone unless the node pushed something in the same turn (a drain's move),
+        # which these loaders do not run into.
+        reply = frames_of(await asyncio.wait_for(ws.recv(), wait_s))[0]
     except BaseException:
         ws.transport.abort()
         raise
@@ -103,23 +110,30 @@ def no_collector_pauses() -> Iterator[None]:
 
 
 async def _open(endpoint: Endpoint) -> ClientConnection:
-    return await open_session(endpoint.url, endpoint.token)
+    return await open_session(endpoint.url, endpoint.token, batch=True)
+
+
+def frames_of(raw: str | bytes) -> list[Any]:
+    """The frames of one message: one, or several, one per line, from a batching server (issue 21)."""
+    if isinstance(raw, str) and "\n" in raw:
+        return [orjson.loads(line) for line in raw.split("\n")]
+    return [orjson.loads(raw)]
 
 
 async def _read_sender(ws: ClientConnection, state: PairState) -> None:
     try:
         async for raw in ws:
-            frame = orjson.loads(raw)
-            kind, cid = frame.get("type"), frame.get("id")
-            if kind == "ack" and cid in state.sent and cid not in state.acked:
-                state.acked[cid] = (frame["seq"], frame["msg_id"])
-                state.ack_ms.append((time.perf_counter() - state.sent[cid]) * 1000)
-                if state.in_flight:
-                    state.in_flight.release()
-            elif kind == "error":
-                state.errors += 1
-                if state.in_flight and cid in state.sent:
-                    state.in_flight.release()
+            for frame in frames_of(raw):
+                kind, cid = frame.get("type"), frame.get("id")
+                if kind == "ack" and cid in state.sent and cid not in state.acked:
+                    state.acked[cid] = (frame["seq"], frame["msg_id"])
+                    state.ack_ms.append((time.perf_counter() - state.sent[cid]) * 1000)
+                    if state.in_flight:
+                        state.in_flight.release()
+                elif kind == "error":
+                    state.errors += 1
+                    if state.in_flight and cid in state.sent:
+                        state.in_flight.release()
     except ConnectionClosed:
         pass
 
@@ -127,17 +141,17 @@ async def _read_sender(ws: ClientConnection, state: PairState) -> None:
 async def _read_receiver(ws: ClientConnection, state: PairState) -> None:
     try:
         async for raw in ws:
-            frame = orjson.loads(raw)
-            if frame.get("type") != "msg":
-                continue
-            cid = frame["body"]
             now = time.perf_counter()
-            state.received[cid] = state.received.get(cid, 0) + 1
-            if frame["seq"] <= state.last_seq:
-                state.order_violations += 1
-            state.last_seq = max(state.last_seq, frame["seq"])
-            if cid in state.sent and state.received[cid] == 1:
-                state.delivery_ms.append((now - state.sent[cid]) * 1000)
+            for frame in frames_of(raw):
+                if frame.get("type") != "msg":
+                    continue
+                cid = frame["body"]
+                state.received[cid] = state.received.get(cid, 0) + 1
+                if frame["seq"] <= state.last_seq:
+                    state.order_violations += 1
+                state.last_seq = max(state.last_seq, frame["seq"])
+                if cid in state.sent and state.received[cid] == 1:
+                    state.delivery_ms.append((now - state.sent[cid]) * 1000)
     except ConnectionClosed:
         pass
 
@@ -273,18 +287,18 @@ async def _fanout(members: list[Endpoint], sender: Endpoint | None, conv: str, s
         nonlocal duplicates, order
         try:
             async for raw in ws:
-                frame = orjson.loads(raw)
-                if frame.get("type") != "msg" or frame.get("conv") != conv:
-                    continue
-                seq = frame["seq"]
-                if seq in seen[i]:
-                    duplicates += 1
-                    continue
-                seen[i].add(seq)
-                order += seq <= last[i]
-                last[i] = max(last[i], seq)
-                received[i] += 1
-                latencies.append((time.time() - float(frame["body"].rsplit("|", 1)[1])) * 1000)
+                for frame in frames_of(raw):
+                    if frame.get("type") != "msg" or frame.get("conv") != conv:
+                        continue
+                    seq = frame["seq"]
+                    if seq in seen[i]:
+                        duplicates += 1
+                        continue
+                    seen[i].add(seq)
+                    order += seq <= last[i]
+                    last[i] = max(last[i], seq)
+                    received[i] += 1
+                    latencies.append((time.time() - float(frame["body"].rsplit("|", 1)[1])) * 1000)
         except ConnectionClosed:
             pass
 
@@ -299,10 +313,10 @@ async def _fanout(members: list[Endpoint], sender: Endpoint | None, conv: str, s
 
         async def read_acks() -> None:
             async for raw in ws:
-                frame = orjson.loads(raw)
-                if frame.get("type") == "ack":
-                    acked.append((frame["seq"], frame["msg_id"]))
-                    in_flight.release()
+                for frame in frames_of(raw):
+                    if frame.get("type") == "ack":
+                        acked.append((frame["seq"], frame["msg_id"]))
+                        in_flight.release()
 
         reader = asyncio.create_task(read_acks())
         while time.time() < stop_at:
@@ -338,11 +352,11 @@ async def send_all(sender: Endpoint, conv: str, count: int, tag: str) -> list[tu
             await ws.send(orjson.dumps({"type": "send", "id": f"{tag}{n}", "conv": conv, "kind": "text",
                                         "body": f"{tag}{n}"}).decode())
         while len(acked) < count:
-            frame = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
-            if frame.get("type") == "ack":
-                acked.append((frame["seq"], frame["msg_id"]))
-            elif frame.get("type") == "error":
-                raise RuntimeError(f"send refused: {frame}")
+            for frame in frames_of(await asyncio.wait_for(ws.recv(), 30)):
+                if frame.get("type") == "ack":
+                    acked.append((frame["seq"], frame["msg_id"]))
+                elif frame.get("type") == "error":
+                    raise RuntimeError(f"send refused: {frame}")
     finally:
         await ws.close()
     return acked
