@@ -13,7 +13,7 @@ async def _resumed(url: str, token: str) -> Socket:
     sock = await Socket.open(url, token, authenticate=False)
     await sock.send_json({"type": "auth", "token": token, "resume": True})
     await sock.wait(lambda fs: bool(fs))
-    assert sock.frames[0]["type"] == "auth_ok", sock.frames
+    assert sock.frames[0]["type"] == "auth_ok" and sock.frames[0]["resume"] is True, sock.frames
     return sock
 
 

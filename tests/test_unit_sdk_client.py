@@ -1,5 +1,6 @@
 """ImrayClient against a scripted fake imray (a WebSocket server on 127.0.0.1 and a mocked HTTP API, no
-Ray): resends with the same id, own messages, gap fill, 4002, wrong_node, silence and garbage."""
+Ray): resends with the same id, own messages, gap fill, 4002, wrong_node, silence and garbage, and the
+catch-up over the socket (issue 21) with its fallbacks to history."""
 
 from __future__ import annotations
 
@@ -35,11 +36,15 @@ class FakeHttp:
         path = request.url.path
         self.calls.append(path)
         if path == "/api/conversations":
-            last = max((m["seq"] for m in self.history), default=0)
-            return httpx.Response(200, json=[{"conv": CONV, "last_seq": last, "cursor": "c"}] if last else [])
+            last: dict[str, int] = {}
+            for m in self.history:
+                last[m["conv"]] = max(last.get(m["conv"], 0), m["seq"])
+            return httpx.Response(200, json=[{"conv": conv, "last_seq": seq, "cursor": "c"}
+                                             for conv, seq in last.items()])
         if path.endswith("/messages"):
-            after = int(request.url.params.get("after_seq", 0))
-            return httpx.Response(200, json={"messages": [m for m in self.history if m["seq"] > after]})
+            conv, after = path.split("/")[-2], int(request.url.params.get("after_seq", 0))
+            return httpx.Response(200, json={"messages": [m for m in self.history
+                                                          if m["conv"] == conv and m["seq"] > after]})
         if path == "/oauth2/token":
             if self.refuse_refresh:
                 return httpx.Response(400, json={"error": "invalid_grant"})
@@ -56,16 +61,50 @@ def tokens(access: str, url: str) -> Tokens:
                                  "expires_in": 900, "socket_url": url, "socket_node": "sn-1"})
 
 
-def msg(seq: int, sender: int = 1) -> dict[str, Any]:
-    return {"type": "msg", "conv": CONV, "seq": seq, "msg_id": f"m{seq}", "from": sender, "kind": "text",
+def msg(seq: int, sender: int = 1, conv: str = CONV) -> dict[str, Any]:
+    return {"type": "msg", "conv": conv, "seq": seq, "msg_id": f"m{seq}", "from": sender, "kind": "text",
             "body": f"b{seq}", "ts": seq}
 
 
 async def auth(ws: ServerConnection) -> str:
     """Read the auth frame, answer auth_ok; the token it carried."""
+    return str((await auth_frame(ws))["token"])
+
+
+async def auth_frame(ws: ServerConnection) -> dict[str, Any]:
+    """Read the auth frame, answer auth_ok (with batch, as imray does when asked); the frame."""
     frame = json.loads(await ws.recv())
-    await ws.send(json.dumps({"type": "auth_ok", "user_id": USER, "node": "sn-1", "session": "0" * 16}))
-    return str(frame["token"])
+    await ws.send(json.dumps({"type": "auth_ok", "user_id": USER, "node": "sn-1", "session": "0" * 16,
+                              "batch": True}))
+    return dict(frame)
+
+
+async def answer_resume(ws: ServerConnection, http: FakeHttp, truncate: int | None = None,
+                        refuse: tuple[str, ...] = (), fail: str | None = None) -> dict[str, Any]:
+    """Read the resume frame (the first line of the next message) and answer it as imray does, from
+    the fake's history: the missed msg frames, then resume_ok (or, with `fail`, an error frame with no
+    id). `truncate` caps each conversation's catch-up. Returns the resume frame."""
+    resume = json.loads(str(await ws.recv()).split("\n")[0])
+    assert resume["type"] == "resume"
+    if fail is not None:
+        code = "internal" if fail.startswith("catch-up") else "bad_request"
+        await ws.send(json.dumps({"type": "error", "code": code, "message": fail}))
+        return dict(resume)
+    frames: list[dict[str, Any]] = []
+    caught: dict[str, int] = {}
+    truncated: list[str] = []
+    refused = {conv: "forbidden" for conv in refuse if conv in resume["seen"]}
+    for conv, after in resume["seen"].items():
+        if conv in refused:
+            continue
+        missed = [m for m in http.history if m["conv"] == conv and m["seq"] > after]
+        if truncate is not None and len(missed) > truncate:
+            missed, truncated = missed[:truncate], [*truncated, conv]
+        frames += missed
+        caught[conv] = missed[-1]["seq"] if missed else after
+    summary = {"type": "resume_ok", "caught": caught, "truncated": truncated, "refused": refused}
+    await ws.send("\n".join(json.dumps(f) for f in [*frames, summary]))
+    return dict(resume)
 
 
 @asynccontextmanager
@@ -265,3 +304,157 @@ async def test_a_revoked_login_closes_the_client_with_an_error_event_and_no_retr
             ("unauthorized", "this login was revoked")]
         await asyncio.sleep(0.3)
         assert connections == 1
+
+
+OTHER, THIRD = "g:7", "g:8"
+
+
+def missed_while_away(http: FakeHttp) -> None:
+    """Three conversations the client has up to seq 1, with 2 and 3 missed in each."""
+    http.history = [msg(seq, conv=conv) for conv in (CONV, OTHER, THIRD) for seq in (1, 2, 3)]
+
+
+async def test_a_reconnect_announces_resume_and_names_each_known_conversation_with_its_seen_seq():
+    resumes: list[dict[str, Any]] = []
+    auths: list[dict[str, Any]] = []
+
+    async def script(number: int, ws: ServerConnection) -> None:
+        auths.append(await auth_frame(ws))
+        resumes.append(await answer_resume(ws, http))
+        if number == 0:
+            await ws.send(json.dumps(msg(2)))
+            await ws.close(1011)
+            return
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, http, _):
+        await client.connect(seen={CONV: 1, OTHER: 5})
+        await until(lambda: len(resumes) == 2)
+        assert auths[0] == {"type": "auth", "token": "t1", "batch": True, "resume": True}
+        assert [list(r["seen"].items()) for r in resumes] == [[(OTHER, 5), (CONV, 1)], [(CONV, 2), (OTHER, 5)]]
+
+
+async def test_a_resume_names_at_most_1000_conversations_the_most_recently_active():
+    resumes: list[dict[str, Any]] = []
+
+    async def script(number: int, ws: ServerConnection) -> None:
+        await auth_frame(ws)
+        resumes.append(await answer_resume(ws, http))
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, http, _):
+        await client.connect(seen={f"g:{n}": n for n in range(1, 1201)})  # the last given counts as newest
+        await until(lambda: len(resumes) == 1)
+        assert sorted(resumes[0]["seen"]) == sorted(f"g:{n}" for n in range(201, 1201))
+
+
+async def test_without_a_known_conversation_auth_asks_no_resume_and_the_list_finds_the_new_ones():
+    frames: list[dict[str, Any]] = []
+
+    async def script(number: int, ws: ServerConnection) -> None:
+        frames.append(await auth_frame(ws))
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, http, events):
+        http.history = [msg(1), msg(2)]
+        await client.connect(seen={})
+        await until(lambda: [s for s, _ in delivered(events)] == [1, 2])
+        assert frames == [{"type": "auth", "token": "t1", "batch": True}]
+
+
+async def test_messages_missed_while_away_come_over_the_socket_once_in_order_with_no_history_read():
+    async def script(number: int, ws: ServerConnection) -> None:
+        await auth_frame(ws)
+        if number == 0:
+            await ws.close(1011)
+            return
+        await answer_resume(ws, http)
+        for seq in (3, 4):  # live: 3 again (the catch-up carried it), then a new one
+            await ws.send(json.dumps(msg(seq)))
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, http, events):
+        http.history = [msg(1)]
+        await client.connect(seen={CONV: 1})
+        http.history = [msg(1), msg(2), msg(3)]
+        http.calls.clear()
+        await until(lambda: [s for s, _ in delivered(events)] == [2, 3, 4])
+        await asyncio.sleep(0.3)
+        assert [s for s, _ in delivered(events)] == [2, 3, 4]
+        assert not [c for c in http.calls if c.endswith("/messages")]
+
+
+async def test_a_truncated_catch_up_goes_on_through_history_from_where_the_socket_stopped():
+    async def script(number: int, ws: ServerConnection) -> None:
+        await auth_frame(ws)
+        await answer_resume(ws, http, truncate=2)
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, http, events):
+        http.history = [msg(seq) for seq in range(1, 8)]
+        await client.connect(seen={CONV: 1})
+        await until(lambda: [s for s, _ in delivered(events)] == [2, 3, 4, 5, 6, 7])
+        assert [c for c in http.calls if c.endswith("/messages")] == [f"/api/conversations/{CONV}/messages"]
+
+
+async def test_a_conversation_the_resume_refuses_is_left_out_of_the_next_resume():
+    resumes: list[dict[str, Any]] = []
+
+    async def script(number: int, ws: ServerConnection) -> None:
+        await auth_frame(ws)
+        resumes.append(await answer_resume(ws, http, refuse=(OTHER,)))
+        if number == 0:
+            await ws.close(1011)
+            return
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, http, events):
+        await client.connect(seen={CONV: 0, OTHER: 3})
+        await until(lambda: len(resumes) == 2)
+        assert [r["seen"] for r in resumes] == [{OTHER: 3, CONV: 0}, {CONV: 0}]
+        assert not [e for e in events if isinstance(e, ErrorEvent)]
+
+
+@pytest.mark.parametrize("failure", ["no resume frame in time: read what you missed from history",
+                                     "catch-up failed: read what you missed from history"])
+async def test_when_the_catch_up_over_the_socket_fails_every_conversation_is_caught_up_from_history(failure):
+    async def script(number: int, ws: ServerConnection) -> None:
+        await auth_frame(ws)
+        await answer_resume(ws, http, fail=failure)
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, http, events):
+        missed_while_away(http)
+        await client.connect(seen={CONV: 1, OTHER: 1, THIRD: 1})
+        await until(lambda: len(delivered(events)) == 6)
+        assert sorted((e.conv, e.seq) for e in events if isinstance(e, Message)) == [
+            (conv, seq) for conv in sorted((CONV, OTHER, THIRD)) for seq in (2, 3)]
+        assert not [e for e in events if isinstance(e, ErrorEvent)]  # the SDK's business, not the app's
+
+
+async def test_a_reconnect_costs_one_http_request_instead_of_one_per_conversation_that_moved():
+    resume_works = True
+
+    async def script(number: int, ws: ServerConnection) -> None:
+        await auth_frame(ws)
+        if resume_works:
+            await answer_resume(ws, http)
+        else:  # what a reconnect cost before issue 21: the catch-up through history
+            await answer_resume(ws, http, fail="catch-up failed: read what you missed from history")
+        if number == 0:
+            missed_while_away(http)
+            http.calls.clear()
+            await ws.close(1011)
+            return
+        await ws.wait_closed()
+
+    for resume_works in (True, False):
+        async with fake_imray(script) as (client, http, events):
+            http.history = [msg(1, conv=conv) for conv in (CONV, OTHER, THIRD)]
+            await client.connect(seen={CONV: 1, OTHER: 1, THIRD: 1})
+            await until(lambda: len(delivered(events)) == 6)
+            await asyncio.sleep(0.1)
+            requests = len(http.calls)
+            print(f"HTTP requests of a reconnect, 3 conversations moved, resume {'on' if resume_works else 'off'}:"
+                  f" {requests} ({', '.join(http.calls)})")
+            assert requests == (1 if resume_works else 4)

@@ -233,8 +233,12 @@ class SocketServer:
             self.sessions.setdefault(user, {})[session.id] = session
             if principal.family:
                 self._logins.setdefault(principal.family, {})[session.id] = session
-            ok = {"type": "auth_ok", "user_id": user, "node": self.node_id, "session": session.id}
-            session.push(dumps({**ok, "batch": True} if batch else ok))
+            ok: dict[str, object] = {"type": "auth_ok", "user_id": user, "node": self.node_id, "session": session.id}
+            if batch:  # issue 21's options, echoed when this node takes them
+                ok["batch"] = True
+            if resume and self._catch_up is not None:
+                ok["resume"] = True
+            session.push(dumps(ok))
             if self._move_frame is not None:  # a token pinned here before the drain: move on at once
                 session.push(self._move_frame(session))
             if resume and self._catch_up is not None:  # live frames wait for the resume frame's catch-up

@@ -40,6 +40,11 @@ MAX_SEND_RETRIES = 5
 FATAL_CLOSES = {4001: "unauthorized", 4009: "too_many_sessions"}
 CONNECTION_ERRORS = ("unauthorized", "token_expired", "wrong_node", "too_many_sessions")
 RATE_LIMITED_WAIT_S = 5.0  # the least wait after a 4029 close
+MAX_RESUME_CONVS = 1000  # conversations one resume frame may name; the rest catch up through HTTP
+RESUME_FAILED = ("bad_request", "internal")  # an error frame with no id instead of resume_ok: HTTP catch-up
+
+
+_Authed = tuple[list[Any], bool]  # the frames that answered auth, and whether it announced a resume
 
 
 @dataclass
@@ -130,7 +135,10 @@ class ImrayClient:
         self._ws: ClientConnection | None = None
         self._ready: asyncio.Future[None] | None = None
         self._moving = False
-        self._handover: tuple[ClientConnection, Any] | None = None  # a socket a `move` opened, authenticated
+        self._handover: tuple[ClientConnection, _Authed] | None = None  # a socket a `move` opened, authenticated
+        self._recent: dict[str, None] = {}  # conversations by last activity, most recent last
+        self._refused: set[str] = set()  # refused by a resume (left...): left out of the next ones
+        self._resuming: tuple[ClientConnection, asyncio.Future[dict[str, Any] | None]] | None = None
         self._pong = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._gap_tasks: dict[str, asyncio.Task[None]] = {}
@@ -188,8 +196,10 @@ class ImrayClient:
             raise ImrayError("closed" if self.finished else "bad_request", "connect() once per client")
         if seen is None:
             items = await self._authorized(self.api.conversations)
-            seen = {item["conv"]: int(item["last_seq"]) for item in items}
+            seen = {item["conv"]: int(item["last_seq"]) for item in reversed(items)}  # newest first: oldest first
         self.streams = Streams(seen)
+        for conv in seen:
+            self._touch(conv)
         self._ready = asyncio.get_running_loop().create_future()
         self._set_state("connecting")
         self._dispatch_task = self._spawn(self._dispatcher())
@@ -422,15 +432,17 @@ class ImrayClient:
         return await connect(self.socket_url, compression=None, max_size=2**22, open_timeout=self.open_timeout,
                              close_timeout=2)
 
-    async def _session(self, ws: ClientConnection, first: Any = None) -> _Outcome:
-        """Authenticate on `ws` (unless `first`, its answer to auth, is given) and read it until it closes."""
+    async def _session(self, ws: ClientConnection, authed: _Authed | None = None) -> _Outcome:
+        """Authenticate on `ws` (unless `authed`, its answer to auth, is given) and read it until it closes."""
         error: dict[str, Any] | None = None
         authenticated = False
         pinger: asyncio.Task[None] | None = None
+        resumed: asyncio.Future[dict[str, Any] | None] | None = None
         try:
-            if first is None:
-                first = await self._authenticate(ws)
-            first, packed = first[0] if first else None, first[1:]  # frames that came with auth_ok
+            if authed is None:
+                authed = await self._authenticate(ws)
+            frames, asked_resume = authed
+            first, packed = frames[0] if frames else None, frames[1:]  # frames that came with auth_ok
             if not isinstance(first, dict) or first.get("type") != "auth_ok":
                 error = first if isinstance(first, dict) and first.get("type") == "error" else \
                     {"code": "bad_frame", "message": f"expected auth_ok, got {str(first)[:200]}"}
@@ -446,12 +458,16 @@ class ImrayClient:
                 self._ready.set_result(None)
             pinger = self._spawn(self._ping(ws))
             resend = [orjson.dumps(pending.frame).decode() for pending in list(self._pending.values())]
+            if asked_resume:  # the resume frame must come first (issue 21)
+                resumed = asyncio.get_running_loop().create_future()
+                self._resuming = (ws, resumed)
+                resend.insert(0, orjson.dumps({"type": "resume", "seen": self._resume_seen()}).decode())
             if resend and first.get("batch"):  # the server reads several frames per message
                 await ws.send("\n".join(resend))
             else:
                 for frame_text in resend:
                     await ws.send(frame_text)
-            self._spawn(self._catch_up(ws))
+            self._spawn(self._catch_up(ws, resumed))
             for frame in packed:
                 error = await self._take(ws, frame) or error
             async for raw in ws:
@@ -464,6 +480,10 @@ class ImrayClient:
             error = {"code": "bad_frame"}
         finally:
             self._ws = None
+            if resumed is not None and not resumed.done():
+                resumed.set_result(None)  # the socket is gone: the next one catches up
+            if self._resuming is not None and self._resuming[0] is ws:
+                self._resuming = None
             if pinger is not None:
                 pinger.cancel()
             await ws.close()
@@ -477,11 +497,31 @@ class ImrayClient:
         await self._on_frame(ws, frame)
         return frame if frame.get("type") == "error" and frame.get("id") not in self._pending else None
 
-    async def _authenticate(self, ws: ClientConnection) -> list[Any]:
-        """Send auth, announcing batched frames (issue 21), and return the frames of the first
-        message back: auth_ok, and what the server packed with it (a `move`, say)."""
-        await ws.send(orjson.dumps({"type": "auth", "token": self.access_token, "batch": True}).decode())
-        return _frames(await asyncio.wait_for(ws.recv(), self.open_timeout))
+    async def _authenticate(self, ws: ClientConnection) -> _Authed:
+        """Send auth, announcing batched frames and, with conversations to name, a resume (issue 21);
+        return the frames of the first message back (auth_ok, and what the server packed with it: a
+        `move`, say) and whether a resume was announced."""
+        resume = bool(self._resume_seen())
+        auth: dict[str, Any] = {"type": "auth", "token": self.access_token, "batch": True}
+        if resume:
+            auth["resume"] = True
+        await ws.send(orjson.dumps(auth).decode())
+        return _frames(await asyncio.wait_for(ws.recv(), self.open_timeout)), resume
+
+    def _resume_seen(self) -> dict[str, int]:
+        """The resume frame's `seen`: the most recently active conversations the client knows (at most
+        MAX_RESUME_CONVS), except those a resume refused."""
+        named: dict[str, int] = {}
+        for conv in reversed(self._recent):
+            if len(named) == MAX_RESUME_CONVS:
+                break
+            if conv in self.streams.seen and conv not in self._refused:
+                named[conv] = self.streams.seen[conv]
+        return named
+
+    def _touch(self, conv: str) -> None:
+        self._recent.pop(conv, None)
+        self._recent[conv] = None
 
     async def _follow_move(self, old: ClientConnection) -> None:
         """Open the socket a `move` named and authenticate there, then close the old one (the stream
@@ -513,6 +553,16 @@ class ImrayClient:
 
     async def _on_frame(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
+        resuming = self._resuming is not None and self._resuming[0] is ws
+        if resuming and (kind == "resume_ok" or (kind == "error" and frame.get("id") is None
+                                                 and frame.get("code") in RESUME_FAILED)):
+            assert self._resuming is not None
+            future, self._resuming = self._resuming[1], None
+            if not future.done():
+                future.set_result(frame if kind == "resume_ok" else None)
+            if kind == "error":
+                log.info("catch-up over the socket failed (%s): reading history", frame.get("message"))
+            return
         if kind == "msg":
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 self._offer(Message.from_frame(frame))
@@ -572,9 +622,11 @@ class ImrayClient:
     # Ordering and catching up
 
     def _offer(self, message: Message) -> None:
+        conv = message.conv
         for ready in self.streams.offer(message, time.monotonic()):
             self._emit(ready)
-        conv = message.conv
+            self._refused.discard(conv)  # readable again (a member again)
+        self._touch(conv)
         if self.streams.holding(conv) and conv not in self._gap_tasks:
             self._gap_tasks[conv] = self._spawn(self._watch_gap(conv))
 
@@ -616,9 +668,22 @@ class ImrayClient:
         finally:
             self._gap_tasks.pop(conv, None)
 
-    async def _catch_up(self, ws: ClientConnection) -> None:
-        """After `auth_ok`: every conversation whose `last_seq` is past what was delivered is read from
-        history; live frames meanwhile wait in the stream behind any gap they leave."""
+    async def _catch_up(self, ws: ClientConnection, resumed: asyncio.Future[dict[str, Any] | None] | None) -> None:
+        """After `auth_ok`: what the resume frame named came over the socket before `resume_ok`; then
+        the conversation list is read, and every conversation whose `last_seq` is past what was
+        delivered (one the resume did not name or truncated, or every one if the resume failed) is read
+        from history; live frames meanwhile wait in the stream behind any gap they leave."""
+        if resumed is not None:
+            try:
+                summary = await asyncio.wait_for(asyncio.shield(resumed), self.open_timeout)
+            except TimeoutError:
+                summary = None  # no answer: history, as if it had failed
+            if summary is not None:
+                refused = summary.get("refused")
+                for conv in refused if isinstance(refused, dict) else ():
+                    self._refused.add(str(conv))  # not ours to read now: as history's 403/404
+                    for ready in self.streams.release(str(conv)):
+                        self._emit(ready)
         attempt = 0
         while not self.finished and ws.close_code is None:
             try:

@@ -57,6 +57,16 @@ class Streams:
             self._gap_since.pop(conv, None)
         return ready
 
+    def release(self, conv: str) -> list[Message]:
+        """Give up on `conv`'s gap (nothing can fill it: the conversation was left): its held messages,
+        in seq order, counted as seen."""
+        held = self._held.pop(conv, {})
+        self._gap_since.pop(conv, None)
+        ready = [held[seq] for seq in sorted(held)]
+        if ready:
+            self.seen[conv] = ready[-1].seq
+        return ready
+
     def holding(self, conv: str) -> bool:
         """Whether `conv` has messages held behind a gap."""
         return conv in self._held

@@ -57,6 +57,10 @@ const OPEN = 1;
 const FATAL_CODES: Record<number, string> = { 4001: "unauthorized", 4009: "too_many_sessions" };
 const RETRIED_SEND_ERRORS = new Set(["internal", "rate_limited"]);
 const CLOSE_ERRORS = new Set(["unauthorized", "wrong_node", "token_expired", "too_many_sessions"]);
+/** Conversations one resume frame may name (issue 21); the rest catch up through HTTP. */
+const MAX_RESUME_CONVS = 1000;
+/** An error frame with no id instead of resume_ok: the catch-up over the socket failed; read history. */
+const RESUME_FAILED = new Set(["bad_request", "internal"]);
 
 /** One WebSocket and what the client knows about it. */
 class Session {
@@ -68,8 +72,16 @@ class Session {
   timers = new Set<ReturnType<typeof setTimeout>>();
   pingTimer: ReturnType<typeof setInterval> | undefined;
   pongTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Auth announced a resume (issue 21); `awaitingResume` until its resume_ok or failure. */
+  resumeAsked = false;
+  awaitingResume = false;
+  /** resume_ok, or undefined when the catch-up over the socket failed or the socket went first. */
+  readonly resumed: Promise<Frame | undefined>;
+  settleResume: (summary: Frame | undefined) => void = () => undefined;
 
-  constructor(readonly ws: WebSocketLike) {}
+  constructor(readonly ws: WebSocketLike) {
+    this.resumed = new Promise((resolve) => (this.settleResume = resolve));
+  }
 
   send(frame: object): boolean {
     if (this.done || this.ws.readyState !== OPEN) return false;
@@ -110,6 +122,10 @@ export class ImrayClient {
   private readonly pending = new Map<string, PendingSend>();
   private readonly gapTimers = new Map<string, ReturnType<typeof setTimeout>>();
   private readonly filling = new Set<string>();
+  /** Conversations by last activity, most recent last (a resume names the most recent). */
+  private readonly recent = new Map<string, true>();
+  /** Conversations a resume refused (left the group...): left out of the next resumes. */
+  private readonly refused = new Set<string>();
   private _state: ClientState = "closed";
   private running = false;
   private stopped = false;
@@ -189,9 +205,16 @@ export class ImrayClient {
     this.scheduleRenewal((this.expiresAt - Date.now()) / 1000);
     try {
       if (options.seen) {
-        for (const [conv, seq] of options.seen instanceof Map ? options.seen : Object.entries(options.seen)) this.streams.setSeen(conv, seq);
+        for (const [conv, seq] of options.seen instanceof Map ? options.seen : Object.entries(options.seen)) {
+          this.streams.setSeen(conv, seq);
+          this.touch(conv);
+        }
       } else {
-        for (const item of await this.authorized((token) => this.api.conversations(token))) this.streams.setSeen(item.conv, item.last_seq);
+        // The list is newest first; `recent` is oldest first.
+        for (const item of (await this.authorized((token) => this.api.conversations(token))).reverse()) {
+          this.streams.setSeen(item.conv, item.last_seq);
+          this.touch(item.conv);
+        }
       }
     } catch (err) {
       if (!this.stopped) this.fatal("baseline", `the conversation list could not be read: ${(err as Error).message}`);
@@ -318,7 +341,9 @@ export class ImrayClient {
     const session = new Session(ws);
     ws.onopen = () => {
       session.opened = true;
-      session.send({ type: "auth", token, batch: true });
+      // With conversations to name, catch up over the socket (issue 21): one frame, no history reads.
+      session.resumeAsked = this.resumeSeen().size > 0;
+      session.send(session.resumeAsked ? { type: "auth", token, batch: true, resume: true } : { type: "auth", token, batch: true });
     };
     ws.onmessage = (event: { data: unknown }) => this.onRaw(session, event.data);
     ws.onclose = (event: { code?: number; reason?: string }) => this.finishSession(session, event.code ?? 1006, event.reason ?? "");
@@ -361,6 +386,11 @@ export class ImrayClient {
       if (typeof frame !== "object" || frame === null || typeof frame.type !== "string") throw new Error("no type");
     } catch {
       this.emit({ type: "error", code: "protocol", message: `the server sent a frame that is not a JSON object with a type: ${String(data).slice(0, 100)}` });
+      return;
+    }
+    if (session.awaitingResume && (frame.type === "resume_ok" || (frame.type === "error" && frame.id == null && RESUME_FAILED.has(String(frame.code))))) {
+      session.awaitingResume = false;
+      session.settleResume(frame.type === "resume_ok" ? frame : undefined); // a failure: history instead, not the app's business
       return;
     }
     switch (frame.type) {
@@ -416,6 +446,12 @@ export class ImrayClient {
     this.setState("connected");
     this.connectWaiter?.resolve();
     this.connectWaiter = undefined;
+    if (session.resumeAsked) {
+      // The resume frame comes first: live frames wait on the server until its catch-up is out.
+      session.awaitingResume = true;
+      session.send({ type: "resume", seen: Object.fromEntries(this.resumeSeen()) });
+      session.timers.add(setTimeout(() => session.settleResume(undefined), this.options.authTimeoutMs));
+    }
     for (const pending of this.pending.values()) {
       if (pending.retryTimer !== undefined) clearTimeout(pending.retryTimer);
       pending.retryTimer = undefined;
@@ -433,6 +469,7 @@ export class ImrayClient {
   private retireSession(session: Session): void {
     session.done = true;
     session.stopTimers();
+    session.settleResume(undefined);
     try {
       session.ws.close(1000, "moved");
     } catch {
@@ -444,6 +481,7 @@ export class ImrayClient {
     if (session.done) return;
     session.done = true;
     session.stopTimers();
+    session.settleResume(undefined);
     if (session === this.moving) {
       this.moving = undefined; // the old socket stays; its loss later reconnects to the new pin
       return;
@@ -621,7 +659,10 @@ export class ImrayClient {
   // ---- ordered delivery ----
 
   private deliver(msg: Msg): void {
-    for (const next of this.streams.offer(msg)) this.emit({ type: "message", message: next });
+    const ready = this.streams.offer(msg);
+    if (ready.length) this.refused.delete(msg.conv); // readable again (a member again)
+    this.touch(msg.conv);
+    for (const next of ready) this.emit({ type: "message", message: next });
     if (this.streams.gap(msg.conv)) this.scheduleGapFill(msg.conv);
   }
 
@@ -663,10 +704,38 @@ export class ImrayClient {
     }
   }
 
-  /** After every auth_ok: read the list, catch every conversation up, then release what was held. */
+  private touch(conv: string): void {
+    this.recent.delete(conv);
+    this.recent.set(conv, true);
+  }
+
+  /** The resume frame's seen: the most recently active conversations known (at most 1000), but
+   * those a resume refused. */
+  private resumeSeen(): Map<string, number> {
+    const named = new Map<string, number>();
+    for (const conv of [...this.recent.keys()].reverse()) {
+      if (named.size === MAX_RESUME_CONVS) break;
+      if (this.streams.knows(conv) && !this.refused.has(conv)) named.set(conv, this.streams.seen(conv));
+    }
+    return named;
+  }
+
+  /** After every auth_ok: what the resume named comes over the socket before resume_ok; then the list
+   * is read and every conversation still behind (not named, truncated, or all of them when the resume
+   * failed) is caught up from history, then what was held is released. */
   private async catchUp(session: Session): Promise<void> {
     this.catchingUp += 1;
     try {
+      if (session.resumeAsked) {
+        const summary = await session.resumed;
+        if (this.stopped || session !== this.current) return;
+        const refused = summary?.refused;
+        for (const conv of typeof refused === "object" && refused !== null ? Object.keys(refused) : []) {
+          // Not ours to read now (left the group...): as history's 403/404.
+          this.refused.add(conv);
+          for (const msg of this.streams.release(conv)) this.emit({ type: "message", message: msg });
+        }
+      }
       for (let attempt = 0; ; attempt++) {
         try {
           const list = await this.authorized((token) => this.api.conversations(token));

@@ -314,3 +314,106 @@ test("an HTTP answer that is not JSON, or not 2xx, rejects with a precise ImrayH
   await assert.rejects(new HttpApi("http://imray.test", { fetch: refused }).me("t"),
     (err) => err instanceof ImrayHttpError && err.status === 0 && /fetch failed/.test(err.message));
 });
+
+// ---- catch-up over the socket (issue 21) ----
+
+const OTHER = "g:7";
+const THIRD = "g:8";
+
+/** A client that knows `seen`, connected with the resume answered (`answer` options, or false: not answered). */
+async function resumedClient(seen, answer = {}, setup = () => undefined) {
+  FakeSocket.reset();
+  const server = new FakeImray();
+  setup(server);
+  const client = ImrayClient.fromTokens("http://imray.test", tokens(), { WebSocket: FakeSocket, fetch: server.fetch, ...QUICK });
+  const record = { client, server, messages: [], states: [], errors: [] };
+  client.on("message", ({ message }) => record.messages.push(message));
+  client.on("error", (error) => record.errors.push(error));
+  current = record;
+  const connecting = client.connect({ seen });
+  await until(() => FakeSocket.all.length === 1, "a socket");
+  FakeSocket.last().accept();
+  await connecting;
+  if (answer) server.answerResume(FakeSocket.last(), answer);
+  return record;
+}
+
+/** Drops the socket and accepts the next one; returns it (its resume not answered yet). */
+async function reconnected() {
+  const count = FakeSocket.all.length;
+  FakeSocket.last().drop(1006);
+  await until(() => FakeSocket.all.length === count + 1, "a new socket");
+  FakeSocket.last().accept();
+  return FakeSocket.last();
+}
+
+const moved = (seqs) => (server) => { for (const conv of [CONV, OTHER, THIRD]) for (const seq of seqs) server.add(conv, seq); };
+
+test("with conversations known, auth announces resume and the first frame after auth_ok names each with its seen seq", async () => {
+  const record = await resumedClient({ [CONV]: 1, [OTHER]: 5 });
+  assert.deepEqual(FakeSocket.last().sent[0], { type: "auth", token: "access-0", batch: true, resume: true });
+  assert.deepEqual(FakeSocket.last().sent[1], { type: "resume", seen: { [OTHER]: 5, [CONV]: 1 } });
+  FakeSocket.last().receive(live(2));
+  const sending = record.client.send(CONV, "pending across the reconnect");
+  const socket = await reconnected();
+  assert.deepEqual(socket.sent.map((f) => f.type), ["auth", "resume", "send"], "resume first, then the resends");
+  assert.deepEqual(Object.entries(socket.sent[1].seen), [[CONV, 2], [OTHER, 5]], "the most recently active first");
+  record.server.answerResume(socket);
+  socket.receive({ type: "ack", id: socket.sent[2].id, msg_id: "own", conv: CONV, seq: 3, ts: 3 });
+  assert.equal((await sending).seq, 3);
+});
+
+test("messages missed while away come over the socket once, in order, and no history is read", async () => {
+  const record = await resumedClient({ [CONV]: 1 });
+  for (let seq = 2; seq <= 3; seq++) record.server.add(CONV, seq);
+  const socket = await reconnected();
+  record.server.answerResume(socket);
+  socket.receive(live(3)); // live again: the catch-up carried it
+  socket.receive(live(4));
+  await tick(100);
+  assert.deepEqual(seqs(record), [2, 3, 4]);
+  assert.equal(record.server.calls.filter((c) => c.includes("/messages")).length, 0);
+  assert.deepEqual(record.errors, []);
+});
+
+test("a truncated catch-up goes on through history from where the socket stopped", async () => {
+  const record = await resumedClient({ [CONV]: 1 }, { truncate: 2 }, (server) => { for (let seq = 1; seq <= 7; seq++) server.add(CONV, seq); });
+  await until(() => record.messages.length === 6, "the rest from history");
+  assert.deepEqual(seqs(record), [2, 3, 4, 5, 6, 7]);
+  assert.deepEqual(record.server.calls.filter((c) => c.includes("/messages")), [`GET /api/conversations/${encodeURIComponent(CONV)}/messages?after_seq=3&limit=200`]);
+});
+
+test("a conversation the resume refuses (left) is left out of the next resume", async () => {
+  const record = await resumedClient({ [CONV]: 0, [OTHER]: 3 }, { refuse: [OTHER] });
+  await tick(20);
+  const socket = await reconnected();
+  assert.deepEqual(socket.frames("resume")[0].seen, { [CONV]: 0 });
+  assert.deepEqual(record.errors, []);
+});
+
+for (const failure of ["no resume frame in time: read what you missed from history", "catch-up failed: read what you missed from history"]) {
+  test(`when the catch-up over the socket fails ("${failure.split(":")[0]}"), every conversation is caught up from history`, async () => {
+    const record = await resumedClient({ [CONV]: 1, [OTHER]: 1, [THIRD]: 1 }, { fail: failure }, moved([1, 2, 3]));
+    await until(() => record.messages.length === 6, "all six from history");
+    assert.deepEqual(record.messages.map((m) => `${m.conv}#${m.seq}`).sort(), [CONV, OTHER, THIRD].flatMap((c) => [`${c}#2`, `${c}#3`]).sort());
+    assert.deepEqual(record.errors, [], "the SDK's business, not the app's");
+  });
+}
+
+test("a reconnect costs one HTTP request instead of one per conversation that moved", async () => {
+  const counts = {};
+  for (const resume of [true, false]) {
+    const record = await resumedClient({ [CONV]: 1, [OTHER]: 1, [THIRD]: 1 }, {}, moved([1]));
+    await tick(20);
+    moved([2, 3])(record.server);
+    record.server.calls.length = 0;
+    const socket = await reconnected();
+    record.server.answerResume(socket, resume ? {} : { fail: "catch-up failed: read what you missed from history" });
+    await until(() => record.messages.length === 6, "six missed messages");
+    await tick(50);
+    counts[resume ? "resume" : "history"] = record.server.calls.length;
+    console.log(`HTTP requests of a reconnect, 3 conversations moved, resume ${resume ? "on" : "off"}: ${record.server.calls.length} (${record.server.calls.join(", ")})`);
+    await record.client.close();
+  }
+  assert.deepEqual(counts, { resume: 1, history: 4 });
+});

@@ -76,6 +76,37 @@ export class FakeImray {
     return msg;
   }
 
+  /** Answers `socket`'s resume frame as imray does, from the messages here: the missed msg frames,
+   * then resume_ok, packed in one message (or, with `fail`, an error frame with no id). `truncate`
+   * caps each conversation's catch-up; `refuse` lists conversations refused as forbidden. */
+  answerResume(socket, { truncate, refuse = [], fail } = {}) {
+    const [resume] = socket.frames("resume");
+    if (!resume) throw new Error("no resume frame was sent");
+    if (fail) {
+      socket.receive({ type: "error", code: fail.startsWith("catch-up") ? "internal" : "bad_request", message: fail });
+      return resume;
+    }
+    const frames = [];
+    const caught = {};
+    const truncated = [];
+    const refused = {};
+    for (const [conv, after] of Object.entries(resume.seen)) {
+      if (refuse.includes(conv)) {
+        refused[conv] = "forbidden";
+        continue;
+      }
+      let missed = (this.messages.get(conv) ?? []).filter((m) => m.seq > after);
+      if (truncate !== undefined && missed.length > truncate) {
+        missed = missed.slice(0, truncate);
+        truncated.push(conv);
+      }
+      frames.push(...missed);
+      caught[conv] = missed.length ? missed[missed.length - 1].seq : after;
+    }
+    socket.receive([...frames, { type: "resume_ok", caught, truncated, refused }].map((f) => JSON.stringify(f)).join("\n"));
+    return resume;
+  }
+
   fetch = async (input, init = {}) => {
     const url = new URL(input);
     this.calls.push(`${init.method ?? "GET"} ${url.pathname}${url.search}`);
