@@ -302,6 +302,12 @@ class Gateway:
         """GET /api/files/{file_id}'s bytes, never a redirect: what the app's fetch can read."""
         return await same_origin_download(await call(self._web.download.remote(await self._uid(request), file_id)))
 
+    @app.get("/app/users/{user_id}/avatar", include_in_schema=False)
+    async def webapp_avatar(self, user_id: IdPath, request: Request) -> Response:
+        """GET /api/users/{user_id}/avatar's bytes, never a redirect (as /app/files for files)."""
+        await self._user(request)
+        return await same_origin_download(await call(self._users.avatar.remote(user_id)))
+
     @app.get("/app/{path:path}", include_in_schema=False)
     async def webapp_file(self, path: str) -> Response:
         return webapp_response(path)

@@ -3,13 +3,17 @@
 
 import { Api, reasonOf } from "./api.js";
 import { byId, clear, h } from "./dom.js";
+import { ContactsView } from "./contacts-view.js";
+import { groupPanel, type GroupActions } from "./group-panel.js";
 import { Media } from "./media.js";
 import { Names } from "./names.js";
-import { messageItem, type RenderContext } from "./render.js";
+import { Avatars, profileForm } from "./profile-view.js";
+import { completeMention, mentionCandidates, mentionedIds, mentionQuery, type Mentionable } from "./mentions.js";
+import { messageItem, type Action, type RenderContext } from "./render.js";
 import type { ImrayClient } from "./sdk/index.js";
 import { saveClient } from "./session.js";
 import { Conversation, Store } from "./store.js";
-import { directConv, peerOf, type Msg } from "./wire.js";
+import { directConv, peerOf, roleOf, type Group, type Msg, type User } from "./wire.js";
 
 const TYPING_SHOWN_MS = 5000;
 const TYPING_SENT_EVERY_MS = 3000;
@@ -33,17 +37,38 @@ export class ChatApp {
   private readonly rest: Api;
   private readonly names: Names;
   private readonly media: Media;
+  private readonly contacts: ContactsView;
+  private readonly avatars: Avatars;
   private open: Conversation | null = null;
   private pending: Pending[] = [];
   private pendingKey = 0;
   private typingSentAt = 0;
   private renderQueued = false;
   private saver: ReturnType<typeof setInterval> | undefined;
+  /** The message whose action menu is open. */
+  private menuSeq: number | null = null;
+  /** What the composer does with its text besides sending: answer a message, or replace one's text. */
+  private compose: { mode: "reply" | "edit"; seq: number } | null = null;
+  /** An element (by data-key, or "menu <seq>": its first item) to focus after the next render. */
+  private focusKey: string | null = null;
+  /** Groups read so far; "gone" once I am no longer a member (removed, left) and may not read it. */
+  private readonly groups = new Map<number, Group | "gone">();
+  private mentionOptions: Mentionable[] = [];
+  private mentionPick = 0;
+  /** The group info panel is open (for the open group). */
+  private panelOpen = false;
+  private readonly infoError = h("p", { id: "info-error", class: "error", role: "alert" });
 
   constructor(private readonly chat: ImrayClient, private readonly username: string, private readonly onLogout: () => void) {
     this.store = new Store(chat.userId);
     this.rest = new Api(chat);
-    this.names = new Names(this.rest, () => this.render());
+    this.names = new Names(this.rest, () => {
+      this.render();
+      this.renderPanel();
+      this.contacts.render();
+    });
+    this.avatars = new Avatars(this.rest);
+    this.contacts = new ContactsView(this.rest, this.names, this.avatars, (user) => void this.openChat(directConv(this.me, user)));
     this.media = new Media(this.rest);
   }
 
@@ -59,6 +84,7 @@ export class ChatApp {
     chat.on("error", (e) => (closedBecause = e.message));
     chat.on("state", (e) => {
       this.showState(e.state, e.state === "closed" ? closedBecause : undefined);
+      if (e.state === "connected") void this.contacts.reload();  // presence frames missed while away
       saveClient(chat, this.username);
     });
     chat.on("frame", () => saveClient(chat, this.username));  // refresh_ok: the tokens rotated
@@ -74,6 +100,8 @@ export class ChatApp {
       this.render();
       setTimeout(() => this.render(), TYPING_SHOWN_MS + 50);
     });
+    chat.on("contact", () => void this.contacts.reload());
+    chat.on("presence", (e) => this.contacts.presence(e.user_id, e.online));
     chat.on("deleted", (e) => {
       const msg = this.store.get(e.conv).messages.get(e.seq);
       if (msg !== undefined) msg.deleted = true;
@@ -81,7 +109,9 @@ export class ChatApp {
     });
     document.addEventListener("visibilitychange", () => this.markRead());
     window.addEventListener("pagehide", () => saveClient(chat, this.username));
-    const list = await this.rest.conversations();
+    const [list, me] = await Promise.all([this.rest.conversations(), this.rest.me()]);
+    this.showMe(me);
+    byId("profile-slot").replaceChildren(profileForm(me, this.rest, this.avatars, (user) => this.showMe(user)));
     this.store.takeList(list);
     this.render();
     // The list just read is the baseline: the stream brings exactly what comes after it.
@@ -100,6 +130,7 @@ export class ChatApp {
     if (msg.event?.type === "updated" && typeof msg.event.name === "string") {
       this.names.setGroup(Number(msg.conv.slice(2)), msg.event.name);
     }
+    if (c.isGroup && msg.event !== undefined && GROUP_EVENTS.has(msg.event.type)) this.groupChanged(msg);
     this.render();
     this.markRead();
   }
@@ -128,11 +159,12 @@ export class ChatApp {
     root.append(
       h("header", { class: "topbar" },
         h("h1", {}, "imray"),
-        h("span", { class: "whoami" }, `Signed in as ${this.username}`),
+        h("span", { class: "whoami", id: "whoami" }, `Signed in as ${this.username}`),
         h("span", { id: "conn", class: "conn", role: "status", "data-state": "connecting" }, STATE_TEXT.connecting),
         h("button", { type: "button", id: "logout" }, "Log out")),
       h("main", { id: "layout", class: "layout", "data-view": "list" },
         h("nav", { class: "sidebar", "aria-label": "Conversations" },
+          h("div", { id: "profile-slot" }),
           h("form", { id: "new-direct", class: "side-form" },
             h("label", { for: "direct-name" }, "Chat with (username)"),
             h("div", { class: "row" },
@@ -147,15 +179,26 @@ export class ChatApp {
               h("input", { id: "group-members", name: "members", autocomplete: "off" }),
               h("button", { type: "submit" }, "Create group"))),
           h("p", { id: "side-error", class: "error", role: "alert" }),
-          h("ul", { id: "conv-list", class: "conv-list" })),
+          h("h2", { class: "side-title" }, "Chats"),
+          h("ul", { id: "conv-list", class: "conv-list" }),
+          this.contacts.element),
         h("section", { id: "chat", class: "chat", "aria-label": "Chat" },
           h("header", { class: "chat-head" },
             h("button", { type: "button", id: "back", class: "back" }, "‹ Back"),
             h("h2", { id: "chat-title", tabindex: -1 }, "No conversation open"),
-            h("span", { id: "typing", class: "typing", "aria-live": "polite" })),
+            h("span", { id: "typing", class: "typing", "aria-live": "polite" }),
+            h("button", { type: "button", id: "info-toggle", class: "secondary info-toggle", hidden: true, "aria-expanded": "false",
+              "aria-controls": "group-panel" }, "Group info")),
+          h("section", { id: "group-panel", class: "group-panel", "aria-label": "Group info", hidden: true }),
+          h("p", { id: "chat-error", class: "error chat-error", role: "alert" }),
           h("div", { id: "scroller", class: "scroller" },
             h("button", { type: "button", id: "older", class: "older", hidden: true }, "Load older messages"),
             h("ol", { id: "messages", class: "messages", "aria-label": "Messages" })),
+          h("p", { id: "chat-note", class: "chat-note", hidden: true }),
+          h("div", { id: "compose-mode", class: "compose-mode", hidden: true },
+            h("span", { id: "compose-what" }),
+            h("button", { type: "button", id: "compose-cancel", class: "secondary" }, "Cancel")),
+          h("ul", { id: "mention-list", class: "mention-list", role: "listbox", "aria-label": "Members to mention", hidden: true }),
           h("form", { id: "composer", class: "composer", hidden: true },
             h("input", { type: "file", id: "attach", class: "visually-hidden" }),
             h("label", { for: "attach", class: "attach" }, "Attach"),
@@ -166,23 +209,42 @@ export class ChatApp {
     byId("new-direct").addEventListener("submit", (e) => void this.startDirect(e));
     byId("new-group").addEventListener("submit", (e) => void this.createGroup(e));
     byId("back").addEventListener("click", () => this.closeChat());
+    byId("info-toggle").addEventListener("click", () => {
+      this.panelOpen = !this.panelOpen;
+      this.infoError.textContent = "";
+      this.renderPanel();
+      if (this.panelOpen) document.getElementById("info-name")?.focus();
+    });
     byId("older").addEventListener("click", () => void this.loadOlder());
     byId("scroller").addEventListener("scroll", () => {
       if (byId("scroller").scrollTop < 40 && !byId("older").hidden) void this.loadOlder();
     });
     const text = byId<HTMLTextAreaElement>("text");
     text.addEventListener("keydown", (e) => {
+      if (this.mentionKey(e)) return;
+      if (e.key === "Escape" && this.compose !== null) this.setCompose(null);
       if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
         e.preventDefault();
         byId<HTMLFormElement>("composer").requestSubmit();
       }
     });
-    text.addEventListener("input", () => this.typed());
+    text.addEventListener("input", () => {
+      this.typed();
+      this.updateMentions();
+    });
+    text.addEventListener("blur", () => setTimeout(() => this.showMentions([]), 150));
+    byId("compose-cancel").addEventListener("click", () => this.setCompose(null));
     byId("composer").addEventListener("submit", (e) => {
       e.preventDefault();
       void this.sendText();
     });
     byId<HTMLInputElement>("attach").addEventListener("change", () => void this.sendFile());
+  }
+
+  private showMe(me: User): void {
+    this.names.remember(me);
+    const nick = me.nickname && me.nickname !== me.username ? `${me.nickname} (${me.username})` : me.username;
+    byId("whoami").replaceChildren(this.avatars.of(me, me.username), ` Signed in as ${nick}`);
   }
 
   private showState(state: string, reason?: string): void {
@@ -214,8 +276,11 @@ export class ChatApp {
     for (const c of this.store.ordered()) {
       const last = c.last;
       const preview = last === null ? (c.isGroup ? "No messages yet" : "") : previewOf(last, this.me);
+      const title = this.title(c);
+      const face = c.isGroup ? this.avatars.of(undefined, title) : this.avatars.of(this.names.profile(peerOf(c.conv, this.me)), title);
       const button = h("button", { type: "button", class: "conv", "data-conv": c.conv, "aria-current": this.open === c ? "true" : undefined },
-        h("span", { class: "conv-title" }, this.title(c)),
+        face,
+        h("span", { class: "conv-title" }, title),
         c.unread > 0 ? h("span", { class: "unread", "aria-label": `${c.unread} unread` }, String(c.unread)) : null,
         h("span", { class: "conv-last" }, preview));
       button.addEventListener("click", () => void this.openChat(c.conv));
@@ -233,10 +298,18 @@ export class ChatApp {
     const scroller = byId("scroller");
     const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 60;
     const list = byId("messages");
-    const ctx: RenderContext = { me: this.me, names: this.names, media: this.media, isGroup: c.isGroup };
+    const group = c.isGroup ? this.groups.get(Number(c.conv.slice(2))) : undefined;
+    const ctx: RenderContext = { me: this.me, names: this.names, media: this.media, isGroup: c.isGroup, conversation: c,
+      role: group !== undefined && group !== "gone" ? roleOf(group, this.me) : null, menuSeq: this.menuSeq,
+      act: (action) => void this.act(action) };
     const seen = c.seenMark(this.me);
+    // The list is rebuilt: keep the focus on the same control (a menu item, a reaction chip).
+    const active = document.activeElement as HTMLElement | null;
+    const keep = this.focusKey ?? (active !== null && list.contains(active) ? active.dataset.key ?? null : null);
+    this.focusKey = null;
     clear(list);
     for (const msg of c.ordered()) {
+      if (msg.event !== undefined && MESSAGE_CHANGES.has(msg.event.type)) continue;  // shown on the message they change
       const item = messageItem(msg, ctx);
       if (seen !== null && msg.seq === seen.seq) {
         item.append(h("span", { class: "seen" }, c.isGroup ? `Seen by ${seen.by}` : "Seen"));
@@ -249,6 +322,20 @@ export class ChatApp {
         h("span", { class: "meta" }, p.failed ? `Not sent: ${p.failed}` : "Sending…")));
     }
     byId("older").hidden = c.reachedStart || c.messages.size === 0;
+    if (keep !== null) {
+      const target = keep.startsWith("menu ")
+        ? list.querySelector<HTMLElement>(`li[data-seq="${Number(keep.slice(5))}"] [role="menuitem"]`)
+        : [...list.querySelectorAll<HTMLElement>("[data-key]")].find((e) => e.dataset.key === keep);
+      target?.focus({ preventScroll: true });
+    }
+    const plain = group !== undefined && group !== "gone" && roleOf(group, this.me) === "member";
+    const note = group === "gone" ? "You are no longer a member of this group."
+      : group?.dissolved ? "This group was dissolved."
+      : plain && group.muted?.includes(this.me) ? "You are muted in this group."
+      : plain && group.muted_all ? "Only the owner and admins may write here." : "";
+    byId("chat-note").textContent = note;
+    byId("chat-note").hidden = note === "";
+    byId("composer").hidden = note !== "";
     if (atBottom) scroller.scrollTop = scroller.scrollHeight;
   }
 
@@ -256,7 +343,15 @@ export class ChatApp {
 
   private async openChat(conv: string): Promise<void> {
     const c = this.store.get(conv);
+    if (this.open !== c) {
+      this.panelOpen = false;
+      this.menuSeq = null;
+      this.setCompose(null);
+      this.chatError(null);
+    }
     this.open = c;
+    this.renderPanel();
+    if (c.isGroup && !this.groups.has(Number(conv.slice(2)))) void this.loadGroup(Number(conv.slice(2)));
     byId("layout").dataset.view = "chat";
     byId("composer").hidden = false;
     byId("chat").dataset.conv = conv;
@@ -325,11 +420,237 @@ export class ChatApp {
   private async sendText(): Promise<void> {
     const box = byId<HTMLTextAreaElement>("text");
     const text = box.value.trim();
-    if (this.open === null || text === "") return;
+    const c = this.open;
+    if (c === null || text === "") return;
     box.value = "";
     this.typingSentAt = 0;
-    const conv = this.open.conv;
-    await this.sending(conv, text, () => this.chat.send(conv, text));
+    this.showMentions([]);
+    const compose = this.compose;
+    this.setCompose(null);
+    if (compose?.mode === "edit") {
+      await this.change(() => this.rest.edit(c.conv, compose.seq, text));
+      return;
+    }
+    const replyTo = compose?.mode === "reply" ? compose.seq : undefined;
+    const mentions = c.isGroup ? mentionedIds(text, this.members(c)).filter((id) => id !== this.me) : [];
+    await this.sending(c.conv, text, () => this.chat.send(c.conv, text, { replyTo, mentions: mentions.length > 0 ? mentions : undefined }));
+  }
+
+  // -- message actions (docs/protocol.md §9) -------------------------------------------------
+
+  private async act(action: Action): Promise<void> {
+    const c = this.open;
+    if (c === null) return;
+    const shut = this.menuSeq;
+    this.menuSeq = null;
+    if (action.kind === "menu") {
+      this.menuSeq = action.seq === 0 ? null : action.seq;
+      this.focusKey = action.seq === 0 ? `more ${shut ?? 0}` : `menu ${action.seq}`;
+      this.render();
+      return;
+    }
+    if (shut !== null) this.focusKey = `more ${shut}`;
+    this.render();
+    const msg = c.messages.get(action.seq);
+    if (msg === undefined) return;
+    switch (action.kind) {
+      case "reply":
+      case "edit":
+        this.setCompose({ mode: action.kind, seq: action.seq });
+        if (action.kind === "edit") byId<HTMLTextAreaElement>("text").value = msg.body;
+        byId("text").focus();
+        return;
+      case "recall":
+        return this.change(() => this.rest.recall(c.conv, action.seq));
+      case "react":
+        return this.change(() => this.rest.react(c.conv, action.seq, action.emoji, action.on));
+      case "delete":
+        await this.change(async () => {
+          await this.rest.deleteForMe(c.conv, action.seq);
+          msg.deleted = true;  // the `deleted` frame says the same to my other sessions
+        });
+        this.render();
+    }
+  }
+
+  /** A change made over HTTP: it comes back through the stream as an event; a refusal shows its reason. */
+  private async change(call: () => Promise<unknown>): Promise<void> {
+    try {
+      this.chatError(null);
+      await call();
+    } catch (error) {
+      this.chatError(error);
+    }
+  }
+
+  private setCompose(compose: { mode: "reply" | "edit"; seq: number } | null): void {
+    const wasEdit = this.compose?.mode === "edit";
+    this.compose = compose;
+    const bar = byId("compose-mode");
+    bar.hidden = compose === null;
+    if (compose === null) {
+      if (wasEdit) byId<HTMLTextAreaElement>("text").value = "";
+      return;
+    }
+    const msg = this.open?.messages.get(compose.seq);
+    const who = msg === undefined ? "" : this.names.user(msg.from);
+    byId("compose-what").textContent = compose.mode === "edit" ? "Editing your message"
+      : `Replying to ${who}: ${msg?.body || `[${msg?.kind ?? "message"}]`}`;
+  }
+
+  private chatError(error: unknown): void {
+    byId("chat-error").textContent = error === null ? "" : reasonOf(error);
+  }
+
+  // -- mentions ---------------------------------------------------------------------------------
+
+  /** The open group's members I know the usernames of (fetched as they are first needed). */
+  private members(c: Conversation): Mentionable[] {
+    const group = this.groups.get(Number(c.conv.slice(2)));
+    if (group === undefined || group === "gone") return [];
+    return group.members.flatMap((id) => {
+      const user = this.names.profile(id);
+      return user === undefined ? [] : [{ id, username: user.username, nickname: user.nickname }];
+    });
+  }
+
+  private updateMentions(): void {
+    const c = this.open;
+    const box = byId<HTMLTextAreaElement>("text");
+    const query = c?.isGroup ? mentionQuery(box.value.slice(0, box.selectionStart)) : null;
+    this.showMentions(c === null || query === null ? [] : mentionCandidates(query, this.members(c).filter((m) => m.id !== this.me)));
+  }
+
+  private showMentions(options: Mentionable[]): void {
+    this.mentionOptions = options;
+    this.mentionPick = Math.min(this.mentionPick, Math.max(0, options.length - 1));
+    const list = byId("mention-list");
+    clear(list);
+    list.hidden = options.length === 0;
+    options.forEach((m, i) => {
+      const option = h("li", { role: "option", id: `mention-${m.id}`, "aria-selected": String(i === this.mentionPick), "data-user": m.id },
+        `@${m.username}`, m.nickname && m.nickname !== m.username ? h("span", { class: "nick" }, ` ${m.nickname}`) : null);
+      option.addEventListener("mousedown", (e) => {
+        e.preventDefault();  // keep the focus in the message box
+        this.pickMention(i);
+      });
+      list.append(option);
+    });
+    const box = byId("text");
+    if (options.length > 0) box.setAttribute("aria-activedescendant", `mention-${options[this.mentionPick].id}`);
+    else box.removeAttribute("aria-activedescendant");
+  }
+
+  /** Arrows move through the offered members, Enter or Tab takes one, Escape closes the list. */
+  private mentionKey(e: KeyboardEvent): boolean {
+    const count = this.mentionOptions.length;
+    if (count === 0 || e.isComposing) return false;
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      this.mentionPick = (this.mentionPick + (e.key === "ArrowDown" ? 1 : count - 1)) % count;
+      this.showMentions(this.mentionOptions);
+    } else if (e.key === "Enter" || e.key === "Tab") {
+      this.pickMention(this.mentionPick);
+    } else if (e.key === "Escape") {
+      this.showMentions([]);
+    } else {
+      return false;
+    }
+    e.preventDefault();
+    return true;
+  }
+
+  private pickMention(index: number): void {
+    const member = this.mentionOptions[index];
+    const box = byId<HTMLTextAreaElement>("text");
+    if (member === undefined) return;
+    const done = completeMention(box.value, box.selectionStart, member.username);
+    box.value = done.text;
+    box.setSelectionRange(done.caret, done.caret);
+    this.showMentions([]);
+    box.focus();
+  }
+
+  // -- groups -------------------------------------------------------------------------------
+
+  private async loadGroup(id: number): Promise<void> {
+    try {
+      const group = await this.rest.group(id);
+      this.groups.set(id, group);
+      this.names.setGroup(id, group.name);
+      group.members.forEach((member) => this.names.profile(member));  // for mentions and the member list
+    } catch {
+      this.groups.set(id, "gone");  // 403: not (or no longer) a member
+    }
+    this.render();
+    this.renderPanel();
+  }
+
+  /** The open group's info panel, rebuilt from the group as the server last answered it. */
+  private renderPanel(): void {
+    const c = this.open;
+    const group = c?.isGroup ? this.groups.get(Number(c.conv.slice(2))) : undefined;
+    const panel = byId("group-panel");
+    const toggle = byId("info-toggle");
+    toggle.hidden = group === undefined || group === "gone";
+    const show = this.panelOpen && group !== undefined && group !== "gone";
+    toggle.setAttribute("aria-expanded", String(show));
+    panel.hidden = !show;
+    if (!show) return;
+    const focused = panel.contains(document.activeElement) ? (document.activeElement as HTMLElement).id : "";
+    panel.replaceChildren(...groupPanel(group, this.me, this.names, this.groupActions(group.id)), this.infoError);
+    if (focused !== "") document.getElementById(focused)?.focus();
+  }
+
+  private groupActions(id: number): GroupActions {
+    const rest = this.rest;
+    return {
+      update: (fields) => rest.updateGroup(id, fields),
+      addByNames: async (usernames) => {
+        const ids: number[] = [];
+        for (const name of usernames) {
+          const user = await rest.userNamed(name);
+          if (user === null) throw new Error(`nobody is called ${name}`);
+          this.names.remember(user);
+          ids.push(user.id);
+        }
+        return rest.addMembers(id, ids);
+      },
+      remove: (userId) => rest.removeMember(id, userId),
+      setRole: (userId, role) => rest.setRole(id, userId, role),
+      setMuted: (userId, muted) => rest.setMuted(id, userId, muted),
+      transfer: (userId) => rest.transfer(id, userId),
+      leave: () => rest.removeMember(id, this.me),
+      dissolve: () => rest.dissolve(id),
+      run: (change) => void this.groupChange(id, change),
+    };
+  }
+
+  /** A change from the panel: the answer (or a fresh read) replaces the group; a refusal shows its reason. */
+  private async groupChange(id: number, change: () => Promise<unknown>): Promise<void> {
+    this.infoError.textContent = "";
+    try {
+      const answer = await change();
+      if (typeof answer === "object" && answer !== null && "members" in answer) {
+        const group = answer as Group;
+        this.groups.set(id, group);
+        this.names.setGroup(id, group.name);
+        this.render();
+        this.renderPanel();
+      } else {
+        await this.loadGroup(id);
+      }
+    } catch (error) {
+      this.infoError.textContent = reasonOf(error);
+    }
+  }
+
+  /** A group event: read the group again (the server's answer is the truth), or learn I am out of it. */
+  private groupChanged(msg: Msg): void {
+    const id = Number(msg.conv.slice(2));
+    const event = msg.event!;
+    const out = (event.type === "removed" || event.type === "left") && event.user_id === this.me;
+    if (out) this.groups.set(id, "gone");
+    else if (this.groups.has(id) || this.open === this.store.get(msg.conv)) void this.loadGroup(id);
   }
 
   private async sendFile(): Promise<void> {
@@ -413,6 +734,11 @@ export class ChatApp {
     this.onLogout();
   }
 }
+
+/** The events that change a message (§9): shown on that message, not as lines of their own. */
+const MESSAGE_CHANGES = new Set(["recall", "edit", "react", "unreact"]);
+/** The events that change a group (§10); the others change messages (§9). */
+const GROUP_EVENTS = new Set(["created", "joined", "left", "removed", "role", "owner", "updated", "muted", "dissolved"]);
 
 function previewOf(msg: Msg, me: number): string {
   const prefix = msg.from === me ? "You: " : "";

@@ -21,6 +21,13 @@ export class Names {
     return `user ${id}`;
   }
 
+  /** The user's profile if known; asks for it otherwise (`changed` runs when it arrives). */
+  profile(id: number): User | undefined {
+    const known = this.users.get(id);
+    if (known === undefined) this.user(id);
+    return known;
+  }
+
   group(id: number): string {
     const known = this.groups.get(id);
     if (known !== undefined) return known;

@@ -11,6 +11,9 @@ export class Conversation {
   readonly typing = new Map<number, number>();
   /** Event seqs already reflected in the messages they change (from a history page or applied live). */
   private readonly applied = new Set<number>();
+  /** My own reactions: "seq emoji" → the newest react/unreact event of mine for it (history pages
+   * may arrive in any order, so the newest seq wins). */
+  private readonly mine = new Map<string, { at: number; on: boolean }>();
   lastSeq = 0;
   unread = 0;
   last: Msg | null = null;
@@ -21,7 +24,7 @@ export class Conversation {
   loaded = false;
   readSent = 0;
 
-  constructor(readonly conv: string) {}
+  constructor(readonly conv: string, readonly me = 0) {}
 
   get isGroup(): boolean {
     return this.conv.startsWith("g:");
@@ -45,6 +48,7 @@ export class Conversation {
     this.messages.set(msg.seq, msg);
     this.lastSeq = Math.max(this.lastSeq, msg.seq);
     if (msg.kind === "event" && msg.event !== undefined) {
+      this.noteMyReaction(msg);
       if (live && !this.applied.has(msg.seq)) this.applyChange(msg);
       this.applied.add(msg.seq);
     } else if (!msg.deleted && msg.seq >= (this.last?.seq ?? 0)) {
@@ -63,6 +67,7 @@ export class Conversation {
       target.recalled = true;
       target.body = "";
       delete target.file_id;
+      delete target.mentions;
     } else if (change.type === "edit" && typeof change.body === "string") {
       target.body = change.body;
       target.edited = event.ts;
@@ -72,6 +77,18 @@ export class Conversation {
       if (reactions[change.emoji] <= 0) delete reactions[change.emoji];
       target.reactions = reactions;
     }
+  }
+
+  private noteMyReaction(event: Msg): void {
+    const change = event.event!;
+    if (event.from !== this.me || (change.type !== "react" && change.type !== "unreact")) return;
+    const key = `${String(change.seq)} ${String(change.emoji)}`;
+    if ((this.mine.get(key)?.at ?? 0) < event.seq) this.mine.set(key, { at: event.seq, on: change.type === "react" });
+  }
+
+  /** Whether I gave this reaction to message `seq` (as far as the loaded events tell). */
+  reacted(seq: number, emoji: string): boolean {
+    return this.mine.get(`${seq} ${emoji}`)?.on ?? false;
   }
 
   /** The newest own message others have read, and how many of them did. */
@@ -98,7 +115,7 @@ export class Store {
   get(conv: string): Conversation {
     let found = this.conversations.get(conv);
     if (found === undefined) {
-      found = new Conversation(conv);
+      found = new Conversation(conv, this.me);
       this.conversations.set(conv, found);
     }
     return found;

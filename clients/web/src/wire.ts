@@ -14,6 +14,8 @@ export interface Msg {
   body: string;
   ts: number;
   file_id?: string;
+  reply_to?: number;
+  mentions?: number[];
   edited?: number;
   recalled?: boolean;
   hidden?: boolean;
@@ -35,6 +37,7 @@ export interface User {
   id: number;
   username: string;
   nickname?: string | null;
+  avatar_url?: string | null;
 }
 
 export interface Group {
@@ -43,6 +46,42 @@ export interface Group {
   name: string;
   owner_id: number;
   members: number[];
+  description?: string;
+  add_policy?: "everyone" | "admins";
+  muted_all?: boolean;
+  dissolved?: boolean;
+  admins?: number[];
+  muted?: number[];
+}
+
+/** A member's role in a group (docs/protocol.md §10). */
+export type Role = "owner" | "admin" | "member";
+
+export function roleOf(group: Group, user: number): Role | null {
+  if (group.owner_id === user) return "owner";
+  if ((group.admins ?? []).includes(user)) return "admin";
+  return group.members.includes(user) ? "member" : null;
+}
+
+/** One pending contact request; the profile fields are the other side's. */
+export interface ContactRequest {
+  from_id: number;
+  to_id: number;
+  message: string;
+  username: string;
+  nickname: string;
+  avatar_url: string | null;
+}
+
+export interface ContactRequests {
+  received: ContactRequest[];
+  sent: ContactRequest[];
+}
+
+export interface PresenceItem {
+  user_id: number;
+  online: boolean;
+  last_seen: number | null;
 }
 
 export interface Upload {

@@ -71,3 +71,14 @@ test("typing shows only until its time is up", () => {
   assert.deepEqual(c.typingNow(1500), [2]);
   assert.deepEqual(c.typingNow(2500), []);
 });
+
+test("my own reactions follow my newest react or unreact, in whatever order history pages arrive", () => {
+  const c = new Conversation("d:1:2", 1);
+  c.add(event(5, 1, { type: "unreact", seq: 2, emoji: "👍" }), false);  // the newer page first
+  c.add(event(4, 1, { type: "react", seq: 2, emoji: "👍" }), false);
+  c.add(event(6, 2, { type: "react", seq: 2, emoji: "❤️" }), false);  // someone else's
+  c.add(event(7, 1, { type: "react", seq: 2, emoji: "😂" }), true);
+  assert.equal(c.reacted(2, "👍"), false);
+  assert.equal(c.reacted(2, "❤️"), false);
+  assert.equal(c.reacted(2, "😂"), true);
+});
