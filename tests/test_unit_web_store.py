@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "clients" / "web"
 BUILT = ROOT / "imray" / "webapp" / "store.js"
-TESTS = 5  # clients/web/test/store.test.mjs: a skip or a missing file can never pass
+TESTS = 10  # clients/web/test/*.test.mjs (store, mentions): a skip or a missing file can never pass
 
 
 def test_the_web_apps_model_passes_its_node_tests():
