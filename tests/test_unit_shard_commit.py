@@ -148,3 +148,55 @@ async def test_client_ids_are_compared_exactly_after_the_migrations(tmp_path: Pa
         await restarted.committer.stop()
     finally:
         db.close()
+
+
+class AnswerLost(Store):
+    """The real store, whose next commit goes through but whose answer is lost (the connection
+    dropped after COMMIT), as when the database restarts mid-commit."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.lose_next = False
+
+    async def commit(self, batch: Batch) -> None:
+        await super().commit(batch)
+        if self.lose_next:
+            self.lose_next = False
+            raise ConnectionError("server closed the connection after COMMIT")
+
+
+async def test_a_commit_whose_answer_was_lost_is_fanned_out_before_anything_newer(db: Database) -> None:
+    a, b = users(db, 2)
+    store = AnswerLost(db)
+    commit = Committer(store)
+    ab = f"d:{a}:{b}"
+    assert [seq(o) for o in await commit(send(a, ab, "1"))] == [1]
+    store.lose_next = True
+    with pytest.raises(ConnectionError):  # the sender is told `internal` and will resend
+        await commit(send(a, ab, "2"), send(b, ab, "3"))
+    assert [d.seq for d in commit.delivered] == [1]  # nothing fanned out on a failed commit
+    # The resends (and a new message) once the database answers: the same acks, nothing stored
+    # twice, and the messages that had landed reach the members, in seq order, before the new one.
+    outcomes = await commit(send(a, ab, "2"), send(b, ab, "3"), send(a, ab, "4"))
+    assert [seq(o) for o in outcomes] == [2, 3, 4]
+    assert [d.seq for d in commit.delivered] == [1, 2, 3, 4]
+    rows = db.transaction(lambda c: c.execute(messages.select().where(messages.c.conv == ab)).all())
+    assert sorted(r.seq for r in rows) == [1, 2, 3, 4]
+
+
+async def test_a_commit_that_failed_before_it_landed_fans_nothing_out_later(db: Database) -> None:
+    a, b = users(db, 2)
+    store = Store(db)
+    commit = Committer(store)
+    ab = f"d:{a}:{b}"
+    original = store.commit
+
+    async def broken(batch: Batch) -> None:
+        raise ConnectionError("the database is away")
+
+    store.commit = broken  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await commit(send(a, ab, "1"))
+    store.commit = original  # type: ignore[method-assign]
+    assert [seq(o) for o in await commit(send(a, ab, "1"))] == [1]
+    assert [d.seq for d in commit.delivered] == [1]  # delivered once, by the commit that stored it

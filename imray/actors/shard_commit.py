@@ -37,6 +37,7 @@ log = logging.getLogger("imray.shard")
 # commit whose answer was lost), or a value a column cannot hold. Such a batch is planned again
 # from what the database holds; what it still refuses is split off until it fails alone.
 RowRefused = (IntegrityError, DataError, OverflowError)
+UNCERTAIN_KEPT = 16  # failed commits checked for rows that landed anyway (`_deliver_uncertain`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,9 @@ class ShardCommitter:
         self._queued_items = 0  # items in `_queue`, bounded by `max_queued`
         self._max_queued = max_queued
         self._current: list[Queued] = []  # what the loop took from the queue and has not answered yet
+        # Batches whose commit failed without a verdict (`_deliver_uncertain`); the next commit
+        # checks them first, so a run of failures adds at most one while the database is away.
+        self._uncertain: list[Batch] = []
         self._wakeup = asyncio.Event()
         self._tasks = Tasks(f"shard-{index} committer")
 
@@ -148,6 +152,8 @@ class ShardCommitter:
         items = [item for batch, _ in run for item in batch]
         started = time.perf_counter()
         try:
+            if self._uncertain:
+                await self._deliver_uncertain()
             batch = await self._plan_and_commit(items)
         except Exception as exc:
             metrics.backend_error("database")
@@ -205,5 +211,24 @@ class ShardCommitter:
             raise
         except Exception:
             self._log.rollback(batch)
+            if batch.deliveries:  # the connection may have dropped after the COMMIT went through
+                self._uncertain = [*self._uncertain[-(UNCERTAIN_KEPT - 1):], batch]
             raise
         self._log.committed(batch)
+
+    async def _deliver_uncertain(self) -> None:
+        """Fan out what a commit whose answer was lost stored after all. Its senders were told
+        `internal` and resend; the resend finds the stored row and gets its ack, but only this fan-out
+        brings the message to the members who stay connected. It goes before anything newer (its seqs
+        are lower), once the database answers again; until then the batch waits here."""
+        rows = {(row["sender_id"], row["client_id"]): row for batch in self._uncertain for row in batch.rows}
+        stored = await self._store.find_by_client_ids(list(rows))  # raises while the database is away
+        landed = {(row["conv"], row["seq"]) for key, row in rows.items()
+                  if key in stored and stored[key]["msg_id"] == row["msg_id"]}
+        deliveries = [d for batch in self._uncertain for d in batch.deliveries
+                      if (d.conv.split("/", 1)[0], d.seq) in landed]  # a hidden copy's key is "<conv>/hidden"
+        self._uncertain = []
+        if deliveries:
+            log.warning("shard %s: %d messages of a commit whose answer was lost were stored: fanned out now",
+                        self._index, len(deliveries), extra={"shard": self._index})
+            self._on_committed(deliveries)
