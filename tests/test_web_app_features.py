@@ -81,8 +81,7 @@ async def test_a_mention_highlights_and_the_owner_renames_removes_mutes_hands_ov
     await olga.get_by_label("Members (usernames, comma separated)").fill(f"{pam_name}, {quinn_name}")
     await olga.get_by_role("button", name="Create group").click()
     await olga.locator("#chat[data-conv^='g:']").wait_for()
-    for page in (pam, quinn):
-        await open_conversation(page, "Book club")
+    await open_conversation(quinn, "Book club")
 
     # Olga types @ and the start of Pam's name: the app offers Pam; Enter takes her, and the message names her.
     box = olga.get_by_label("Message", exact=True)
@@ -92,7 +91,13 @@ async def test_a_mention_highlights_and_the_owner_renames_removes_mutes_hands_ov
     assert await box.input_value() == f"@{pam_name} "
     await box.press_sequentially("are you in?")
     await box.press("Enter")
+    # Pam has not opened the group: her list marks it with "@" until she reads it.
+    badge = pam.locator("button.conv", has_text="Book club").get_by_role("img", name="mentions you")
+    await badge.wait_for()
+    await shot(pam, "15-mention-in-the-list")
+    await open_conversation(pam, "Book club")
     await pam.locator("#messages li.msg.mentioned", has_text="are you in?").wait_for()
+    await badge.wait_for(state="detached")
     await quinn.locator("#messages li.msg", has_text="are you in?").wait_for()
     assert await quinn.locator("#messages li.msg.mentioned").count() == 0
 
@@ -108,6 +113,13 @@ async def test_a_mention_highlights_and_the_owner_renames_removes_mutes_hands_ov
     await olga.locator("#group-panel").get_by_role("button", name="Save").click()
     await pam.locator("#chat-title", has_text="Readers").wait_for()
     await pam.locator("#info-name", has_text="Readers").wait_for()
+
+    # The owner lets only the owner and admins add people: Pam's panel says so and stops offering to add.
+    await pam.locator("#info-add-policy", has_text="Any member can add people").wait_for()
+    assert await pam.locator("#info-add").count() == 1
+    await olga.get_by_label("Who can add people").select_option("admins")
+    await pam.locator("#info-add-policy", has_text="Only the owner and admins can add people").wait_for()
+    await pam.locator("#info-add").wait_for(state="detached")
     await olga.locator("#info-members li", has_text="Quinn").get_by_role("button", name="Remove").click()
     await quinn.locator("#messages li.system", has_text="removed you").wait_for()
     await quinn.locator("#chat-note", has_text="no longer a member").wait_for()
@@ -131,7 +143,7 @@ async def test_a_mention_highlights_and_the_owner_renames_removes_mutes_hands_ov
         await page.context.close()
 
 
-async def test_a_contact_request_accepted_shows_the_contact_online_then_offline_and_blocking_works(
+async def test_a_contact_request_accepted_shows_online_removal_and_a_new_request_work_then_offline_and_blocks(
         browser: Browser, stack):
     rae, _ = await sign_up(browser, stack, "rae", "Rae")
     sam, sam_name = await sign_up(browser, stack, "sam", "Sam")
@@ -146,11 +158,20 @@ async def test_a_contact_request_accepted_shows_the_contact_online_then_offline_
     contact = rae.locator("#contact-list li", has_text="Sam")
     await contact.locator('.dot[data-online="true"]').wait_for()
     assert await rae.locator("#requests-sent").count() == 0
+
+    # Rae removes Sam (after confirming): each drops from the other's list; a new request makes them contacts again.
+    rae.on("dialog", lambda dialog: dialog.accept())
+    await contact.get_by_role("button", name="Remove").click()
+    await contact.wait_for(state="detached")
+    await sam.locator("#contact-list li", has_text="Rae").wait_for(state="detached")
+    await rae.get_by_label("Add a contact (username)").fill(sam_name)
+    await rae.get_by_role("button", name="Ask", exact=True).click()
+    await request.get_by_role("button", name="Accept").click()
+    await contact.locator('.dot[data-online="true"]').wait_for()
     await shot(rae, "13-contact-online")
     await sam.context.close()  # Sam's last session ends: Rae's dot goes grey (a presence frame)
     await contact.locator('.dot[data-online="false"]').wait_for()
 
-    rae.on("dialog", lambda dialog: dialog.accept())
     await contact.get_by_role("button", name="Block").click()
     await rae.locator("#blocked-list li", has_text="Sam").get_by_role("button", name="Unblock").click()
     await rae.locator("#blocked-list").wait_for(state="detached")

@@ -1,7 +1,7 @@
 /** The HTTP calls the app makes, through the SDK's client (newest access token, one refresh on a 401). */
 
 import type { ImrayClient } from "./sdk/index.js";
-import type { ContactRequests, ConversationItem, Group, Msg, PresenceItem, Upload, User } from "./wire.js";
+import type { ContactRequests, ConversationItem, Group, GroupSettings, Msg, PresenceItem, Upload, User } from "./wire.js";
 
 export class Api {
   constructor(private readonly client: ImrayClient) {}
@@ -68,7 +68,7 @@ export class Api {
 
   // -- group administration (§10) --------------------------------------------------------------
 
-  updateGroup(id: number, fields: { name?: string; description?: string; muted_all?: boolean }): Promise<Group> {
+  updateGroup(id: number, fields: GroupSettings): Promise<Group> {
     return this.call<Group>("PATCH", `/api/groups/${id}`, fields);
   }
 

@@ -92,7 +92,10 @@ export class ChatApp {
     chat.on("receipt", (e) => {
       const c = this.store.get(e.conv);
       c.receipts.set(e.user_id, Math.max(c.receipts.get(e.user_id) ?? 0, e.seq));
-      if (e.user_id === this.me) c.unread = 0;  // read in another of my sessions
+      if (e.user_id === this.me) {  // read in another of my sessions
+        c.unread = 0;
+        c.mentioned = false;
+      }
       this.render();
     });
     chat.on("typing", (e) => {
@@ -126,7 +129,10 @@ export class ChatApp {
     const fresh = c.add(msg, true);
     c.typing.delete(msg.from);
     const counts = msg.kind !== "event" && msg.from !== this.me && !msg.recalled;
-    if (fresh && counts && !this.onScreen(c)) c.unread += 1;
+    if (fresh && counts && !this.onScreen(c)) {
+      c.unread += 1;
+      if ((msg.mentions ?? []).includes(this.me)) c.mentioned = true;
+    }
     if (msg.event?.type === "updated" && typeof msg.event.name === "string") {
       this.names.setGroup(Number(msg.conv.slice(2)), msg.event.name);
     }
@@ -144,6 +150,7 @@ export class ChatApp {
     const c = this.open;
     if (c === null || !this.onScreen(c)) return;
     c.unread = 0;
+    c.mentioned = false;
     // `read` is dropped while disconnected: send it once connected (showState calls this again).
     if (c.lastSeq > c.readSent && c.messages.has(c.lastSeq) && this.chat.state === "connected") {
       c.readSent = c.lastSeq;
@@ -281,7 +288,9 @@ export class ChatApp {
       const button = h("button", { type: "button", class: "conv", "data-conv": c.conv, "aria-current": this.open === c ? "true" : undefined },
         face,
         h("span", { class: "conv-title" }, title),
-        c.unread > 0 ? h("span", { class: "unread", "aria-label": `${c.unread} unread` }, String(c.unread)) : null,
+        h("span", { class: "conv-badges" },
+          c.mentioned ? h("span", { class: "mention-badge", role: "img", "aria-label": "mentions you", title: "You were mentioned" }, "@") : null,
+          c.unread > 0 ? h("span", { class: "unread", "aria-label": `${c.unread} unread` }, String(c.unread)) : null),
         h("span", { class: "conv-last" }, preview));
       button.addEventListener("click", () => void this.openChat(c.conv));
       list.append(h("li", {}, button));

@@ -1,5 +1,5 @@
 /** The sidebar's contacts: asking someone by username, the requests received (accept, decline) and
- * sent (cancel), the contact list with an online dot from presence, and blocking (docs/protocol.md §5).
+ * sent (cancel), the contact list with an online dot from presence, removing and blocking (docs/protocol.md §5).
  * Contact and presence frames are best effort, so every change reads the lists again. */
 
 import { reasonOf, type Api } from "./api.js";
@@ -121,6 +121,8 @@ export class ContactsView {
         this.avatars.of(contact, contact.username), nameOf(contact));
       chat.addEventListener("click", () => this.openDirect(contact.user_id));
       list.append(h("li", { "data-user": contact.user_id }, chat,
+        button("Remove", `remove ${contact.user_id}`, () => this.rest.removeContact(contact.user_id),
+          "secondary", `Remove ${nameOf(contact)} from your contacts? You stop seeing each other online.`),
         button("Block", `block ${contact.user_id}`, () => this.rest.block(contact.user_id, true),
           "secondary", `Block ${nameOf(contact)}? This also ends the contact.`)));
     }

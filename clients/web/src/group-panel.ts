@@ -4,11 +4,11 @@
 
 import { h } from "./dom.js";
 import type { Names } from "./names.js";
-import { roleOf, type Group, type Role } from "./wire.js";
+import { roleOf, type Group, type GroupSettings, type Role } from "./wire.js";
 
 /** What the panel asks the app to do; each answers the group as it now is (or nothing: read it again). */
 export interface GroupActions {
-  update(fields: { name?: string; description?: string; muted_all?: boolean }): Promise<unknown>;
+  update(fields: GroupSettings): Promise<unknown>;
   addByNames(usernames: string[]): Promise<unknown>;
   remove(userId: number): Promise<unknown>;
   setRole(userId: number, role: "admin" | "member"): Promise<unknown>;
@@ -19,6 +19,11 @@ export interface GroupActions {
   /** Runs a change, showing the server's reason in the panel if it refuses. */
   run(change: () => Promise<unknown>): void;
 }
+
+const POLICY_TEXT: Record<NonNullable<Group["add_policy"]>, string> = {
+  everyone: "Any member can add people",
+  admins: "Only the owner and admins can add people",
+};
 
 const ROLE_TEXT: Record<Role, string> = { owner: "owner", admin: "admin", member: "member" };
 
@@ -32,6 +37,7 @@ export function groupPanel(group: Group, me: number, names: Names, act: GroupAct
   ];
   if (group.dissolved) parts.push(h("p", { class: "note" }, "This group was dissolved."));
   if (open && manager) parts.push(settingsForm(group, act));
+  else parts.push(h("p", { id: "info-add-policy", class: "note" }, POLICY_TEXT[group.add_policy ?? "everyone"]));
   if (open && (manager || group.add_policy !== "admins")) parts.push(addForm(act));
 
   const list = h("ul", { id: "info-members", class: "info-members", "aria-label": "Members" });
@@ -90,16 +96,22 @@ function settingsForm(group: Group, act: GroupActions): HTMLElement {
   const description = h("textarea", { id: "info-describe", name: "description", rows: 2, maxlength: 512 });
   description.value = group.description ?? "";
   const mutedAll = h("input", { type: "checkbox", id: "info-muted-all", checked: group.muted_all === true });
+  const policy = h("select", { id: "info-add-policy", name: "add_policy" },
+    ...(["everyone", "admins"] as const).map((value) =>
+      h("option", { value, selected: (group.add_policy ?? "everyone") === value }, POLICY_TEXT[value])));
   const form = h("form", { class: "info-form" },
     h("label", { for: "info-rename" }, "Group name"), name,
     h("label", { for: "info-describe" }, "Description"), description,
     h("button", { type: "submit" }, "Save"),
-    h("label", { class: "check" }, mutedAll, " Only the owner and admins may write"));
+    h("label", { class: "check" }, mutedAll, " Only the owner and admins may write"),
+    h("label", { for: "info-add-policy" }, "Who can add people"), policy);
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     act.run(() => act.update({ name: name.value.trim(), description: description.value }));
   });
   mutedAll.addEventListener("change", () => act.run(() => act.update({ muted_all: mutedAll.checked })));
+  policy.addEventListener("change", () =>
+    act.run(() => act.update({ add_policy: policy.value === "admins" ? "admins" : "everyone" })));
   return form;
 }
 

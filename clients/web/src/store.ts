@@ -16,6 +16,8 @@ export class Conversation {
   private readonly mine = new Map<string, { at: number; on: boolean }>();
   lastSeq = 0;
   unread = 0;
+  /** An unread message names me in its mentions (the list's "@" badge); cleared when read. */
+  mentioned = false;
   last: Msg | null = null;
   updatedAt = 0;
   /** History was read down to seq 1: nothing older to load. */
@@ -127,6 +129,7 @@ export class Store {
       const c = this.get(item.conv);
       c.lastSeq = Math.max(c.lastSeq, item.last_seq);
       c.unread = item.unread;
+      c.mentioned = item.mentioned === true;
       c.readSent = Math.max(c.readSent, item.read_seq);
       if (item.last_message !== null && item.last_message.seq >= (c.last?.seq ?? 0)) {
         c.last = item.last_message;

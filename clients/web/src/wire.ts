@@ -29,6 +29,8 @@ export interface ConversationItem {
   last_seq: number;
   read_seq: number;
   unread: number;
+  /** An unread message names me (docs/protocol.md §3). */
+  mentioned?: boolean;
   last_message: Msg | null;
   cursor?: string;
 }
@@ -53,6 +55,9 @@ export interface Group {
   admins?: number[];
   muted?: number[];
 }
+
+/** The settings PATCH /api/groups/{id} changes (absent: unchanged). */
+export type GroupSettings = Partial<Pick<Group, "name" | "description" | "add_policy" | "muted_all">>;
 
 /** A member's role in a group (docs/protocol.md §10). */
 export type Role = "owner" | "admin" | "member";

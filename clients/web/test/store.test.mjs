@@ -52,15 +52,16 @@ test("seen marks the newest own message another member has read, with how many d
   assert.deepEqual(c.seenMark(1), { seq: 2, by: 2 });
 });
 
-test("the list orders conversations by their latest activity and keeps the server's unread counts", () => {
+test("the list orders conversations by their latest activity and keeps the server's unread counts and mentions", () => {
   const store = new Store(1);
   store.takeList([
     { conv: "d:1:2", last_seq: 3, read_seq: 1, unread: 2, last_message: msg(3, 2, "old") },
-    { conv: "g:5", last_seq: 1, read_seq: 1, unread: 0, last_message: null },
+    { conv: "g:5", last_seq: 1, read_seq: 0, unread: 1, mentioned: true, last_message: null },
     { conv: "d:1:3", last_seq: 9, read_seq: 9, unread: 0, last_message: { ...msg(9, 3, "new"), conv: "d:1:3", ts: 5000 } },
   ]);
   assert.deepEqual(store.ordered().map((c) => c.conv), ["d:1:3", "d:1:2", "g:5"]);
   assert.equal(store.get("d:1:2").unread, 2);
+  assert.deepEqual(["d:1:2", "g:5"].map((conv) => store.get(conv).mentioned), [false, true]);
   store.get("g:5").add({ ...msg(2, 2, "newest"), conv: "g:5", ts: 9000 }, true);
   assert.equal(store.ordered()[0].conv, "g:5");
 });
