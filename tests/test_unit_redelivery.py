@@ -40,7 +40,7 @@ class FakeSession:
         self.user, self.id = user, session_id
         self.frames: list[bytes] = []
 
-    def push_frame(self, frame: bytes) -> None:
+    def push_frame(self, frame: bytes, conv: str = "", seq: int = 0) -> None:
         self.frames.append(frame)
 
     def texts(self) -> list[dict[str, Any]]:
