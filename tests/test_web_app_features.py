@@ -38,7 +38,8 @@ async def test_a_reply_a_reaction_an_edit_and_a_recall_show_on_the_other_side(br
     # Ann answers Bob's message: her reply quotes it on both screens.
     await message(ann, "lunch at noon?").get_by_role("button", name="Message actions").focus()
     await ann.keyboard.press("Enter")
-    assert await ann.evaluate("() => document.activeElement?.getAttribute('role')") == "menuitem"
+    # The menu opens with focus on its first item (rendered on the next frame: wait for it).
+    await ann.wait_for_function("() => document.activeElement?.getAttribute('role') === 'menuitem'", timeout=10_000)
     await ann.keyboard.press("Enter")  # the first item: Reply
     await ann.locator("#compose-what", has_text="Replying to Bob").wait_for()
     await say(ann, "yes, see you there")
