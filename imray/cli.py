@@ -380,7 +380,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         processes=args.processes, http_concurrency=args.http_concurrency, target=args.target,
         group_size=args.group_size, sessions=args.sessions, session_users=args.session_users,
         storm_window=args.storm_window, storm_over_socket=not args.storm_http, sources=args.sources,
-        centrifugo=not args.no_centrifugo,
+        centrifugo=not args.no_centrifugo, profile=args.profile,
         results=Path(args.results) if args.results else None)
     results = bench(options)
     print(markdown(results))
@@ -543,6 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--results", default="benchmarks/results", help="folder for JSON, Markdown and PNG ('' for none)")
     b.add_argument("--no-centrifugo", action="store_true",
                    help="leave out Centrifugo, the second baseline (used when built: `make bench` builds it)")
+    b.add_argument("--profile", action="store_true",
+                   help="repeat the 1:1 closed loop with py-spy sampling the socket nodes and shards")
     b.set_defaults(func=cmd_bench)
     db = sub.add_parser("db", help="the database: schema migrations, backup and restore").add_subparsers(
         dest="db_command", required=True)

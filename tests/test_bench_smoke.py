@@ -11,7 +11,8 @@ def test_bench_smoke_run_passes_its_audit(stack, tmp_path):
                            window=4, processes=1, http_concurrency=2, fractions=(0.5,), group_size=6,
                            sessions=40, session_users=8, storm_group=4, storm_window=1.0, storm_messages=2, sources=3,
                            target=stack.base_url, results=tmp_path, progress=False,
-                           centrifugo=False)  # the peer is built by `make bench`, not by the test command
+                           centrifugo=False,  # the peer is built by `make bench`, not by the test command
+                           profile=True)
     results = bench(options)
     audit = results["audit"]
     assert audit["ok"], audit
@@ -19,6 +20,12 @@ def test_bench_smoke_run_passes_its_audit(stack, tmp_path):
     imray = results["one2one"]["imray"]
     assert imray["max_run"]["acked"] > 0 and imray["max_run"]["errors"] == 0
     assert results["one2one"]["relay"]["max_run"]["acked"] > 0  # the baseline ran in the same invocation
+    roles = imray["cpu"]["roles"]  # the test's cluster is this process's children: each part's CPU is read
+    assert roles["socket nodes"]["us_per_msg"] > 0 and roles["shards"]["us_per_msg"] > 0, roles
+    assert results["one2one"]["relay"]["cpu"]["roles"]["baselines"]["us_per_msg"] > 0
+    sampled = imray["profile"]  # and py-spy sampled the hot path
+    assert sampled["socket nodes"]["samples"] > 0 and "shards" in sampled, sampled
+    assert any(k.startswith("actors.") for k in sampled["socket nodes"]["imray_inclusive_pct"]), sampled
     fanout = results["fanout"]
     assert fanout["acked"] > 0 and fanout["members_with_all"] == fanout["members"] == 5  # every member got all
     conns = results["connections"]

@@ -22,6 +22,31 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "n/a"
 
 
+def _cpu_lines(one: dict) -> list[str]:
+    """CPU µs per message of each part in the closed loops (read per process; bench.profile)."""
+    runs = {name: one[name].get("cpu") for name in ("imray", "relay", "centrifugo") if name in one}
+    runs = {name: cpu for name, cpu in runs.items() if cpu}
+    if not runs:
+        return []
+    roles = list(dict.fromkeys(role for cpu in runs.values() for role in cpu["roles"]))
+    lines = ["CPU per message in the closed loops (µs, and cores kept busy):", "",
+             "| part | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
+    for role in roles:
+        cells = [f"{cpu['roles'][role]['us_per_msg']} ({cpu['roles'][role]['cores']})" if role in cpu["roles"]
+                 else "" for cpu in runs.values()]
+        lines.append(f"| {role} | " + " | ".join(cells) + " |")
+    lines.append("| **server side** | " + " | ".join(str(cpu["server_us_per_msg"]) for cpu in runs.values()) + " |")
+    lines.append("")
+    sampled = one["imray"].get("profile") or {}
+    for role, got in sampled.items():
+        if isinstance(got, dict) and got.get("samples"):
+            top = ", ".join(f"{k} {v}%" for k, v in list(got["self_by_library_pct"].items())[:8])
+            mine = ", ".join(f"{k} {v}%" for k, v in list(got["imray_inclusive_pct"].items())[:8])
+            lines += [f"py-spy, {role} ({got['samples']} samples): by library {top}; imray functions "
+                      f"(inclusive) {mine}.", ""]
+    return lines
+
+
 def markdown(results: dict) -> str:
     lines = [f"# imray bench — {results['started']}", "",
              f"Machine: {results['machine']}. Stack: {results['stack']}. "
@@ -47,6 +72,7 @@ def markdown(results: dict) -> str:
                       f"| ack p50/p99 ms at the maximum | {peer['max_run']['ack_ms']['p50']}/"
                       f"{peer['max_run']['ack_ms']['p99']} | |",
                       f"| loader CPU µs per message | {peer['max_run']['loader_cpu_us_per_msg']} | |", ""]
+        lines += _cpu_lines(one)
         lines += ["| offered load | msgs/s | imray ack p50/p95/p99 ms | imray delivery p50/p95/p99 ms "
                   "| relay ack p99 ms | relay delivery p99 ms |", "|---|---|---|---|---|---|"]
         for step, relay_step in zip(one["imray"]["steps"], one["relay"]["steps"], strict=True):

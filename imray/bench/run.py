@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from imray.bench import report
+from imray.bench import profile, report
 from imray.bench.loadgen import Endpoint, Pair, fanout_worker, http_worker, one2one_worker, send_all
 from imray.bench.sessions import SessionSpec, session_worker
 from imray.client import HttpApi
@@ -50,6 +50,7 @@ class BenchOptions:
     results: Path | None = Path("benchmarks/results")
     progress: bool = True
     centrifugo: bool = True  # Centrifugo as a second baseline (issue 21), when it is built
+    profile: bool = False  # py-spy the socket nodes and shards in an extra 1:1 closed loop (bench.profile)
     extra: dict = field(default_factory=dict)
 
 
@@ -124,11 +125,17 @@ def _summary(run: dict, fraction: float | None) -> dict:
 
 def _one2one(pool, pairs: list[Pair], options: BenchOptions, name: str, rates: list[float] | None,
              acked: dict[str, list]) -> dict:
-    """Closed loop for the highest sustained rate, then open loop at fractions of it (or given rates)."""
+    """Closed loop for the highest sustained rate, then open loop at fractions of it (or given rates).
+    The closed loop's CPU is read per process (the cluster's when this bench started it)."""
     _say(options, f"{name}: closed loop, {options.window} in flight per sender, {options.duration} s")
+    before = profile.CpuSnapshot.take()
     top = _drive(pool, pairs, None, options, f"{name}-max-")
+    cpu = profile.cpu_per_message(before, profile.CpuSnapshot.take(), top["acked"])
     _merge(acked, top["acked_ids"])
-    result = {"max_rate": round(top["acked"] / top["elapsed_s"], 1), "max_run": _summary(top, None), "steps": []}
+    result = {"max_rate": round(top["acked"] / top["elapsed_s"], 1), "max_run": _summary(top, None), "steps": [],
+              "cpu": cpu}
+    if options.profile and name == "imray":
+        result["profile"] = _profiled(pool, pairs, options, acked)
     offered = rates or [f * result["max_rate"] for f in options.fractions]
     for fraction, rate in zip(options.fractions, offered, strict=True):
         _say(options, f"{name}: open loop at {rate:,.0f} msgs/s ({fraction:.0%})")
@@ -138,6 +145,19 @@ def _one2one(pool, pairs: list[Pair], options: BenchOptions, name: str, rates: l
         step["offered_rate"] = round(rate, 1)
         result["steps"].append(step)
     return result
+
+
+def _profiled(pool, pairs: list[Pair], options: BenchOptions, acked: dict[str, list]) -> dict:
+    """The closed loop once more with py-spy sampling the socket nodes and shards (it costs them a
+    little: the measured run above is the one without it)."""
+    pids = profile.pids_of(profile.PROFILED)
+    if not pids:
+        return {"skipped": "no socket node or shard of this bench's own cluster (--target?)"}
+    _say(options, f"imray: closed loop again, py-spy sampling {len(pids)} processes ({', '.join(profile.PROFILED)})")
+    with profile.sampled(pids, options.duration) as samples:
+        run = _drive(pool, pairs, None, options, "imray-profiled-")
+    _merge(acked, run["acked_ids"])
+    return {"max_rate_while_sampled": round(run["acked"] / run["elapsed_s"], 1), **samples}
 
 
 def _merge(into: dict[str, list], acked: dict[str, list]) -> None:
@@ -395,13 +415,16 @@ def _centrifugo_one2one(pool, url: str, options: BenchOptions) -> dict:
     _say(options, f"centrifugo: closed loop, {options.window} in flight per sender, {options.duration} s")
     chunks = [len(range(k, options.pairs, options.processes)) for k in range(options.processes)]
     jobs = [(url, 1000 * k, n, options.duration, options.window) for k, n in enumerate(chunks) if n]
+    before = profile.CpuSnapshot.take()
     parts = pool.map(centrifugo.one2one_worker, jobs)
+    after = profile.CpuSnapshot.take()
     run = {key: sum(p[key] for p in parts) for key in
            ("sent", "acked", "errors", "received", "duplicates", "order_violations", "not_delivered", "loader_cpu_s")}
     run["elapsed_s"] = max(p["elapsed_s"] for p in parts)
     run["ack_ms"] = [x for p in parts for x in p["ack_ms"]]
     run["delivery_ms"] = [x for p in parts for x in p["delivery_ms"]]
-    return {"max_rate": round(run["acked"] / run["elapsed_s"], 1), "max_run": _summary(run, None)}
+    return {"max_rate": round(run["acked"] / run["elapsed_s"], 1), "max_run": _summary(run, None),
+            "cpu": profile.cpu_per_message(before, after, run["acked"])}
 
 
 def _centrifugo_fanout(pool, url: str, members: int, options: BenchOptions) -> dict:
