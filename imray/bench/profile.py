@@ -144,7 +144,9 @@ def sampled(pids: dict[int, str], duration_s: float, rate: int = 97) -> Iterator
             else:  # py-spy could not attach or read it: say why instead of a silent gap
                 failed = out.with_suffix(".err").read_text().strip().splitlines()
                 summary.setdefault("errors", []).append(f"{role}: {failed[-1] if failed else 'no output'}")
-        shutil.rmtree(workdir, ignore_errors=True)
+        for log in workdir.glob("*.err"):
+            log.unlink()
+        summary["folded_stacks"] = str(workdir)  # py-spy's raw (folded) stacks: flamegraph.pl or speedscope read them
         summary.update({role: breakdown(counts) for role, counts in stacks.items()})
 
 

@@ -39,7 +39,9 @@ def _cpu_lines(one: dict) -> list[str]:
     lines.append("")
     sampled = one["imray"].get("profile") or {}
     for role, got in sampled.items():
-        if isinstance(got, dict) and got.get("samples"):
+        if role == "folded_stacks":
+            lines += [f"py-spy's folded stacks: {got}", ""]
+        elif isinstance(got, dict) and got.get("samples"):
             top = ", ".join(f"{k} {v}%" for k, v in list(got["self_by_library_pct"].items())[:8])
             mine = ", ".join(f"{k} {v}%" for k, v in list(got["imray_inclusive_pct"].items())[:8])
             lines += [f"py-spy, {role} ({got['samples']} samples): by library {top}; imray functions "

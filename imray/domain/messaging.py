@@ -25,7 +25,10 @@ from imray.domain.message_changes import ChangeItem, Rules, Target, decide
 __all__ = ["ChangeItem", "check_send"]  # also imported from here by the edges
 
 
-@dataclass(frozen=True, slots=True)
+# Items and deliveries are made for every message, on the socket node and again on the shard: not
+# frozen, since a frozen init sets each field through object.__setattr__ (3.1 µs against 0.5 µs for
+# SendItem, measured). Nothing changes one once made.
+@dataclass(slots=True)
 class SendItem:
     sender: int
     session: str
@@ -38,7 +41,7 @@ class SendItem:
     mentions: tuple[int, ...] = ()  # users named (issue 18): members among them see "mentioned"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see SendItem
 class ReadItem:
     user: int
     session: str
@@ -46,7 +49,7 @@ class ReadItem:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see SendItem
 class TypingItem:
     user: int
     session: str
@@ -95,6 +98,7 @@ class MessageRow(TypedDict):
 MSG_FIELDS = ("conv", "seq", "msg_id", "sender_id", "kind", "body", "ts", "file_id", "meta")
 # The frame's keys that come from the row's `meta` JSON (issue 18), never from its columns.
 META_KEYS = ("reply_to", "mentions", "edited", "recalled", "reactions", "event")
+_META_SET = frozenset(META_KEYS)
 
 
 def msg_frame(conv: str, seq: int, msg_id: str, sender: int, kind: str, body: str, ts: int,
@@ -116,8 +120,10 @@ def msg_frame(conv: str, seq: int, msg_id: str, sender: int, kind: str, body: st
 
 def meta_of(msg: MsgFrame) -> str | None:
     """The `meta` column's JSON of a frame: its issue-18 keys, or None when it has none."""
+    if _META_SET.isdisjoint(msg):  # a plain message (most): one C-level test instead of six lookups
+        return None
     found = {key: msg[key] for key in META_KEYS if key in msg}  # type: ignore[literal-required]
-    return orjson.dumps(found).decode() if found else None
+    return orjson.dumps(found).decode()
 
 
 def hidden(msg: MsgFrame) -> MsgFrame:
@@ -173,7 +179,7 @@ class Outcome:
     error: tuple[str, str] | None = None  # (code, message)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see SendItem
 class Delivery:
     """One frame (already JSON) for every session of `users`, except the session `skip`. A message
     also carries its conversation, seq and ts, which socket nodes use to drop what they have

@@ -38,7 +38,9 @@ class Send(_Frame):
     file_id: StrictStr | None = None
     # Issue 18: the seq of the message answered, and the users named (the shard checks both).
     reply_to: Annotated[StrictInt, Field(ge=1, le=2**53)] | None = None
-    mentions: Annotated[list[Annotated[StrictInt, Field(ge=1, le=2**53)]], Field(max_length=MAX_MENTIONS)] = []
+    # A tuple: a list default is deep-copied on every frame that leaves it out (~1/3 of a send's parse).
+    mentions: Annotated[tuple[Annotated[StrictInt, Field(ge=1, le=2**53)], ...],
+                        Field(max_length=MAX_MENTIONS)] = ()
 
 
 class Read(_Frame):
