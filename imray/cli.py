@@ -381,6 +381,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         group_size=args.group_size, sessions=args.sessions, session_users=args.session_users,
         storm_window=args.storm_window, storm_over_socket=not args.storm_http, sources=args.sources,
         centrifugo=not args.no_centrifugo, profile=args.profile,
+        shard_counts=tuple(int(n) for n in args.shard_counts.split(",")),
         results=Path(args.results) if args.results else None)
     results = bench(options)
     print(markdown(results))
@@ -524,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="throughput and latency against a bare relay, with an audit")
     b.add_argument("--scenario", default="one2one,fanout,connections,storm,http,rolling",
                    help="comma-separated: one2one, fanout, connections, storm (implies connections), http, "
-                   "rolling (every socket node drained and replaced under 1:1 traffic; last, audited)")
+                   "rolling (every socket node drained and replaced under 1:1 traffic; late, audited), "
+                   "shards (1:1 with each of --shard-counts; last)")
     b.add_argument("--group-size", type=int, default=500, help="online members of the fan-out group")
     b.add_argument("--sessions", type=int, default=20000, help="concurrent authenticated sessions")
     b.add_argument("--session-users", type=int, default=1000,
@@ -543,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--results", default="benchmarks/results", help="folder for JSON, Markdown and PNG ('' for none)")
     b.add_argument("--no-centrifugo", action="store_true",
                    help="leave out Centrifugo, the second baseline (used when built: `make bench` builds it)")
+    b.add_argument("--shard-counts", default="1,2,4",
+                   help="the shards scenario (not in the default list: it redeploys imray for each count; "
+                        "on a database server)")
     b.add_argument("--profile", action="store_true",
                    help="repeat the 1:1 closed loop with py-spy sampling the socket nodes and shards")
     b.set_defaults(func=cmd_bench)

@@ -103,6 +103,21 @@ def markdown(results: dict) -> str:
             lines.append(f"| imray / Centrifugo | | | {_ratio(fan['deliveries_per_s'], peer['deliveries_per_s'])} "
                          "| | |")
         lines.append("")
+    shards = results.get("shards")
+    if shards:
+        lines += ["## 1:1 throughput by shard count", ""]
+        if "skipped" in shards:
+            lines += [f"Skipped: {shards['skipped']}.", ""]
+        else:
+            lines += ["| shards | on Ray nodes | msgs/s | scaling | ack p50/p99 ms | shards' CPU µs/msg "
+                      "| server µs/msg |", "|---|---|---|---|---|---|---|"]
+            for step in shards["steps"]:
+                roles, ack = step["cpu"].get("roles", {}), step["ack_ms"]
+                lines.append(f"| {step['shards']} | {step['shard_hosts']} | {step['max_rate']:,.0f} "
+                             f"| {step['scaling']}x | {ack['p50']}/{ack['p99']} "
+                             f"| {roles.get('shards', {}).get('us_per_msg')} "
+                             f"| {step['cpu'].get('server_us_per_msg')} |")
+            lines.append("")
     conns = results.get("connections")
     if conns:
         lines += ["## Connections and the reconnect storm", "",

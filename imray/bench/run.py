@@ -21,6 +21,8 @@ from pathlib import Path
 from imray.bench import profile, report
 from imray.bench.loadgen import Endpoint, Pair, fanout_worker, http_worker, one2one_worker, send_all
 from imray.bench.sessions import SessionSpec, session_worker
+from imray.bench.shards import LocalImray
+from imray.bench.shards import scaling as shard_scaling
 from imray.client import HttpApi
 from imray.domain.nodes import NodeStats
 
@@ -51,6 +53,7 @@ class BenchOptions:
     progress: bool = True
     centrifugo: bool = True  # Centrifugo as a second baseline (issue 21), when it is built
     profile: bool = False  # py-spy the socket nodes and shards in an extra 1:1 closed loop (bench.profile)
+    shard_counts: tuple[int, ...] = (1, 2, 4)  # the "shards" scenario: imray redeployed with each (bench.shards)
     extra: dict = field(default_factory=dict)
 
 
@@ -457,7 +460,7 @@ def _start_relay(stack: ExitStack) -> str:
     return f"ws://127.0.0.1:{RELAY_PORT}/ws"
 
 
-def _local_imray(stack: ExitStack, options: BenchOptions) -> str:
+def _local_imray(stack: ExitStack, options: BenchOptions) -> LocalImray:
     from imray import runtime
     from imray.localcluster import local_cluster, loopback_only, ray_environment
     from imray.settings import load_settings
@@ -469,10 +472,29 @@ def _local_imray(stack: ExitStack, options: BenchOptions) -> str:
     stack.callback(shutil.rmtree, data_dir, ignore_errors=True)  # runs last: after the cluster stopped
     settings = load_settings(data_dir=data_dir, socket_nodes=2)
     stack.enter_context(local_cluster(workers=2, env=ray_environment(settings)))
-    key = runtime.prepare(settings)
-    runtime.deploy(settings, key)
-    stack.callback(runtime.undeploy, settings)
-    return settings.base_url
+    local = LocalImray(settings, runtime.prepare(settings))
+    runtime.deploy(settings, local.keys)
+    stack.callback(local.stop)  # as deployed last (the shard scaling redeploys)
+    return local
+
+
+def _shard_steps(pool, local: LocalImray | None, options: BenchOptions, acked: dict[str, list],
+                 audit_pairs: list[Pair]) -> dict:
+    """The 1:1 closed loop with each of `shard_counts` shards, on fresh pairs (audited with the rest)."""
+    def run_one(count: int) -> dict:
+        base_url = local.settings.base_url if local else ""
+        pairs = _pairs_across_nodes(asyncio.run(_provision(base_url, 2 * options.pairs)), options.pairs)
+        audit_pairs.extend(pairs)
+        _say(options, f"shards: {count} shard(s), closed loop, {len(pairs)} pairs, {options.duration} s")
+        before = profile.CpuSnapshot.take()
+        run = _drive(pool, pairs, None, options, f"shards{count}-")
+        cpu = profile.cpu_per_message(before, profile.CpuSnapshot.take(), run["acked"])
+        _merge(acked, run["acked_ids"])
+        return {"max_rate": round(run["acked"] / run["elapsed_s"], 1), "errors": run["errors"],
+                "ack_ms": report.percentiles(run["ack_ms"]), "cpu": cpu}
+
+    _say(options, f"shards: imray redeployed with {', '.join(map(str, options.shard_counts))} shards in turn")
+    return shard_scaling(local, options.shard_counts, run_one)
 
 
 def bench(options: BenchOptions) -> dict:
@@ -484,7 +506,8 @@ def bench(options: BenchOptions) -> dict:
                      "pairs": options.pairs, "processes": options.processes, "duration_s": options.duration,
                      "window": options.window}
     with ExitStack() as stack:
-        base_url = options.target or _local_imray(stack, options)
+        local = None if options.target else _local_imray(stack, options)
+        base_url = options.target or local.settings.base_url  # type: ignore[union-attr]
         _say(options, f"imray at {base_url}; provisioning {2 * options.pairs + 8} users")
         logins = asyncio.run(_provision(base_url, 2 * options.pairs + 8))
         pairs = _pairs_across_nodes(logins, options.pairs)
@@ -533,8 +556,10 @@ def bench(options: BenchOptions) -> dict:
             if "one2one" not in options.scenarios:  # pages of 50 messages to read, as after the 1:1 scenario
                 _seed(pairs, acked, 50)
             results["http"] = _http(pool, base_url, logins, [(p.receiver.token, p.conv) for p in pairs], options)
-        if "rolling" in options.scenarios:  # last: it replaces the socket nodes
+        if "rolling" in options.scenarios:  # late: it replaces the socket nodes
             results["rolling"] = _rolling(base_url, pairs, options, acked)
+        if "shards" in options.scenarios:  # last: it redeploys imray
+            results["shards"] = _shard_steps(pool, local, options, acked, audit_pairs)
         _say(options, "audit: history of every conversation against every ack")
         if fanout is not None:  # the group's history is audited like a conversation of its own
             acked[fanout["conv"]] = fanout["acked_ids"]
