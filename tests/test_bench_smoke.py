@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from conftest import STACK
+
 from imray.bench.report import markdown
 from imray.bench.run import BenchOptions, bench
 
@@ -33,7 +35,14 @@ def test_bench_smoke_run_passes_its_audit(stack, tmp_path):
     assert conns["rss_per_session_kb"] is not None  # the test process is the cluster's driver: memory is read
     storm = conns["storm"]  # every session came back and fetched 2 messages of its group, whole
     assert storm["current"] == 40 and storm["failed"] == 0 and storm["gaps"] == 0 and storm["duplicates"] == 0
-    assert results["http"]["login_errors"] == 0 and results["http"]["logins_per_s"] > 0
+    http = results["http"]
+    assert http["login_errors"] == 0 and http["logins_per_s"] > 0
+    assert http["hash_ceiling"]["verifications_per_s"] > 0  # the logins' baseline, in the same run
+    if STACK == "real":  # the history reads' baseline: a bare FastAPI + PyMySQL on the same database
+        assert http["history_baseline"]["history_per_s"] > 0 and http["history_baseline"]["errors"] == 0, http
+    else:
+        assert "skipped" in http["history_baseline"]
+    assert len(results["targets"]) == 7 and "## Issue 21's targets, in this run" in markdown(results)
     names = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert names == ["latency.png", "results.json", "results.md"]
     assert "Audit: PASS" in markdown(results)

@@ -58,6 +58,11 @@ def markdown(results: dict) -> str:
     lines += [f"**Audit: {'PASS' if audit['ok'] else 'FAIL'}** — acked {audit['acked']}, lost {audit['lost']}, "
               f"duplicates {audit['duplicates']}, order violations {audit['order_violations']}, "
               f"history gaps {audit['history_gaps']}.", ""]
+    judged = results.get("targets")
+    if judged:
+        met = {True: "yes", False: "**no**", None: "not judged"}
+        lines += ["## Issue 21's targets, in this run", "", "| target | goal | measured | met |", "|---|---|---|---|",
+                  *(f"| {t['target']} | {t['goal']} | {t['measured']} | {met[t['met']]} |" for t in judged), ""]
     one = results.get("one2one")
     if one:
         imray_max, relay_max = one["imray"]["max_rate"], one["relay"]["max_rate"]
@@ -147,7 +152,15 @@ def markdown(results: dict) -> str:
     if http:
         lines += ["## HTTP through the gateway", "", "| figure | per second | errors |", "|---|---|---|",
                   f"| password-grant logins | {http['logins_per_s']:,.0f} | {http['login_errors']} |",
-                  f"| history reads (50 messages) | {http['history_per_s']:,.0f} | {http['history_errors']} |", ""]
+                  f"| history reads (50 messages) | {http['history_per_s']:,.0f} | {http['history_errors']} |"]
+        ceiling, bare = http.get("hash_ceiling") or {}, http.get("history_baseline") or {}
+        if ceiling.get("verifications_per_s"):
+            lines.append(f"| baseline: argon2 verifications on {ceiling['cores']} cores, nothing else asked | "
+                         f"{ceiling['verifications_per_s']:,.0f} | |")
+        if bare.get("history_per_s"):
+            lines.append(f"| baseline: the same reads from bare FastAPI + PyMySQL ({bare['workers']} workers) | "
+                         f"{bare['history_per_s']:,.0f} | {bare['errors']} |")
+        lines.append("")
     rolling = results.get("rolling")
     if rolling and "skipped" not in rolling:
         lines += ["## Rolling restart under 1:1 traffic", "", "| figure | value |", "|---|---|",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from imray.bench import profile, report
+from imray.bench import baselines, profile, report, targets
 from imray.bench.loadgen import Endpoint, Pair, fanout_worker, http_worker, one2one_worker, send_all
 from imray.bench.sessions import SessionSpec, session_worker
 from imray.bench.shards import LocalImray
@@ -188,19 +188,45 @@ async def _audit(base_url: str, pairs: list[Pair], acked: dict[str, list], live:
 
 
 def _http(pool, base_url: str, logins: list[dict], readers: list[tuple[str, str]], options: BenchOptions) -> dict:
+    """Logins and history reads through the gateway, each beside its baseline of issue 21 measured in
+    the same run: this machine's argon2 ceiling, and a bare FastAPI + PyMySQL service on the same
+    database. Both take the IMRAY_* settings of this process (what a local run deployed; with
+    --target, what the operator set here, which is right when the target runs on this machine)."""
+    from imray.settings import load_settings
+
+    settings = load_settings()
     creds = [(x["username"], PASSWORD) for x in logins]
     per = max(1, options.http_concurrency // options.processes)
+    cores = len(os.sched_getaffinity(0))
+    result: dict = {}
+    _say(options, f"http: argon2 verifications on {cores} cores, nothing else asked of imray")
+    result["hash_ceiling"] = baselines.hash_ceiling(settings.argon2_time_cost, settings.argon2_memory_kib,
+                                                    settings.argon2_parallelism, cores, options.duration)
     _say(options, f"http: password-grant logins, {options.http_concurrency} concurrent")
     logins_runs = pool.map(http_worker, [(base_url, creds, None, options.duration, per)] * options.processes)
     _say(options, f"http: history reads, {options.http_concurrency} concurrent")
-    reads = pool.map(http_worker, [(base_url, creds, readers[k::options.processes] or readers, options.duration, per)
-                                   for k in range(options.processes)])
+
+    def reads(url: str) -> list[dict]:
+        return pool.map(http_worker, [(url, creds, readers[k::options.processes] or readers, options.duration, per)
+                                      for k in range(options.processes)])
+
+    history = reads(base_url)
+    if not settings.database_url.startswith("mysql"):
+        result["history_baseline"] = {"skipped": "on MariaDB/MySQL only (the target's stack)"}
+    else:
+        _say(options, f"http: the same reads from a bare FastAPI + PyMySQL service ({cores} uvicorn workers)")
+        with baselines.history_service(settings.database_url, cores) as url:
+            bare = reads(url)
+        result["history_baseline"] = {"workers": cores,
+                                      "history_per_s": round(sum(r["history"] for r in bare) / options.duration, 1),
+                                      "errors": sum(r["errors"] for r in bare)}
     return {"logins_per_s": round(sum(r["logins"] for r in logins_runs) / options.duration, 1),
             "login_errors": sum(r["errors"] for r in logins_runs),
-            "history_per_s": round(sum(r["history"] for r in reads) / options.duration, 1),
-            "history_errors": sum(r["errors"] for r in reads),
+            "history_per_s": round(sum(r["history"] for r in history) / options.duration, 1),
+            "history_errors": sum(r["errors"] for r in history),
             "error_statuses": dict(sum((Counter({str(c): n for c, n in r["error_statuses"].items()})
-                                        for r in [*logins_runs, *reads]), Counter()))}
+                                        for r in [*logins_runs, *history]), Counter())),
+            **result}
 
 
 def _seed(pairs: list[Pair], acked: dict[str, list], count: int) -> None:
@@ -575,6 +601,7 @@ def bench(options: BenchOptions) -> dict:
         if rolling and "skipped" not in rolling:  # every receiver had every message of the restart, too
             audit["rolling_missed"] = rolling["missed_by_receivers"]
             audit["ok"] = audit["ok"] and rolling["missed_by_receivers"] == 0
+    results["targets"] = targets.verdicts(results)
     if options.results is not None:
         folder = options.results / results["started"].replace(":", "").replace("+0000", "Z")
         results["files"] = [str(p) for p in report.write(results, folder)]

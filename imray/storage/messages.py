@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, insert, select, tuple_, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import Select
 
 from imray.domain.message_lifecycle import deleted
@@ -107,6 +107,11 @@ def _page_query() -> Select[Any]:
 def _page_after_query(*also: Any) -> Select[Any]:
     return (_page_query().where(messages.c.conv == bindparam("conv"), messages.c.seq > bindparam("after"), *also)
             .order_by(messages.c.seq).limit(bindparam("limit")))
+
+
+def page_after_sql(dialect: Dialect) -> str:
+    """The SQL of the `after_seq` page read, for `dialect`: the bench's bare baseline runs the same."""
+    return str(_page_after_query().compile(dialect=dialect))
 
 
 def _frames(rows: Iterable[Sequence[Any]]) -> list[MsgFrame]:
