@@ -85,3 +85,6 @@ async def test_actors_log_json_with_imray_fields_and_never_secrets_or_bodies(sta
              for what, needle in (("password", password), ("access token", alice.access_token),
                                   ("refresh token", alice.refresh_token), ("message body", body))}
     assert not any(leaks.values()), leaks
+    # And no record failed to be written (websockets' records once did, with a traceback per connection).
+    failed = [str(p) for p in _files() if "--- Logging error ---" in p.read_text(errors="replace")]
+    assert not failed, failed

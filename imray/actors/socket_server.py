@@ -33,6 +33,7 @@ from imray.domain.errors import BadRequest, DomainError, Unauthorized
 from imray.domain.frame_rates import CONTROLS, FrameBudget, FrameRates, Verdict, frame_class
 from imray.domain.messaging import NOT_STORED, Item, Outcome, ReadItem, SendItem, TypingItem, check_send
 from imray.domain.tokens import Principal
+from imray.logs import quiet_websockets
 from imray.protocol.frames import (
     Auth,
     Ping,
@@ -111,6 +112,7 @@ class SocketServer:
     async def listen(self, host: str, port: int) -> None:
         # Frames are limited to the auth frame's size until the session is authenticated (then to
         # socket_hard_frame_bytes): a connection that has not said who it is costs at most that.
+        quiet_websockets()
         self._server = await serve(
             self.handle, host, port, compression=None,
             max_size=self._settings.socket_auth_frame_bytes, process_request=self._admit,

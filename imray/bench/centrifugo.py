@@ -116,7 +116,7 @@ class _Pair:
 
 
 async def _open(url: str, user: str, channel: str) -> ClientConnection:
-    ws = await connect(url, compression=None, max_size=2**22, open_timeout=30, ping_interval=None)
+    ws = await connect(url, compression=None, max_size=2**22, open_timeout=30, ping_interval=None, proxy=None)
     await ws.send(orjson.dumps({"id": 1, "connect": {"token": token(user)}}).decode())
     await ws.send(orjson.dumps({"id": 2, "subscribe": {"channel": channel}}).decode())
     replies: dict[int, dict] = {}
