@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 from websockets.asyncio.client import ClientConnection
 
-from imray.bench.loadgen import no_collector_pauses, open_session, run
+from imray.bench.loadgen import frames_of, no_collector_pauses, open_session, run
 
 RETRIES = 8  # per session and phase, with backoff: a real client retries too
 
@@ -62,7 +62,8 @@ def _raise_fd_limit() -> None:
 
 
 async def _open(spec: SessionSpec, resume: bool = False) -> ClientConnection:
-    return await open_session(spec.url, spec.token, spec.source, wait_s=60, resume=resume)
+    # batch: the catch-up and resume_ok come in as few messages as the node can pack (as the SDKs ask)
+    return await open_session(spec.url, spec.token, spec.source, wait_s=60, resume=resume, batch=True)
 
 
 async def _with_retries(tally: Tally, step) -> bool:
@@ -127,15 +128,15 @@ class Worker:
             """The resume frame, then the catch-up up to resume_ok (live frames wait behind it)."""
             await ws.send(orjson.dumps({"type": "resume", "seen": {s.spec.conv: s.last_seq}}).decode())
             while True:
-                frame = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
-                if frame.get("type") == "msg" and frame["conv"] == s.spec.conv:
-                    take(s, frame["seq"])
-                elif frame.get("type") == "resume_ok":
-                    if s.spec.conv in frame["refused"]:
-                        raise RuntimeError(f"resume refused: {frame['refused']}")
-                    return
-                elif frame.get("type") == "error":
-                    raise RuntimeError(f"resume: {frame}")
+                for frame in frames_of(await asyncio.wait_for(ws.recv(), 60)):
+                    if frame.get("type") == "msg" and frame["conv"] == s.spec.conv:
+                        take(s, frame["seq"])
+                    elif frame.get("type") == "resume_ok":
+                        if s.spec.conv in frame["refused"]:
+                            raise RuntimeError(f"resume refused: {frame['refused']}")
+                        return
+                    elif frame.get("type") == "error":
+                        raise RuntimeError(f"resume: {frame}")
 
         async def back(s: SessionState) -> None:
             if s.ws is None:
