@@ -37,7 +37,10 @@ def test_an_environment_already_set_by_ray_env_does_not_point_the_wrapper_at_its
 def test_without_a_usable_haproxy_or_when_off_serve_keeps_its_python_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", raising=False)
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/nonexistent/haproxy")
-    python_proxy = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "IMRAY_INGRESS_REQUEST_TIMEOUT_S": "10",
+    for name in localcluster.SERVE_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    python_proxy = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+                    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000", "IMRAY_INGRESS_REQUEST_TIMEOUT_S": "10",
                     "IMRAY_INGRESS_CONNECTIONS_PER_ADDRESS": "256", "IMRAY_INGRESS_MAX_CONNECTIONS": "0",
                     # through Serve's proxy callback:
                     localcluster.PROXY_CALLBACK: localcluster.PROXY_LIMITS}
@@ -52,6 +55,14 @@ def test_serve_runs_in_its_throughput_mode_unless_the_operator_says_otherwise(
     assert localcluster.ray_environment(load_settings())["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     monkeypatch.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")
     assert localcluster.ray_environment(load_settings())["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
+
+
+def test_serves_background_loops_are_slowed_unless_the_operator_says_otherwise(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", raising=False)
+    monkeypatch.setenv("RAY_SERVE_METRICS_EXPORT_INTERVAL_MS", "100")
+    env = localcluster.ray_environment(load_settings())
+    assert env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] == "0.5" and env["RAY_SERVE_METRICS_EXPORT_INTERVAL_MS"] == "100"
 
 
 def test_the_cluster_imray_starts_uses_a_token_kept_private_in_the_data_dir(
