@@ -3,9 +3,15 @@ runs imray's own page statement."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+
+import pytest
 from sqlalchemy.dialects.mysql import pymysql
 
 from imray.bench.baselines import hash_ceiling
+from imray.bench.processes import stop, until_serving
 from imray.storage.messages import page_after_sql
 
 
@@ -20,3 +26,19 @@ def test_the_bare_history_service_runs_the_statement_imray_pages_with():
     assert sql.startswith("SELECT messages.conv, messages.seq, messages.msg_id")
     assert "LEFT OUTER JOIN hidden_messages" in sql and "ORDER BY messages.seq" in sql
     assert {"%(conv)s", "%(after)s", "%(reader)s", "%(limit)s"} <= {p for p in sql.split() if p.startswith("%(")}
+
+
+def test_a_baseline_server_is_awaited_until_it_answers_and_one_that_dies_says_so(tmp_path):
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                             "--directory", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        until_serving(f"http://127.0.0.1:{port}/", proc, within_s=20)
+    finally:
+        stop(proc)
+    assert proc.poll() is not None
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        until_serving(f"http://127.0.0.1:{port}/", dead, within_s=20)

@@ -8,10 +8,10 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from imray.bench.processes import stop, until_serving
 from imray.domain.passwords import Passwords
 
 HISTORY_PORT = 9320
@@ -50,25 +50,10 @@ def history_service(database_url: str, workers: int, port: int = HISTORY_PORT) -
                              "--log-level", "warning"], env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _until_serving(f"{base_url}/api/conversations/d:0:0/messages", proc)
+        try:
+            until_serving(f"{base_url}/api/conversations/d:0:0/messages", proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"the bare history service did not start: {exc}") from exc
         yield base_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _until_serving(url: str, proc: subprocess.Popen, within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the bare history service exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"the bare history service did not answer within {within_s} s")
+        stop(proc)

@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from imray.bench.loadgen import no_collector_pauses, run
+from imray.bench.processes import stop, until_serving
 
 MODULE = "github.com/centrifugal/centrifugo/v6"
 VERSION = "v6.9.1"
@@ -77,24 +77,13 @@ def server(port: int, workdir: Path) -> Iterator[tuple[str, int]]:
     proc = subprocess.Popen([str(BINARY), "--config", str(workdir / "config.json")], cwd=workdir,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Centrifugo did not start; see {workdir / 'centrifugo.log'}")
-            time.sleep(0.2)
+        try:
+            until_serving(f"http://127.0.0.1:{port}/health", proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"Centrifugo did not start ({exc}); see {workdir / 'centrifugo.log'}") from exc
         yield f"ws://127.0.0.1:{port}/connection/websocket", proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
 
