@@ -66,6 +66,7 @@ export class ChatApp {
       this.render();
       this.renderPanel();
       this.contacts.render();
+      this.refreshMentions();  // a member's name may arrive after the "@" was typed
     });
     this.avatars = new Avatars(this.rest);
     this.contacts = new ContactsView(this.rest, this.names, this.avatars, (user) => void this.openChat(directConv(this.me, user)));
@@ -530,6 +531,12 @@ export class ChatApp {
     this.showMentions(c === null || query === null ? [] : mentionCandidates(query, this.members(c).filter((m) => m.id !== this.me)));
   }
 
+  /** Offers again what the "@" being typed may mean, once members or their names have arrived; only
+   * while the message box has the focus, so a list closed by leaving the box stays closed. */
+  private refreshMentions(): void {
+    if (document.activeElement === byId("text")) this.updateMentions();
+  }
+
   private showMentions(options: Mentionable[]): void {
     this.mentionOptions = options;
     this.mentionPick = Math.min(this.mentionPick, Math.max(0, options.length - 1));
@@ -592,6 +599,7 @@ export class ChatApp {
     }
     this.render();
     this.renderPanel();
+    this.refreshMentions();
   }
 
   /** The open group's info panel, rebuilt from the group as the server last answered it. */
