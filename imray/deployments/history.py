@@ -18,7 +18,7 @@ from imray.domain.conversations import parse_conv
 from imray.domain.errors import Forbidden, NotFound
 from imray.domain.groups import check_membership
 from imray.domain.messaging import MsgFrame, hide_blocked
-from imray.storage import accounts
+from imray.storage import accounts, catch_up_pages
 from imray.storage import groups as group_store
 from imray.storage import messages as msgs
 from imray.storage.db import Database
@@ -53,3 +53,8 @@ class HistoryReader:
             return page
 
         return {"messages": await self._db.read(read)}
+
+    async def first_pages(self, wants: list[catch_up_pages.PageWant]) -> list[list[MsgFrame] | None]:
+        """Many readers' catch-up pages in one database call (`storage.catch_up_pages`): None where
+        `read` must answer alone."""
+        return await self._db.read(lambda conn: catch_up_pages.first_pages(conn, wants))

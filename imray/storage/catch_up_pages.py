@@ -1,0 +1,80 @@
+"""The first catch-up page of many reconnecting sessions, read in one transaction (issue 21).
+
+A reconnect storm asks for the same few pages many times over: the sessions of a group's members,
+all after the same seq. Answering each alone took two statements per session (the page with its
+access check, then whom the reader blocks) and a pool thread's hop; here a batch of sessions costs
+one statement per distinct page, one for which readers are members, one for what they deleted for
+themselves and one for whom they block. Each answer is what `HistoryReader.read` gives that reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from imray.domain.conversations import ConvId
+from imray.domain.message_lifecycle import deleted
+from imray.domain.messaging import MsgFrame, hide_blocked
+from imray.storage import messages as msgs
+from imray.storage.schema import blocks, group_members, hidden_messages
+
+CHUNK = 256  # wants per round of statements: keeps each IN list well inside every database's limits
+
+
+@dataclass(frozen=True)
+class PageWant:
+    reader: int
+    conv: ConvId
+    after: int
+    limit: int
+
+
+def first_pages(conn: Connection, wants: Sequence[PageWant]) -> list[list[MsgFrame] | None]:
+    """Each want's page after its seq, as its reader may see it; None where this read cannot answer
+    alone (not a member, or a direct conversation with nothing in it yet): the caller asks
+    `HistoryReader.read`, which tells a stranger (403) from an unknown conversation (404)."""
+    out: list[list[MsgFrame] | None] = []
+    for i in range(0, len(wants), CHUNK):
+        out += _chunk(conn, wants[i:i + CHUNK])
+    return out
+
+
+def _chunk(conn: Connection, wants: Sequence[PageWant]) -> list[list[MsgFrame] | None]:
+    group_readers = {w.reader for w in wants if w.conv.is_group}
+    members: set[tuple[int, int]] = set()
+    if group_readers:
+        rows = conn.execute(select(group_members.c.group_id, group_members.c.user_id).where(
+            group_members.c.group_id.in_({w.conv.group_id for w in wants if w.conv.is_group}),
+            group_members.c.user_id.in_(group_readers))).tuples()
+        members = {(int(g), int(u)) for g, u in rows}
+    allowed = [(w.conv.group_id, w.reader) in members if w.conv.is_group else w.reader in (w.conv.a, w.conv.b)
+               for w in wants]
+    pages = {key: msgs.history(conn, key[0], key[1], None, key[2])  # nobody's view: every message whole
+             for key in {(str(w.conv), w.after, w.limit) for w, ok in zip(wants, allowed, strict=True) if ok}}
+    if not pages:
+        return [None] * len(wants)
+    convs = {key[0] for key in pages}
+    readers = {w.reader for w, ok in zip(wants, allowed, strict=True) if ok}
+    hidden = set(conn.execute(select(hidden_messages.c.user_id, hidden_messages.c.conv, hidden_messages.c.seq).where(
+        hidden_messages.c.user_id.in_(readers), hidden_messages.c.conv.in_(convs),
+        hidden_messages.c.seq > min(key[1] for key in pages))).tuples())
+    blocked: dict[int, set[int]] = {}
+    if group_readers & readers:
+        for user, other in conn.execute(select(blocks.c.user_id, blocks.c.blocked_id)
+                                        .where(blocks.c.user_id.in_(group_readers & readers))).tuples():
+            blocked.setdefault(int(user), set()).add(int(other))
+    empty_direct = {key[0] for key, page in pages.items() if not page and key[0].startswith("d:")}
+    heads = msgs.last_seqs(conn, sorted(empty_direct)) if empty_direct else {}
+    out: list[list[MsgFrame] | None] = []
+    for want, ok in zip(wants, allowed, strict=True):
+        conv = str(want.conv)
+        if not ok or heads.get(conv, 1) == 0:  # a direct conversation without messages: does its other user exist?
+            out.append(None)
+            continue
+        page = [deleted(m["conv"], m["seq"], m["msg_id"], m["from"], m["kind"], m["ts"])
+                if (want.reader, conv, m["seq"]) in hidden else m for m in pages[(conv, want.after, want.limit)]]
+        out.append(hide_blocked(page, blocked.get(want.reader, ())) if want.conv.is_group else page)
+    return out
