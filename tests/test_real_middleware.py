@@ -197,3 +197,21 @@ def test_doctor_reports_each_backend(stack):
     assert lines["objects"].startswith("FAIL") and "AccessDenied" in lines["objects"]  # signatures are checked
     assert lines["redis"].startswith("FAIL") and "Connection refused" in lines["redis"]
     assert lines["database"].startswith("ok")
+
+
+async def test_a_revocation_set_in_redis_is_seen_at_once_by_every_check_made_together(stack):
+    """Two processes' views over the real Redis: what one revokes, the other's checks see before any
+    database read, each check with its own answer though they go to Redis as one MGET."""
+    from imray.adapters.revocations import Revocations
+
+    here, there = Revocations(stack.settings.redis_url), Revocations(stack.settings.redis_url)
+    try:
+        families = [f"storm-{os.getpid()}-{k}" for k in range(300)]
+        await here.revoke(families[7], 60)
+        await here.revoke(families[250], 60)
+        answers = await asyncio.gather(*(there.is_revoked(f) for f in families))
+        assert [k for k, revoked in enumerate(answers) if revoked] == [7, 250]
+        assert not there.known(families[7])  # Redis said so: the process's own view had not heard yet
+    finally:
+        await here.close()
+        await there.close()

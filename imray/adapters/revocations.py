@@ -6,7 +6,8 @@ tokens runs a `RevocationFollower`, which reads the logins revoked lately, every
 own in-process view, on both stacks, and tells its listeners (a socket node closes their sessions).
 With Redis, the revoking process also sets a key there, so the other processes see it at once; a
 Redis that does not answer is skipped (the check falls back to the process's view, at most a second
-behind the database), never taken as "not revoked" on its own word.
+behind the database), never taken as "not revoked" on its own word. The checks made together (a
+reconnect storm authenticates thousands of sessions a second) go to Redis as one MGET.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from imray.actors.batching import Batcher
 from imray.adapters.cache import revoked_family_key
 from imray.storage import accounts
 from imray.storage.db import Database
@@ -48,6 +50,7 @@ class Revocations:
 
             self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S,
                                                   socket_connect_timeout=REDIS_TIMEOUT_S)
+        self._checks: Batcher[None, str, bool] = Batcher(self._in_redis)
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -72,12 +75,16 @@ class Revocations:
         if self._redis is None or time.monotonic() < self._redis_down_until:
             return False
         try:
-            return bool(await self._redis.exists(revoked_family_key(family)))
+            return await self._checks.submit(None, family)
         except Exception as exc:  # the view follows the database: Redis adds speed, not truth
             log.warning("revocation check in Redis failed, using the database's list for %.0f s: %r",
                         REDIS_PAUSE_S, exc)
             self._redis_down_until = time.monotonic() + REDIS_PAUSE_S
             return False
+
+    async def _in_redis(self, _: None, families: list[str]) -> list[bool]:
+        values = await self._redis.mget([revoked_family_key(family) for family in families])
+        return [value is not None for value in values]
 
     async def revoke(self, family: str, ttl_s: int) -> None:
         """Called after the database has the revocation: spread it now (every follower reads it
