@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
+import pytest
 from support import Api, Socket, direct, one_per_node
+from websockets.asyncio.client import connect
 
 
 async def _resumed(url: str, token: str) -> Socket:
@@ -110,4 +113,56 @@ async def test_many_sessions_resume_at_once_and_each_gets_its_missed_messages_on
             await sock.close()
     finally:
         await so.close()
+        await api.close()
+
+
+async def test_seen_in_the_auth_frame_brings_auth_ok_the_catch_up_and_resume_ok_together_then_live(stack) -> None:
+    api = Api(stack.base_url)
+    a, b = await one_per_node(api)
+    conv = direct(a.user_id, b.user_id)
+    group = (await api.post("/api/groups", a.access_token, {"name": "seen at auth", "members": [b.user_id]})).json()
+    sa = await Socket.open(a.socket_url, a.access_token)
+    try:
+        for i in range(4):
+            assert (await sa.send_text(conv, f"missed {i}"))["type"] == "ack"
+        assert (await sa.send_text(group["conv"], "group missed"))["type"] == "ack"
+
+        sb = await Socket.open(b.socket_url, b.access_token, authenticate=False)
+        await sb.send_json({"type": "auth", "token": b.access_token, "seen": {conv: 1, group["conv"]: 0}})
+        live_seqs = [(await sa.send_text(conv, f"live {i}"))["seq"] for i in range(10)]
+        frames = await sb.wait(lambda fs: live_seqs[-1] in _msgs(fs, conv))
+        assert frames[0]["type"] == "auth_ok" and frames[0]["resume"] is True, frames[0]
+        done = next(i for i, f in enumerate(frames) if f["type"] == "resume_ok")
+        assert not [f for f in frames[1:done] if f["type"] != "msg"]  # nothing live before resume_ok
+        assert frames[done]["caught"][group["conv"]] == 2 and frames[done]["refused"] == {}
+        assert _msgs(frames, conv) == list(range(2, live_seqs[-1] + 1))  # no gap, none twice
+        await sb.send_json({"type": "resume", "seen": {conv: 0}})  # no resume frame is due after that
+        error = await sb.wait(lambda fs: fs[-1]["type"] == "error")
+        assert error[-1]["code"] == "bad_request", error[-1]
+        await sb.close()
+
+        # Batching too: auth_ok, the whole catch-up and resume_ok arrive as one WebSocket message.
+        async with connect(b.socket_url, compression=None) as ws:
+            await ws.send(orjson.dumps({"type": "auth", "token": b.access_token, "batch": True,
+                                        "seen": {conv: 1}}).decode())
+            message = await asyncio.wait_for(ws.recv(), 20)
+            kinds = [orjson.loads(line)["type"] for line in message.split("\n")]
+            assert kinds == ["auth_ok", *["msg"] * (live_seqs[-1] - 1), "resume_ok"], kinds
+
+        # `seen` has the resume frame's limits: a bad seq refuses the auth frame, nothing is read.
+        bad = await Socket.open(b.socket_url, b.access_token, authenticate=False)
+        await bad.send_json({"type": "auth", "token": b.access_token, "seen": {conv: -1}})
+        refused = await bad.wait(lambda fs: bool(fs))
+        assert refused[0]["type"] == "error" and refused[0]["code"] == "unauthorized", refused[0]
+        await bad.close()
+        # And the auth frame keeps its pre-auth size cap (4 KiB): a `seen` too big for it closes the
+        # connection with 1009 before any token is read; such a client sends a resume frame instead.
+        big = await Socket.open(b.socket_url, b.access_token, authenticate=False)
+        await big.send_json({"type": "auth", "token": b.access_token, "seen": {f"g:{i}": 0 for i in range(1, 1001)}})
+        with pytest.raises(AssertionError, match=r"socket closed \(1009\)"):
+            await big.wait(lambda fs: bool(fs))
+        after = await Socket.open(b.socket_url, b.access_token)  # the node serves on
+        await after.close()
+    finally:
+        await sa.close()
         await api.close()

@@ -214,7 +214,9 @@ class SocketServer:
         admitted = await self._authenticate(ws)
         if admitted is None:
             return
-        principal, batch, resume = admitted
+        principal, auth = admitted
+        batch = auth.batch
+        resume = (auth.resume or auth.seen is not None) and self._catch_up is not None
         if principal.user_id is None:
             return
         user = principal.user_id
@@ -238,12 +240,16 @@ class SocketServer:
             ok: dict[str, object] = {"type": "auth_ok", "user_id": user, "node": self.node_id, "session": session.id}
             if batch:  # issue 21's options, echoed when this node takes them
                 ok["batch"] = True
-            if resume and self._catch_up is not None:
+            if resume:
                 ok["resume"] = True
-            session.push(dumps(ok))
+            if resume and auth.seen is not None:  # auth_ok leaves with the catch-up, live frames after
+                session.hold()
+                self._catch_up_now(session, dict(auth.seen), encode_frame(dumps(ok)))
+            else:
+                session.push(dumps(ok))
             if self._move_frame is not None:  # a token pinned here before the drain: move on at once
                 session.push(self._move_frame(session))
-            if resume and self._catch_up is not None:  # live frames wait for the resume frame's catch-up
+            if resume and auth.seen is None:  # live frames wait for the resume frame's catch-up
                 session.hold()
                 session.resume_wait = asyncio.get_running_loop().call_later(
                     self._settings.socket_auth_timeout_s, self._resume_overdue, session)
@@ -361,8 +367,8 @@ class SocketServer:
         self._expire_at(session, principal.exp)
         session.push(dumps({"type": "refresh_ok", "expires_at": principal.exp}))
 
-    async def _authenticate(self, ws: ServerConnection) -> tuple[Principal, bool, bool] | None:
-        """Who this connection speaks for, whether it batches frames and resumes; None once refused."""
+    async def _authenticate(self, ws: ServerConnection) -> tuple[Principal, Auth] | None:
+        """Who this connection speaks for, and its auth frame (the options it asks); None once refused."""
         try:
             # asyncio.timeout, not wait_for: wait_for wraps recv() in a task of its own, and creating
             # it was 8 % of a socket node's CPU while sessions were connecting.
@@ -383,7 +389,7 @@ class SocketServer:
             hint = "connect to your pinned node" if url else "your node is gone: POST /api/socket/assign"
             await self._refuse(ws, error_frame("wrong_node", hint, socket_url=url), CLOSE_WRONG_NODE, "wrong_node")
             return None
-        return principal, frame.batch, frame.resume
+        return principal, frame
 
     async def _refuse(self, ws: ServerConnection, frame: str, code: int, reason: str) -> None:
         try:
@@ -434,19 +440,28 @@ class SocketServer:
                              "authenticated with resume: true")
         session.resume_wait.cancel()
         session.resume_wait = None
-        task = asyncio.get_running_loop().create_task(self._resumed(session, self._catch_up, dict(frame.seen)))
+        self._catch_up_now(session, dict(frame.seen))
+
+    def _catch_up_now(self, session: Session, seen: dict[str, int], first: bytes | None = None) -> None:
+        """Read what `seen` missed and release the held session with it; `first` (auth_ok when the
+        auth frame named `seen`) goes before it all."""
+        assert self._catch_up is not None
+        task = asyncio.get_running_loop().create_task(self._resumed(session, self._catch_up, seen, first))
         self._catch_ups.add(task)
         task.add_done_callback(self._catch_ups.discard)
 
-    async def _resumed(self, session: Session, catch_up: CatchUpRead, seen: dict[str, int]) -> None:
+    async def _resumed(self, session: Session, catch_up: CatchUpRead, seen: dict[str, int],
+                       first: bytes | None) -> None:
+        lead = [first] if first is not None else []
         try:
             resumed = await catch_up(session.user, seen)
         except Exception as exc:  # the database away: live goes on; the client reads history instead
             log.warning("catch-up failed: %r", exc, extra={"node": self.node_id, "user_id": session.user})
             failed = error_frame("internal", "catch-up failed: read what you missed from history")
-            session.release([encode_frame(failed)], {})  # the word why first, then what was held
+            session.release([*lead, encode_frame(failed)], {})  # the word why first, then what was held
             return
-        session.release([*map(encode_frame, resumed.frames), encode_frame(resumed.summary())], resumed.caught)
+        session.release([*lead, *map(encode_frame, resumed.frames), encode_frame(resumed.summary())],
+                        resumed.caught)
 
     def _resume_overdue(self, session: Session) -> None:
         """No resume frame in time: live frames go on, nothing is caught up."""

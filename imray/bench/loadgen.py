@@ -82,6 +82,26 @@ async def open_session(url: str, token: str, source: str | None = None, wait_s: 
     return ws
 
 
+async def open_resumed(url: str, token: str, seen: dict[str, int], source: str | None = None,
+                       wait_s: float = 30) -> tuple[ClientConnection, list[dict]]:
+    """Connect with `seen` in the auth frame (issue 21): auth_ok, the catch-up and resume_ok come
+    together; returns the session and the frames after auth_ok up to resume_ok."""
+    ws = await connect(url, compression=None, max_size=2**22, open_timeout=wait_s, ping_interval=None,
+                       local_addr=(source, 0) if source else None, proxy=None)
+    try:
+        await ws.send(orjson.dumps({"type": "auth", "token": token, "batch": True, "seen": seen}).decode())
+        got: list[dict] = []
+        while not got or got[-1].get("type") not in ("resume_ok", "error"):
+            got += frames_of(await asyncio.wait_for(ws.recv(), wait_s))
+    except BaseException:
+        ws.transport.abort()
+        raise
+    if got[0].get("type") != "auth_ok" or not got[0].get("resume") or got[-1].get("type") != "resume_ok":
+        ws.transport.abort()
+        raise RuntimeError(f"no catch-up: {got[0]} ... {got[-1]}")
+    return ws, got[1:]
+
+
 def run(main: Coroutine[Any, Any, T]) -> T:
     """`asyncio.run` on uvloop, the loop Ray gives imray's actors, unless RAY_USE_UVLOOP says no.
 

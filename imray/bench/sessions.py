@@ -3,7 +3,8 @@
 Each load-generator process holds its share of the sessions and obeys commands from the bench
 over a pipe: connect them all, drop them all (the transport is cut, as when a network goes), and
 the storm (each session comes back at a random moment within a window, re-authenticates and
-catches up from history until it holds its conversation's last seq). Sessions leave from several
+catches up until it holds its conversation's last seq: with its last seq in the auth frame, or
+from HTTP history). Sessions leave from several
 127.0.0.x source addresses, so one address's ephemeral ports do not run out.
 """
 
@@ -20,7 +21,7 @@ import aiohttp
 import orjson
 from websockets.asyncio.client import ClientConnection
 
-from imray.bench.loadgen import frames_of, no_collector_pauses, open_session, run
+from imray.bench.loadgen import no_collector_pauses, open_resumed, open_session, run
 
 RETRIES = 8  # per session and phase, with backoff: a real client retries too
 
@@ -61,9 +62,9 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def _open(spec: SessionSpec, resume: bool = False) -> ClientConnection:
-    # batch: the catch-up and resume_ok come in as few messages as the node can pack (as the SDKs ask)
-    return await open_session(spec.url, spec.token, spec.source, wait_s=60, resume=resume, batch=True)
+async def _open(spec: SessionSpec) -> ClientConnection:
+    # batch: frames come in as few messages as the node can pack (as the SDKs ask)
+    return await open_session(spec.url, spec.token, spec.source, wait_s=60, batch=True)
 
 
 async def _with_retries(tally: Tally, step) -> bool:
@@ -124,31 +125,21 @@ class Worker:
             s.seqs.add(seq)
             s.last_seq = seq
 
-        async def resume(s: SessionState, ws: ClientConnection) -> None:
-            """The resume frame, then the catch-up up to resume_ok (live frames wait behind it)."""
-            await ws.send(orjson.dumps({"type": "resume", "seen": {s.spec.conv: s.last_seq}}).decode())
-            while True:
-                for frame in frames_of(await asyncio.wait_for(ws.recv(), 60)):
-                    if frame.get("type") == "msg" and frame["conv"] == s.spec.conv:
-                        take(s, frame["seq"])
-                    elif frame.get("type") == "resume_ok":
-                        if s.spec.conv in frame["refused"]:
-                            raise RuntimeError(f"resume refused: {frame['refused']}")
-                        return
-                    elif frame.get("type") == "error":
-                        raise RuntimeError(f"resume: {frame}")
+        async def resumed(s: SessionState) -> ClientConnection:
+            """Its last seq in the auth frame: auth_ok, the catch-up and resume_ok come back together."""
+            ws, frames = await open_resumed(s.spec.url, s.spec.token, {s.spec.conv: s.last_seq}, s.spec.source, 60)
+            if s.spec.conv in frames[-1]["refused"]:
+                ws.transport.abort()
+                raise RuntimeError(f"resume refused: {frames[-1]['refused']}")
+            for frame in frames:
+                if frame.get("type") == "msg" and frame["conv"] == s.spec.conv:
+                    take(s, frame["seq"])
+            return ws
 
         async def back(s: SessionState) -> None:
             if s.ws is None:
                 async with self.gate:
-                    ws = await _open(s.spec, resume=over_socket)
-                    try:
-                        if over_socket:
-                            await resume(s, ws)
-                    except BaseException:
-                        ws.transport.abort()  # the retry opens a new one
-                        raise
-                    s.ws = ws
+                    s.ws = await (resumed(s) if over_socket else _open(s.spec))
             target = last_seq.get(s.spec.conv, 0)
             while s.last_seq < target:  # history after the last seq this session holds
                 async with http.get(f"/api/conversations/{s.spec.conv}/messages",

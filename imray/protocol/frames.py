@@ -19,6 +19,10 @@ class _Frame(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+# The last seq a client has of each conversation it names (issue 21's catch-up over the socket).
+Seen = Annotated[dict[StrictStr, Annotated[StrictInt, Field(ge=0, le=2**62)]], Field(max_length=MAX_RESUME_CONVS)]
+
+
 class Auth(_Frame):
     type: Literal["auth"]
     token: StrictStr
@@ -26,6 +30,9 @@ class Auth(_Frame):
     batch: StrictBool = False
     # Issue 21: live frames wait for the `resume` frame that follows, and what it names is caught up first.
     resume: StrictBool = False
+    # Issue 21: the `resume` frame's `seen`, given at once: auth_ok, the catch-up and resume_ok then
+    # leave together (a round trip and a write fewer for every session of a reconnect storm).
+    seen: Seen | None = None
 
 
 class Send(_Frame):
@@ -70,8 +77,7 @@ class Resume(_Frame):
     node sends what came after, before anything live (the auth frame asked it to wait)."""
 
     type: Literal["resume"]
-    seen: Annotated[dict[StrictStr, Annotated[StrictInt, Field(ge=0, le=2**62)]],
-                    Field(max_length=MAX_RESUME_CONVS)]
+    seen: Seen
 
 
 Frame = Auth | Send | Read | Typing | Ping | Refresh | Resume
