@@ -533,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="users the sessions belong to (each has sessions/users devices)")
     b.add_argument("--storm-window", type=float, default=10.0, help="seconds in which every session comes back")
     b.add_argument("--storm-http", action="store_true",
-                   help="storm sessions catch up through HTTP history, not with a resume frame on their socket")
+                   help="storm sessions catch up through HTTP history, not with their last seq in the auth frame")
     b.add_argument("--sources", type=int, default=8, help="127.0.0.x source addresses the sessions use")
     b.add_argument("--duration", type=float, default=10.0, help="seconds per step")
     b.add_argument("--pairs", type=int, default=16, help="sender/receiver pairs, across socket nodes")

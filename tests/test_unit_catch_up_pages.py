@@ -96,3 +96,17 @@ async def test_a_catch_up_reads_a_long_gap_page_by_page_up_to_its_cap_and_refuse
     assert resumed.caught == {w["group"]: 14, w["direct"]: 3}
     assert resumed.truncated == [w["group"]]
     assert resumed.refused == {w["unknown_group"]: "not_found", "nonsense": "bad_request", w["empty"]: "forbidden"}
+
+
+def test_an_in_list_query_takes_lists_of_any_length_and_an_empty_one_matches_nothing(sqlite_db: Database) -> None:
+    from imray.storage.sql_compat import InListSql
+    w = _world(sqlite_db)
+    query = InListSql("SELECT user_id, seq FROM hidden_messages WHERE user_id IN ({}) AND conv IN ({}) AND seq > {}")
+    def read(conn) -> tuple:
+        return (query.fetch_tuples(conn, [w["bob"]], [w["group"], w["direct"]], 0),
+                query.fetch_tuples(conn, [w["ann"], w["bob"], w["cat"]], [w["direct"]], 1),
+                query.fetch_tuples(conn, [w["bob"]], [w["group"]], 4),
+                query.fetch_tuples(conn, [], [w["group"]], 0))
+    both, direct_only, none_after, empty = sqlite_db.transaction(read)
+    assert sorted(both) == [(w["bob"], 2), (w["bob"], 4)]
+    assert direct_only == [(w["bob"], 2)] and none_after == [] and empty == []

@@ -12,16 +12,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from imray.domain.conversations import ConvId
 from imray.domain.message_lifecycle import deleted
 from imray.domain.messaging import MsgFrame, hide_blocked
 from imray.storage import messages as msgs
-from imray.storage.schema import blocks, group_members, hidden_messages
+from imray.storage.sql_compat import InListSql
 
 CHUNK = 256  # wants per round of statements: keeps each IN list well inside every database's limits
+
+_MEMBERS = InListSql("SELECT group_id, user_id FROM group_members WHERE group_id IN ({}) AND user_id IN ({})")
+_HIDDEN = InListSql("SELECT user_id, conv, seq FROM hidden_messages"
+                    " WHERE user_id IN ({}) AND conv IN ({}) AND seq > {}")
+_BLOCKS = InListSql("SELECT user_id, blocked_id FROM blocks WHERE user_id IN ({})")
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,8 @@ def _chunk(conn: Connection, wants: Sequence[PageWant]) -> list[list[MsgFrame] |
     group_readers = {w.reader for w in wants if w.conv.is_group}
     members: set[tuple[int, int]] = set()
     if group_readers:
-        rows = conn.execute(select(group_members.c.group_id, group_members.c.user_id).where(
-            group_members.c.group_id.in_({w.conv.group_id for w in wants if w.conv.is_group}),
-            group_members.c.user_id.in_(group_readers))).tuples()
+        rows = _MEMBERS.fetch_tuples(conn, sorted({w.conv.group_id for w in wants if w.conv.is_group}),
+                                     sorted(group_readers))
         members = {(int(g), int(u)) for g, u in rows}
     allowed = [(w.conv.group_id, w.reader) in members if w.conv.is_group else w.reader in (w.conv.a, w.conv.b)
                for w in wants]
@@ -58,13 +61,11 @@ def _chunk(conn: Connection, wants: Sequence[PageWant]) -> list[list[MsgFrame] |
         return [None] * len(wants)
     convs = {key[0] for key in pages}
     readers = {w.reader for w, ok in zip(wants, allowed, strict=True) if ok}
-    hidden = set(conn.execute(select(hidden_messages.c.user_id, hidden_messages.c.conv, hidden_messages.c.seq).where(
-        hidden_messages.c.user_id.in_(readers), hidden_messages.c.conv.in_(convs),
-        hidden_messages.c.seq > min(key[1] for key in pages))).tuples())
+    hidden = {(int(u), c, int(s)) for u, c, s in _HIDDEN.fetch_tuples(conn, sorted(readers), sorted(convs),
+                                                                       min(key[1] for key in pages))}
     blocked: dict[int, set[int]] = {}
     if group_readers & readers:
-        for user, other in conn.execute(select(blocks.c.user_id, blocks.c.blocked_id)
-                                        .where(blocks.c.user_id.in_(group_readers & readers))).tuples():
+        for user, other in _BLOCKS.fetch_tuples(conn, sorted(group_readers & readers)):
             blocked.setdefault(int(user), set()).add(int(other))
     empty_direct = {key[0] for key, page in pages.items() if not page and key[0].startswith("d:")}
     heads = msgs.last_seqs(conn, sorted(empty_direct)) if empty_direct else {}

@@ -86,3 +86,34 @@ class DriverSql:
             conn.exec_driver_sql(sql, [{c: row[c] for c in self._columns or row} for row in rows])
         else:
             conn.exec_driver_sql(sql, [tuple(row[c] for c in order) for row in rows])
+
+
+class InListSql:
+    """A query with IN lists of any length, run straight through the DB-API cursor (the batched
+    catch-up pages): `{}` in the text stands for one argument, a scalar's placeholder or a list's
+    comma-separated ones. SQLAlchemy builds, compiles and expands such a select on every call: a
+    fifth of a socket node's CPU while 20,000 sessions caught up at once. The text is plain SQL that
+    SQLite and MySQL/MariaDB read alike; the rendered text is kept per dialect and list lengths."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._rendered: dict[tuple[str, tuple[int, ...]], str] = {}
+
+    def fetch_tuples(self, conn: Connection, *args: object) -> list[tuple[Any, ...]]:
+        shape = tuple(len(a) if isinstance(a, list | tuple) else -1 for a in args)
+        if 0 in shape:
+            return []  # `IN ()` is no SQL: an empty list matches nothing
+        key = (conn.dialect.name, shape)
+        sql = self._rendered.get(key)
+        if sql is None:
+            mark = "?" if conn.dialect.name == "sqlite" else "%s"  # sqlite3's qmark, pymysql's format
+            sql = self._rendered[key] = self._text.format(*(mark if n < 0 else ", ".join([mark] * n) for n in shape))
+        params: list[object] = []
+        for a in args:
+            params.extend(a) if isinstance(a, list | tuple) else params.append(a)
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, tuple(params))
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
