@@ -375,7 +375,7 @@ def _sessions(base_url: str, options: BenchOptions, acked: dict[str, list], audi
             me = Endpoint(owner["user_id"], "", owner["access_token"])
             audit_pairs.append(Pair(me, me, conv))
         start_at = time.time() + 0.5
-        how = "over its socket (resume)" if options.storm_over_socket else "through HTTP history"
+        how = "over its socket (seen in auth)" if options.storm_over_socket else "through HTTP history"
         _say(options, f"storm: every session comes back within {options.storm_window} s and catches up {how}")
         back = _command(pipes, "storm", options.storm_window, last_seq, start_at, options.storm_over_socket)
         result["storm"] = {
