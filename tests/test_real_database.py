@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.exc import DBAPIError
+from test_unit_catch_up_pages import batched_pages_match_lone_reads
 
 from imray.storage import db as db_module
 from imray.storage.db import Database
@@ -131,3 +132,9 @@ def test_a_connection_idle_for_long_is_checked_before_use(database: Database, se
     _server("start", server)
     database.transaction(_write)  # the dead connection was found at checkout and replaced: no failure
     assert database._read_only(_read) == 2
+
+
+async def test_the_batched_catch_up_pages_are_what_each_reader_gets_alone_on_mariadb(database: Database) -> None:
+    # The batch's statements are plain SQL (one UNION ALL of numbered pages, IN lists): MariaDB reads them too.
+    database.create_schema()
+    await batched_pages_match_lone_reads(database)
