@@ -18,7 +18,7 @@ from imray.domain.conversations import ConvId
 from imray.domain.message_lifecycle import deleted
 from imray.domain.messaging import MSG_FIELDS, MsgFrame, hide_blocked, msg_frame
 from imray.storage import messages as msgs
-from imray.storage.sql_compat import InListSql
+from imray.storage.sql_compat import InListSql, driver_rows, placeholder
 
 CHUNK = 256  # wants per round of statements: keeps each IN list well inside every database's limits
 
@@ -88,15 +88,10 @@ def _pages(conn: Connection, keys: list[tuple[str, int, int]]) -> dict[tuple[str
     """Each (conv, after, limit) page in nobody's view (every message whole), read in one statement."""
     if not keys:
         return {}
-    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    mark = placeholder(conn)
     sql = " UNION ALL ".join(_PAGE.format(mark, mark, mark, mark) + str(i) for i in range(len(keys)))
     params = tuple(x for i, (conv, after, limit) in enumerate(keys) for x in (i, conv, after, limit))
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        rows = sorted(cursor.fetchall(), key=lambda r: (r[0], r[2]))  # a union keeps no order: by page, seq
-    finally:
-        cursor.close()
+    rows = sorted(driver_rows(conn, sql, params), key=lambda r: (r[0], r[2]))  # a union keeps no order
     pages: dict[tuple[str, int, int], list[MsgFrame]] = {key: [] for key in keys}
     for row in rows:
         pages[keys[row[0]]].append(msg_frame(*row[1:]))

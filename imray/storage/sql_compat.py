@@ -71,12 +71,7 @@ class DriverSql:
     def fetch_tuples(self, conn: Connection, **values: object) -> list[tuple[Any, ...]]:
         """A query's rows as the driver's plain tuples, read on the connection's DB-API cursor: no
         SQLAlchemy Row per row (a 50-message history page: 0.29 against 0.10 ms on SQLite)."""
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(*self._bound(conn, values))
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
+        return driver_rows(conn, *self._bound(conn, values))
 
     def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
@@ -106,14 +101,24 @@ class InListSql:
         key = (conn.dialect.name, shape)
         sql = self._rendered.get(key)
         if sql is None:
-            mark = "?" if conn.dialect.name == "sqlite" else "%s"  # sqlite3's qmark, pymysql's format
+            mark = placeholder(conn)
             sql = self._rendered[key] = self._text.format(*(mark if n < 0 else ", ".join([mark] * n) for n in shape))
         params: list[object] = []
         for a in args:
             params.extend(a) if isinstance(a, list | tuple) else params.append(a)
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(sql, tuple(params))
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
+        return driver_rows(conn, sql, tuple(params))
+
+
+def placeholder(conn: Connection) -> str:
+    """The driver's positional parameter mark: sqlite3's qmark, pymysql's format."""
+    return "?" if conn.dialect.name == "sqlite" else "%s"
+
+
+def driver_rows(conn: Connection, sql: str, params: Params) -> list[tuple[Any, ...]]:
+    """A query's rows as the driver's plain tuples, read on the connection's DB-API cursor."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
