@@ -55,18 +55,19 @@ class PairState:
     in_flight: asyncio.Semaphore | None = None
 
 
-async def open_session(url: str, token: str, source: str | None = None, wait_s: float = 30,
-                       resume: bool = False, batch: bool = False) -> ClientConnection:
-    """Connect, send the auth frame and wait for auth_ok, as a client does; from `source` if given.
-    `resume`: live frames wait for a `resume` frame (catch-up over the socket, issue 21); `batch`:
-    the server may pack several frames in a message, one per line (read them with `frames_of`)."""
+async def _connect(url: str, source: str | None, wait_s: float) -> ClientConnection:
     # proxy=None: no proxy lookup in the environment per connection (~20 % of a loader's CPU in a storm).
-    ws = await connect(url, compression=None, max_size=2**22, open_timeout=wait_s, ping_interval=None,
-                       local_addr=(source, 0) if source else None, proxy=None)
+    return await connect(url, compression=None, max_size=2**22, open_timeout=wait_s, ping_interval=None,
+                         local_addr=(source, 0) if source else None, proxy=None)
+
+
+async def open_session(url: str, token: str, source: str | None = None, wait_s: float = 30,
+                       batch: bool = False) -> ClientConnection:
+    """Connect, send the auth frame and wait for auth_ok, as a client does; from `source` if given.
+    `batch`: the server may pack several frames in a message, one per line (read them with `frames_of`)."""
+    ws = await _connect(url, source, wait_s)
     try:
         auth: dict = {"type": "auth", "token": token}
-        if resume:
-            auth["resume"] = True
         if batch:
             auth["batch"] = True
         await ws.send(orjson.dumps(auth).decode())
@@ -86,8 +87,7 @@ async def open_resumed(url: str, token: str, seen: dict[str, int], source: str |
                        wait_s: float = 30) -> tuple[ClientConnection, list[dict]]:
     """Connect with `seen` in the auth frame (issue 21): auth_ok, the catch-up and resume_ok come
     together; returns the session and the frames after auth_ok up to resume_ok."""
-    ws = await connect(url, compression=None, max_size=2**22, open_timeout=wait_s, ping_interval=None,
-                       local_addr=(source, 0) if source else None, proxy=None)
+    ws = await _connect(url, source, wait_s)
     try:
         await ws.send(orjson.dumps({"type": "auth", "token": token, "batch": True, "seen": seen}).decode())
         got: list[dict] = []
