@@ -38,11 +38,14 @@ def role_of(proc: psutil.Process) -> str:
     title = cmdline[0] if cmdline else proc.name()
     whole = " ".join(cmdline)
     if "multiprocessing" in whole:
+        parent = proc.parent()
+        if parent is not None and "imray.bench.history_service" in " ".join(parent.cmdline()):
+            return "baselines"  # the bare history service's uvicorn workers
         return "loaders"  # the bench's spawned load generators
     for prefix, role in _ROLES:
         if title.startswith(prefix):
             return role
-    if "imray.bench.relay" in whole or "centrifugo" in whole:
+    if any(name in whole for name in ("imray.bench.relay", "imray.bench.history_service", "centrifugo")):
         return "baselines"  # idle while imray is measured, and the other way round
     if title.startswith("ray::") and not title.startswith("ray::IDLE"):
         return title.removeprefix("ray::").split(".")[0].split(" ")[0]  # another actor, by its class

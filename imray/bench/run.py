@@ -203,20 +203,29 @@ def _http(pool, base_url: str, logins: list[dict], readers: list[tuple[str, str]
     result["hash_ceiling"] = baselines.hash_ceiling(settings.argon2_time_cost, settings.argon2_memory_kib,
                                                     settings.argon2_parallelism, cores, options.duration)
     _say(options, f"http: password-grant logins, {options.http_concurrency} concurrent")
+    before = profile.CpuSnapshot.take()
     logins_runs = pool.map(http_worker, [(base_url, creds, None, options.duration, per)] * options.processes)
+    result["login_cpu"] = profile.cpu_per_message(before, profile.CpuSnapshot.take(),
+                                                  sum(r["logins"] for r in logins_runs))
     _say(options, f"http: history reads, {options.http_concurrency} concurrent")
 
     def reads(url: str) -> list[dict]:
         return pool.map(http_worker, [(url, creds, readers[k::options.processes] or readers, options.duration, per)
                                       for k in range(options.processes)])
 
+    before = profile.CpuSnapshot.take()
     history = reads(base_url)
+    result["history_cpu"] = profile.cpu_per_message(before, profile.CpuSnapshot.take(),
+                                                    sum(r["history"] for r in history))
     if not settings.database_url.startswith("mysql"):
         result["history_baseline"] = {"skipped": "on MariaDB/MySQL only (the target's stack)"}
     else:
         _say(options, f"http: the same reads from a bare FastAPI + PyMySQL service ({cores} uvicorn workers)")
         with baselines.history_service(settings.database_url, cores) as url:
+            before = profile.CpuSnapshot.take()
             bare = reads(url)
+            result["history_baseline_cpu"] = profile.cpu_per_message(before, profile.CpuSnapshot.take(),
+                                                                     sum(r["history"] for r in bare))
         result["history_baseline"] = {"workers": cores,
                                       "history_per_s": round(sum(r["history"] for r in bare) / options.duration, 1),
                                       "errors": sum(r["errors"] for r in bare)}
