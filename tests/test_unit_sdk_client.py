@@ -79,22 +79,34 @@ async def auth_frame(ws: ServerConnection) -> dict[str, Any]:
     return dict(frame)
 
 
+AUTH_OK = {"type": "auth_ok", "user_id": USER, "node": "sn-1", "session": "0" * 16, "batch": True}
+
+
 async def answer_resume(ws: ServerConnection, http: FakeHttp, truncate: int | None = None,
                         refuse: tuple[str, ...] = (), fail: str | None = None) -> dict[str, Any]:
-    """Read the resume frame (the first line of the next message) and answer it as imray does, from
-    the fake's history: the missed msg frames, then resume_ok (or, with `fail`, an error frame with no
-    id). `truncate` caps each conversation's catch-up. Returns the resume frame."""
-    resume = json.loads(str(await ws.recv()).split("\n")[0])
-    assert resume["type"] == "resume"
+    """Read the auth frame and answer it as imray does, the catch-up from the fake's history included:
+    with `seen` in it, auth_ok, the missed msg frames and resume_ok in one message; with `resume`,
+    auth_ok, then the same for the resume frame that follows (the first line of the next message).
+    `fail`: an error frame with no id instead of the catch-up; `truncate` caps each conversation's
+    catch-up; `refuse` names conversations refused. Returns the frame that carried `seen`."""
+    auth = json.loads(await ws.recv())
+    assert auth["type"] == "auth" and ("seen" in auth) != bool(auth.get("resume")), auth
+    first = [AUTH_OK]
+    if "seen" in auth:
+        asked = auth
+    else:
+        await ws.send(json.dumps(AUTH_OK))
+        first, asked = [], json.loads(str(await ws.recv()).split("\n")[0])
+        assert asked["type"] == "resume"
     if fail is not None:
-        code = "internal" if fail.startswith("catch-up") else "bad_request"
-        await ws.send(json.dumps({"type": "error", "code": code, "message": fail}))
-        return dict(resume)
+        code = "internal" if fail.startswith("catch-up") or "seen" in auth else "bad_request"
+        await ws.send("\n".join(json.dumps(f) for f in [*first, {"type": "error", "code": code, "message": fail}]))
+        return dict(asked)
     frames: list[dict[str, Any]] = []
     caught: dict[str, int] = {}
     truncated: list[str] = []
-    refused = {conv: "forbidden" for conv in refuse if conv in resume["seen"]}
-    for conv, after in resume["seen"].items():
+    refused = {conv: "forbidden" for conv in refuse if conv in asked["seen"]}
+    for conv, after in asked["seen"].items():
         if conv in refused:
             continue
         missed = [m for m in http.history if m["conv"] == conv and m["seq"] > after]
@@ -103,8 +115,8 @@ async def answer_resume(ws: ServerConnection, http: FakeHttp, truncate: int | No
         frames += missed
         caught[conv] = missed[-1]["seq"] if missed else after
     summary = {"type": "resume_ok", "caught": caught, "truncated": truncated, "refused": refused}
-    await ws.send("\n".join(json.dumps(f) for f in [*frames, summary]))
-    return dict(resume)
+    await ws.send("\n".join(json.dumps(f) for f in [*first, *frames, summary]))
+    return dict(asked)
 
 
 @asynccontextmanager
@@ -314,12 +326,10 @@ def missed_while_away(http: FakeHttp) -> None:
     http.history = [msg(seq, conv=conv) for conv in (CONV, OTHER, THIRD) for seq in (1, 2, 3)]
 
 
-async def test_a_reconnect_announces_resume_and_names_each_known_conversation_with_its_seen_seq():
+async def test_a_reconnect_names_each_known_conversation_with_its_seen_seq_in_the_auth_frame():
     resumes: list[dict[str, Any]] = []
-    auths: list[dict[str, Any]] = []
 
     async def script(number: int, ws: ServerConnection) -> None:
-        auths.append(await auth_frame(ws))
         resumes.append(await answer_resume(ws, http))
         if number == 0:
             await ws.send(json.dumps(msg(2)))
@@ -330,21 +340,21 @@ async def test_a_reconnect_announces_resume_and_names_each_known_conversation_wi
     async with fake_imray(script) as (client, http, _):
         await client.connect(seen={CONV: 1, OTHER: 5})
         await until(lambda: len(resumes) == 2)
-        assert auths[0] == {"type": "auth", "token": "t1", "batch": True, "resume": True}
+        assert resumes[0] == {"type": "auth", "token": "t1", "batch": True, "seen": {OTHER: 5, CONV: 1}}
         assert [list(r["seen"].items()) for r in resumes] == [[(OTHER, 5), (CONV, 1)], [(CONV, 2), (OTHER, 5)]]
 
 
-async def test_a_resume_names_at_most_1000_conversations_the_most_recently_active():
+async def test_too_many_conversations_for_the_auth_frame_go_in_a_resume_frame_at_most_1000_the_most_recent():
     resumes: list[dict[str, Any]] = []
 
     async def script(number: int, ws: ServerConnection) -> None:
-        await auth_frame(ws)
         resumes.append(await answer_resume(ws, http))
         await ws.wait_closed()
 
     async with fake_imray(script) as (client, http, _):
         await client.connect(seen={f"g:{n}": n for n in range(1, 1201)})  # the last given counts as newest
         await until(lambda: len(resumes) == 1)
+        assert resumes[0]["type"] == "resume"  # 1,000 of them would not fit in the 4 KiB before auth_ok
         assert sorted(resumes[0]["seen"]) == sorted(f"g:{n}" for n in range(201, 1201))
 
 
@@ -364,8 +374,8 @@ async def test_without_a_known_conversation_auth_asks_no_resume_and_the_list_fin
 
 async def test_messages_missed_while_away_come_over_the_socket_once_in_order_with_no_history_read():
     async def script(number: int, ws: ServerConnection) -> None:
-        await auth_frame(ws)
         if number == 0:
+            await auth_frame(ws)
             await ws.close(1011)
             return
         await answer_resume(ws, http)
@@ -386,7 +396,6 @@ async def test_messages_missed_while_away_come_over_the_socket_once_in_order_wit
 
 async def test_a_truncated_catch_up_goes_on_through_history_from_where_the_socket_stopped():
     async def script(number: int, ws: ServerConnection) -> None:
-        await auth_frame(ws)
         await answer_resume(ws, http, truncate=2)
         await ws.wait_closed()
 
@@ -401,7 +410,6 @@ async def test_a_conversation_the_resume_refuses_is_left_out_of_the_next_resume(
     resumes: list[dict[str, Any]] = []
 
     async def script(number: int, ws: ServerConnection) -> None:
-        await auth_frame(ws)
         resumes.append(await answer_resume(ws, http, refuse=(OTHER,)))
         if number == 0:
             await ws.close(1011)
@@ -415,11 +423,28 @@ async def test_a_conversation_the_resume_refuses_is_left_out_of_the_next_resume(
         assert not [e for e in events if isinstance(e, ErrorEvent)]
 
 
+async def test_a_server_that_closes_an_auth_frame_with_seen_as_too_big_gets_a_resume_frame_next_time():
+    asked: list[dict[str, Any]] = []
+
+    async def script(number: int, ws: ServerConnection) -> None:
+        if number == 0:  # a server whose operator lowered the cap before auth_ok
+            asked.append(json.loads(await ws.recv()))
+            await ws.close(1009)
+            return
+        asked.append(await answer_resume(ws, http))
+        await ws.wait_closed()
+
+    async with fake_imray(script) as (client, http, events):
+        http.history = [msg(1), msg(2)]
+        await client.connect(seen={CONV: 1})
+        await until(lambda: [s for s, _ in delivered(events)] == [2])
+        assert [(a["type"], a.get("seen")) for a in asked] == [("auth", {CONV: 1}), ("resume", {CONV: 1})]
+
+
 @pytest.mark.parametrize("failure", ["no resume frame in time: read what you missed from history",
                                      "catch-up failed: read what you missed from history"])
 async def test_when_the_catch_up_over_the_socket_fails_every_conversation_is_caught_up_from_history(failure):
     async def script(number: int, ws: ServerConnection) -> None:
-        await auth_frame(ws)
         await answer_resume(ws, http, fail=failure)
         await ws.wait_closed()
 
@@ -436,7 +461,6 @@ async def test_a_reconnect_costs_one_http_request_instead_of_one_per_conversatio
     resume_works = True
 
     async def script(number: int, ws: ServerConnection) -> None:
-        await auth_frame(ws)
         if resume_works:
             await answer_resume(ws, http)
         else:  # what a reconnect cost before issue 21: the catch-up through history

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 import orjson
@@ -42,9 +42,13 @@ CONNECTION_ERRORS = ("unauthorized", "token_expired", "wrong_node", "too_many_se
 RATE_LIMITED_WAIT_S = 5.0  # the least wait after a 4029 close
 MAX_RESUME_CONVS = 1000  # conversations one resume frame may name; the rest catch up through HTTP
 RESUME_FAILED = ("bad_request", "internal")  # an error frame with no id instead of resume_ok: HTTP catch-up
+# The server's default cap on frames before auth_ok (`socket_auth_frame_bytes`): an auth frame that
+# fits carries `seen` itself (one round trip); a bigger one announces the resume frame instead.
+AUTH_FRAME_BYTES = 4096
+TOO_BIG = 1009  # the close of a frame over the server's cap
 
-
-_Authed = tuple[list[Any], bool]  # the frames that answered auth, and whether it announced a resume
+Resume = Literal["", "auth", "frame"]  # no resume; `seen` in the auth frame; a resume frame after auth_ok
+_Authed = tuple[list[Any], Resume]  # the frames that answered auth, and how it asked for a resume
 
 
 @dataclass
@@ -139,6 +143,7 @@ class ImrayClient:
         self._recent: dict[str, None] = {}  # conversations by last activity, most recent last
         self._refused: set[str] = set()  # refused by a resume (left...): left out of the next ones
         self._resuming: tuple[ClientConnection, asyncio.Future[dict[str, Any] | None]] | None = None
+        self._seen_in_auth = True  # off once a server closed an auth frame carrying `seen` as too big
         self._pong = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._gap_tasks: dict[str, asyncio.Task[None]] = {}
@@ -441,7 +446,7 @@ class ImrayClient:
         try:
             if authed is None:
                 authed = await self._authenticate(ws)
-            frames, asked_resume = authed
+            frames, resume = authed
             first, packed = frames[0] if frames else None, frames[1:]  # frames that came with auth_ok
             if not isinstance(first, dict) or first.get("type") != "auth_ok":
                 error = first if isinstance(first, dict) and first.get("type") == "error" else \
@@ -458,9 +463,10 @@ class ImrayClient:
                 self._ready.set_result(None)
             pinger = self._spawn(self._ping(ws))
             resend = [orjson.dumps(pending.frame).decode() for pending in list(self._pending.values())]
-            if asked_resume:  # the resume frame must come first (issue 21)
+            if resume:  # the catch-up comes before anything live: with auth_ok, or after the resume frame
                 resumed = asyncio.get_running_loop().create_future()
                 self._resuming = (ws, resumed)
+            if resume == "frame":  # it must come first (issue 21)
                 resend.insert(0, orjson.dumps({"type": "resume", "seen": self._resume_seen()}).decode())
             if resend and first.get("batch"):  # the server reads several frames per message
                 await ws.send("\n".join(resend))
@@ -474,7 +480,9 @@ class ImrayClient:
                 for frame in _frames(raw):
                     error = await self._take(ws, frame) or error
         except (ConnectionClosed, OSError):
-            pass
+            if not authenticated and ws.close_code == TOO_BIG and self._seen_in_auth:
+                log.info("the server refused an auth frame with seen as too big: resume frames from now on")
+                self._seen_in_auth = False
         except (TimeoutError, ValueError) as exc:  # no answer to auth, or garbage instead of JSON
             self._emit(ErrorEvent("bad_frame", f"the server sent what imray never does: {exc}"[:300]))
             error = {"code": "bad_frame"}
@@ -498,14 +506,22 @@ class ImrayClient:
         return frame if frame.get("type") == "error" and frame.get("id") not in self._pending else None
 
     async def _authenticate(self, ws: ClientConnection) -> _Authed:
-        """Send auth, announcing batched frames and, with conversations to name, a resume (issue 21);
-        return the frames of the first message back (auth_ok, and what the server packed with it: a
-        `move`, say) and whether a resume was announced."""
-        resume = bool(self._resume_seen())
+        """Send auth, announcing batched frames and, with conversations to name, a resume (issue 21):
+        `seen` in the auth frame when it fits under the server's pre-auth cap, else a resume frame
+        after auth_ok. Return the frames of the first message back (auth_ok, and what the server
+        packed with it: the catch-up, a `move`...) and how the resume was asked."""
+        seen = self._resume_seen()
         auth: dict[str, Any] = {"type": "auth", "token": self.access_token, "batch": True}
-        if resume:
-            auth["resume"] = True
-        await ws.send(orjson.dumps(auth).decode())
+        resume: Resume = ""
+        if seen:
+            text = orjson.dumps({**auth, "seen": seen}).decode()
+            if self._seen_in_auth and len(text.encode()) <= AUTH_FRAME_BYTES:
+                resume = "auth"
+            else:
+                resume, text = "frame", orjson.dumps({**auth, "resume": True}).decode()
+        else:
+            text = orjson.dumps(auth).decode()
+        await ws.send(text)
         return _frames(await asyncio.wait_for(ws.recv(), self.open_timeout)), resume
 
     def _resume_seen(self) -> dict[str, int]:

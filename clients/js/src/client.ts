@@ -61,6 +61,11 @@ const CLOSE_ERRORS = new Set(["unauthorized", "wrong_node", "token_expired", "to
 const MAX_RESUME_CONVS = 1000;
 /** An error frame with no id instead of resume_ok: the catch-up over the socket failed; read history. */
 const RESUME_FAILED = new Set(["bad_request", "internal"]);
+/** The server's default cap on frames before auth_ok (`socket_auth_frame_bytes`): an auth frame that
+ * fits carries `seen` itself (one round trip); a bigger one announces the resume frame instead. */
+const AUTH_FRAME_BYTES = 4096;
+/** The close of a frame over the server's cap. */
+const TOO_BIG = 1009;
 
 /** One WebSocket and what the client knows about it. */
 class Session {
@@ -72,8 +77,10 @@ class Session {
   timers = new Set<ReturnType<typeof setTimeout>>();
   pingTimer: ReturnType<typeof setInterval> | undefined;
   pongTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Auth announced a resume (issue 21); `awaitingResume` until its resume_ok or failure. */
+  /** Auth asked for a resume (issue 21), with `seen` in it or a resume frame to follow auth_ok;
+   * `awaitingResume` until its resume_ok or failure. */
   resumeAsked = false;
+  seenInAuth = false;
   awaitingResume = false;
   /** resume_ok, or undefined when the catch-up over the socket failed or the socket went first. */
   readonly resumed: Promise<Frame | undefined>;
@@ -126,6 +133,8 @@ export class ImrayClient {
   private readonly recent = new Map<string, true>();
   /** Conversations a resume refused (left the group...): left out of the next resumes. */
   private readonly refused = new Set<string>();
+  /** Off once a server closed an auth frame carrying `seen` as too big (an operator's lower cap). */
+  private seenInAuth = true;
   private _state: ClientState = "closed";
   private running = false;
   private stopped = false;
@@ -341,9 +350,15 @@ export class ImrayClient {
     const session = new Session(ws);
     ws.onopen = () => {
       session.opened = true;
-      // With conversations to name, catch up over the socket (issue 21): one frame, no history reads.
-      session.resumeAsked = this.resumeSeen().size > 0;
-      session.send(session.resumeAsked ? { type: "auth", token, batch: true, resume: true } : { type: "auth", token, batch: true });
+      // With conversations to name, catch up over the socket (issue 21): no history reads, and with
+      // `seen` in the auth frame (when it fits under the server's pre-auth cap) no extra round trip.
+      const seen = this.resumeSeen();
+      const auth = { type: "auth", token, batch: true };
+      session.resumeAsked = seen.size > 0;
+      const withSeen = { ...auth, seen: Object.fromEntries(seen) };
+      session.seenInAuth = session.resumeAsked && this.seenInAuth
+        && new TextEncoder().encode(JSON.stringify(withSeen)).length <= AUTH_FRAME_BYTES;
+      session.send(session.seenInAuth ? withSeen : session.resumeAsked ? { ...auth, resume: true } : auth);
     };
     ws.onmessage = (event: { data: unknown }) => this.onRaw(session, event.data);
     ws.onclose = (event: { code?: number; reason?: string }) => this.finishSession(session, event.code ?? 1006, event.reason ?? "");
@@ -447,9 +462,10 @@ export class ImrayClient {
     this.connectWaiter?.resolve();
     this.connectWaiter = undefined;
     if (session.resumeAsked) {
-      // The resume frame comes first: live frames wait on the server until its catch-up is out.
+      // The catch-up follows auth_ok (seen in auth) or the resume frame, which must come first: live
+      // frames wait on the server until it is out.
       session.awaitingResume = true;
-      session.send({ type: "resume", seen: Object.fromEntries(this.resumeSeen()) });
+      if (!session.seenInAuth) session.send({ type: "resume", seen: Object.fromEntries(this.resumeSeen()) });
       session.timers.add(setTimeout(() => session.settleResume(undefined), this.options.authTimeoutMs));
     }
     for (const pending of this.pending.values()) {
@@ -482,6 +498,7 @@ export class ImrayClient {
     session.done = true;
     session.stopTimers();
     session.settleResume(undefined);
+    if (!session.authed && code === TOO_BIG && session.seenInAuth) this.seenInAuth = false; // resume frames from now on
     if (session === this.moving) {
       this.moving = undefined; // the old socket stays; its loss later reconnects to the new pin
       return;

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
 import { HttpApi, ImrayClient, ImrayError, ImrayHttpError } from "../dist/index.js";
-import { FakeImray, FakeSocket, tick, tokens, until } from "./fakes.mjs";
+import { FakeImray, FakeSocket, seenFrame, tick, tokens, until } from "./fakes.mjs";
 
 const QUICK = { gapWaitMs: 50, backoffBaseMs: 5, backoffCapMs: 20, pingIntervalMs: 60_000, pongTimeoutMs: 60_000 };
 const CONV = "d:1:2";
@@ -349,18 +349,59 @@ async function reconnected() {
 
 const moved = (seqs) => (server) => { for (const conv of [CONV, OTHER, THIRD]) for (const seq of seqs) server.add(conv, seq); };
 
-test("with conversations known, auth announces resume and the first frame after auth_ok names each with its seen seq", async () => {
+test("with conversations known, the auth frame names each with its seen seq", async () => {
   const record = await resumedClient({ [CONV]: 1, [OTHER]: 5 });
-  assert.deepEqual(FakeSocket.last().sent[0], { type: "auth", token: "access-0", batch: true, resume: true });
-  assert.deepEqual(FakeSocket.last().sent[1], { type: "resume", seen: { [OTHER]: 5, [CONV]: 1 } });
+  assert.deepEqual(FakeSocket.last().sent[0], { type: "auth", token: "access-0", batch: true, seen: { [OTHER]: 5, [CONV]: 1 } });
+  assert.deepEqual(FakeSocket.last().sent.length, 1, "no resume frame after auth_ok");
   FakeSocket.last().receive(live(2));
   const sending = record.client.send(CONV, "pending across the reconnect");
   const socket = await reconnected();
-  assert.deepEqual(socket.sent.map((f) => f.type), ["auth", "resume", "send"], "resume first, then the resends");
-  assert.deepEqual(Object.entries(socket.sent[1].seen), [[CONV, 2], [OTHER, 5]], "the most recently active first");
+  assert.deepEqual(socket.sent.map((f) => f.type), ["auth", "send"], "auth with seen, then the resends");
+  assert.deepEqual(Object.entries(socket.sent[0].seen), [[CONV, 2], [OTHER, 5]], "the most recently active first");
   record.server.answerResume(socket);
-  socket.receive({ type: "ack", id: socket.sent[2].id, msg_id: "own", conv: CONV, seq: 3, ts: 3 });
+  socket.receive({ type: "ack", id: socket.sent[1].id, msg_id: "own", conv: CONV, seq: 3, ts: 3 });
   assert.equal((await sending).seq, 3);
+});
+
+test("auth_ok, the catch-up and resume_ok in one message come out in order, then what is live", async () => {
+  const record = await resumedClient({ [CONV]: 1 });
+  for (let seq = 2; seq <= 4; seq++) record.server.add(CONV, seq);
+  const count = FakeSocket.all.length;
+  FakeSocket.last().drop(1006);
+  await until(() => FakeSocket.all.length === count + 1, "a new socket");
+  const socket = FakeSocket.last();
+  socket.open();
+  record.server.answerResume(socket, { withAuthOk: true });
+  socket.receive(live(5));
+  await until(() => record.messages.length === 4, "the catch-up and the live one");
+  assert.deepEqual(seqs(record), [2, 3, 4, 5]);
+  assert.equal(record.server.calls.filter((c) => c.includes("/messages")).length, 0);
+  assert.equal(record.client.state, "connected");
+});
+
+test("too many conversations for the auth frame go in a resume frame after auth_ok, at most 1000, the most recent", async () => {
+  const seen = Object.fromEntries(Array.from({ length: 1200 }, (_, k) => [`g:${k + 1}`, k + 1]));
+  await resumedClient(seen);
+  const socket = FakeSocket.last();
+  assert.deepEqual(socket.sent[0], { type: "auth", token: "access-0", batch: true, resume: true });
+  assert.deepEqual(Object.keys(socket.frames("resume")[0].seen).sort(), Array.from({ length: 1000 }, (_, k) => `g:${k + 201}`).sort());
+});
+
+test("a server that closes an auth frame with seen as too big gets a resume frame next time", async () => {
+  const record = await resumedClient({ [CONV]: 1 }, false, (server) => server.add(CONV, 2));
+  const first = FakeSocket.all[0];
+  const count = FakeSocket.all.length;
+  first.drop(1009); // what a lower pre-auth cap does (here after auth_ok, which the test's accept sent)
+  await until(() => FakeSocket.all.length === count + 1, "a new socket");
+  const socket = FakeSocket.last();
+  socket.open();
+  assert.ok(socket.sent[0].seen, "authenticated sessions closing with 1009 change nothing");
+  socket.drop(1009);
+  await until(() => FakeSocket.all.length === count + 2, "another socket");
+  FakeSocket.last().accept();
+  assert.deepEqual(FakeSocket.last().sent.map((f) => f.type), ["auth", "resume"]);
+  record.server.answerResume(FakeSocket.last());
+  await until(() => record.messages.length === 1, "the missed one");
 });
 
 test("messages missed while away come over the socket once, in order, and no history is read", async () => {
@@ -387,7 +428,7 @@ test("a conversation the resume refuses (left) is left out of the next resume", 
   const record = await resumedClient({ [CONV]: 0, [OTHER]: 3 }, { refuse: [OTHER] });
   await tick(20);
   const socket = await reconnected();
-  assert.deepEqual(socket.frames("resume")[0].seen, { [CONV]: 0 });
+  assert.deepEqual(seenFrame(socket).seen, { [CONV]: 0 });
   assert.deepEqual(record.errors, []);
 });
 

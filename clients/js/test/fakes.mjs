@@ -1,5 +1,12 @@
 // Fakes for the client's unit tests: a WebSocket the test drives, and an imray HTTP side in memory.
 
+const AUTH_OK = { type: "auth_ok", user_id: 1, node: "sn-1", session: "0123456789abcdef" };
+
+/** The frame that carried the client's `seen`: its auth frame, or the resume frame after auth_ok. */
+export function seenFrame(socket) {
+  return socket.sent.find((f) => (f.type === "auth" && f.seen) || f.type === "resume");
+}
+
 /** A WebSocket whose server side is the test: open(), receive(frame), drop(code). */
 export class FakeSocket {
   static all = [];
@@ -46,7 +53,7 @@ export class FakeSocket {
   /** Accepts the auth frame as imray would. */
   accept(userId = 1, node = "sn-1") {
     this.open();
-    this.receive({ type: "auth_ok", user_id: userId, node, session: "0123456789abcdef" });
+    this.receive({ ...AUTH_OK, user_id: userId, node });
   }
 
   drop(code = 1006) {
@@ -76,14 +83,19 @@ export class FakeImray {
     return msg;
   }
 
-  /** Answers `socket`'s resume frame as imray does, from the messages here: the missed msg frames,
-   * then resume_ok, packed in one message (or, with `fail`, an error frame with no id). `truncate`
-   * caps each conversation's catch-up; `refuse` lists conversations refused as forbidden. */
-  answerResume(socket, { truncate, refuse = [], fail } = {}) {
-    const [resume] = socket.frames("resume");
-    if (!resume) throw new Error("no resume frame was sent");
+  /** Answers the catch-up `socket` asked for (`seen` in its auth frame, or a resume frame) as imray
+   * does, from the messages here: the missed msg frames, then resume_ok, packed in one message (or,
+   * with `fail`, an error frame with no id). `truncate` caps each conversation's catch-up; `refuse`
+   * lists conversations refused as forbidden. `withAuthOk` (the socket opened, not accepted): auth_ok
+   * leads the same message, as the server sends it when `seen` came in the auth frame. Returns the
+   * frame that carried `seen`. */
+  answerResume(socket, { truncate, refuse = [], fail, withAuthOk = false } = {}) {
+    const resume = seenFrame(socket);
+    if (!resume) throw new Error("no frame with seen was sent");
+    const first = withAuthOk ? [AUTH_OK] : [];
     if (fail) {
-      socket.receive({ type: "error", code: fail.startsWith("catch-up") ? "internal" : "bad_request", message: fail });
+      const code = fail.startsWith("catch-up") || resume.type === "auth" ? "internal" : "bad_request";
+      socket.receive([...first, { type: "error", code, message: fail }].map((f) => JSON.stringify(f)).join("\n"));
       return resume;
     }
     const frames = [];
@@ -103,7 +115,7 @@ export class FakeImray {
       frames.push(...missed);
       caught[conv] = missed.length ? missed[missed.length - 1].seq : after;
     }
-    socket.receive([...frames, { type: "resume_ok", caught, truncated, refused }].map((f) => JSON.stringify(f)).join("\n"));
+    socket.receive([...first, ...frames, { type: "resume_ok", caught, truncated, refused }].map((f) => JSON.stringify(f)).join("\n"));
     return resume;
   }
 
