@@ -215,3 +215,19 @@ async def test_a_revocation_set_in_redis_is_seen_at_once_by_every_check_made_tog
     finally:
         await here.close()
         await there.close()
+
+
+async def test_rate_checks_made_together_count_one_by_one_across_replicas_in_redis(stack):
+    """Two gateway replicas' limiters over the real Redis: checks made together go as one pipeline,
+    yet each caller gets exactly `per_minute` passes between them, and other callers are untouched."""
+    from imray.adapters.rate_limits import SharedRateLimiter
+
+    here, there = SharedRateLimiter(stack.settings.redis_url, 25), SharedRateLimiter(stack.settings.redis_url, 25)
+    flood, quiet = f"u:flood-{os.getpid()}-{time.time_ns()}", f"u:quiet-{os.getpid()}-{time.time_ns()}"
+    if time.time() % 60 > 57:  # all in one window: a new minute starts every count again
+        await asyncio.sleep(4)
+    answers = await asyncio.gather(*(limiter.check(flood) for _ in range(20) for limiter in (here, there)),
+                                   *(here.check(quiet) for _ in range(3)))
+    assert sum(answers[:40]) == 25  # 40 checks of one caller over both replicas: 25 pass, 15 refused
+    assert answers[40:] == [True] * 3
+    assert not await there.check(flood) and await there.check(quiet)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
+
+from imray.actors.batching import Batcher
 
 log = logging.getLogger("imray.rate_limits")
 
@@ -49,6 +51,9 @@ class RateLimiter:
 class SharedRateLimiter:
     """The same fixed windows in Redis, shared by every gateway replica.
 
+    The checks a replica makes together go to Redis as one pipeline (one INCRBY and one EXPIRE per
+    caller), one pipeline in flight: a history read paid a round trip of its own and ~8 % of the
+    gateway's CPU for it on MariaDB. Each check gets the count it would have had alone (INCR in turn).
     If Redis does not answer, each replica falls back to its own counters: limits get looser for
     a while, requests are never refused because the counter store is down.
     """
@@ -59,17 +64,29 @@ class SharedRateLimiter:
         self.per_minute = per_minute
         self._redis = aioredis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
         self._local = RateLimiter(per_minute)
+        self._counts: Batcher[int, str, int] = Batcher(self._incr)  # by window
 
     async def check(self, caller: str) -> bool:
-        key = f"imray:rate:{caller}:{int(time.time() // 60)}"
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.incr(key)
-                pipe.expire(key, 120)
-                count, _ = await pipe.execute()
+            count = await self._counts.submit(int(time.time() // 60), caller)
         except Exception:
             return self._local.allow(caller)
         return count <= self.per_minute
+
+    async def _incr(self, window: int, callers: list[str]) -> list[int]:
+        checks = Counter(callers)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for caller, n in checks.items():
+                key = f"imray:rate:{caller}:{window}"
+                pipe.incrby(key, n)
+                pipe.expire(key, 120)
+            replies = await pipe.execute()
+        before = {caller: total - checks[caller] for caller, total in zip(checks, replies[::2], strict=True)}
+        counts = []
+        for caller in callers:
+            before[caller] += 1
+            counts.append(before[caller])
+        return counts
 
 
 # -- failed logins (`domain.login_guard.FailureCounts`) ---------------------------------------------
