@@ -38,6 +38,10 @@ class Settings:
     # Empty: ws://{host}:{port}/ws. A node takes its sessions on /ws and on /ws/{node}.
     socket_public_url: str = ""
     socket_auth_timeout_s: float = 10.0
+    # The longest a catch-up over the socket may take (issue 21): then live frames flow and the session
+    # is told to read history. With `seen` in the auth frame, auth_ok waits for the catch-up, and the
+    # SDKs give up on an auth_ok that takes 15-20 s: a database that stalls must not hold it longer.
+    socket_catch_up_timeout_s: float = 10.0
     socket_max_frame_bytes: int = 65536  # over this: a too_large error frame, session kept
     socket_hard_frame_bytes: int = 1048576  # over this: the websockets library closes with 1009
     socket_send_queue: int = 10000  # per-session outbound queue; a client this far behind is dropped

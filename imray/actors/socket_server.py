@@ -454,8 +454,8 @@ class SocketServer:
                        first: bytes | None) -> None:
         lead = [first] if first is not None else []
         try:
-            resumed = await catch_up(session.user, seen)
-        except Exception as exc:  # the database away: live goes on; the client reads history instead
+            resumed = await asyncio.wait_for(catch_up(session.user, seen), self._settings.socket_catch_up_timeout_s)
+        except Exception as exc:  # the database away or stalled: live goes on; the client reads history instead
             log.warning("catch-up failed: %r", exc, extra={"node": self.node_id, "user_id": session.user})
             failed = error_frame("internal", "catch-up failed: read what you missed from history")
             session.release([*lead, encode_frame(failed)], {})  # the word why first, then what was held
