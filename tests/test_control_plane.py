@@ -191,7 +191,19 @@ def _imray_left(namespace: str) -> list[str]:
     return named + alive + groups
 
 
-async def test_down_leaves_no_actor_or_placement_group_behind_and_up_comes_back(stack):
+async def test_down_leaves_nothing_behind_and_up_keeps_history_and_continues_seq(stack):
+    api = Api(stack.base_url)
+    a, b = await one_per_node(api)
+    sa = await Socket.open(a.socket_url, a.access_token)
+    conv = direct(a.user_id, b.user_id)
+    acks = [await sa.send_text(conv, f"m{i}") for i in range(10)]
+    assert [x["type"] for x in acks] == ["ack"] * 10, acks
+    await sa.close()
+    await api.close()
+
+    # `imray down` of imray itself (every actor and replica goes), then `imray up` against the same
+    # database. One down and up for both checks: each costs ~44 s of the suite on each stack.
+    # Blocking driver calls, off the event loop: deploy runs a loop of its own for Nacos's overlay.
     namespace = stack.settings.namespace
     assert await asyncio.to_thread(_imray_left, namespace)  # something to remove: the check can fail
     await asyncio.to_thread(runtime.undeploy, stack.settings)
@@ -199,15 +211,26 @@ async def test_down_leaves_no_actor_or_placement_group_behind_and_up_comes_back(
     assert left == [], left
     with pytest.raises(ActorMissing):
         _actors(stack).supervisor()
-
     info = await asyncio.to_thread(runtime.deploy, stack.settings, stack.key)
     stack.nodes = info.nodes  # the fixture's teardown undeploys this one
+
     api = Api(stack.base_url)
-    a, b = await one_per_node(api)
-    sa = await Socket.open(a.socket_url, a.access_token)
-    sb = await Socket.open(b.socket_url, b.access_token)
-    await _exchange(sa, sb, direct(a.user_id, b.user_id), "redeployed")
-    for s in (sa, sb):
+    la, lb = await api.login(a.username), await api.login(b.username)
+    history = await api.history(la.access_token, conv, after_seq=0)
+    assert [(m["seq"], m["msg_id"]) for m in history] == [(x["seq"], x["msg_id"]) for x in acks]
+    sa = await Socket.open(la.socket_url, la.access_token)
+    sb = await Socket.open(lb.socket_url, lb.access_token)
+    ack = await sa.send_text(conv, "after restart")
+    assert ack["seq"] == 11  # no gap, no reuse
+    frames = await sb.wait(lambda fs: any(f["type"] == "msg" and f["seq"] == 11 for f in fs))
+    got = [f for f in frames if f["type"] == "msg"]  # delivered live by the redeployed actors
+    assert [(f["seq"], f["msg_id"], f["body"]) for f in got] == [(11, ack["msg_id"], "after restart")]
+    resend = await sa.send_text(conv, "m0", acks[0]["id"])  # idempotency survives the restart
+    assert resend == acks[0]
+    c, d = await one_per_node(api)  # new users still spread over both redeployed nodes and talk
+    sc, sd = await Socket.open(c.socket_url, c.access_token), await Socket.open(d.socket_url, d.access_token)
+    await _exchange(sc, sd, direct(c.user_id, d.user_id), "redeployed")
+    for s in (sa, sb, sc, sd):
         await s.close()
     await api.close()
 
