@@ -35,6 +35,10 @@ def test_bench_smoke_run_passes_its_audit(stack, tmp_path):
     assert conns["rss_per_session_kb"] is not None  # the test process is the cluster's driver: memory is read
     storm = conns["storm"]  # every session came back and fetched 2 messages of its group, whole
     assert storm["current"] == 40 and storm["failed"] == 0 and storm["gaps"] == 0 and storm["duplicates"] == 0
+    for cpu in (conns["connect_cpu"], storm["cpu"]):  # each session's CPU by role: the loaders' and the nodes'
+        assert cpu["messages"] == 40 and cpu["roles"]["socket nodes"]["us_per_msg"] > 0, cpu
+        assert cpu["roles"]["loaders"]["us_per_msg"] > 0, cpu
+    assert "| CPU µs per session, a storm's resume: the most costly roles |" in markdown(results)
     http = results["http"]
     assert http["login_errors"] == 0 and http["logins_per_s"] > 0
     assert http["hash_ceiling"]["verifications_per_s"] > 0  # the logins' baseline, in the same run

@@ -22,6 +22,13 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "n/a"
 
 
+def _top_roles(cpu: dict, count: int = 4) -> str:
+    """The roles that spent the most CPU per item, with the total of every role."""
+    roles = sorted(cpu["roles"].items(), key=lambda kv: -kv[1]["us_per_msg"])
+    total = sum(r["us_per_msg"] for _, r in roles)
+    return ", ".join(f"{role} {r['us_per_msg']:,.0f}" for role, r in roles[:count]) + f" (all: {total:,.0f})"
+
+
 def _cpu_lines(one: dict) -> list[str]:
     """CPU µs per message of each part in the closed loops (read per process; bench.profile)."""
     runs = {name: one[name].get("cpu") for name in ("imray", "relay", "centrifugo") if name in one}
@@ -147,6 +154,9 @@ def markdown(results: dict) -> str:
                       f"| storm: gaps / duplicates in what they fetched | {storm['gaps']} / {storm['duplicates']} |"]
             if storm["first_error"]:
                 lines.append(f"| storm: first error | `{storm['first_error']}` |")
+        for what, cpu in (("a connect", conns.get("connect_cpu")), ("a storm's resume", (storm or {}).get("cpu"))):
+            if cpu:
+                lines.append(f"| CPU µs per session, {what}: the most costly roles | {_top_roles(cpu)} |")
         lines.append("")
     http = results.get("http")
     if http:

@@ -356,7 +356,9 @@ def _sessions(base_url: str, options: BenchOptions, acked: dict[str, list], audi
         procs.append(proc)
     before = _node_stats()
     _say(options, f"connections: opening {options.sessions:,} sessions from {options.sources} source addresses")
+    cpu_before = profile.CpuSnapshot.take()
     opened = _command(pipes, "connect")
+    connect_cpu = profile.cpu_per_message(cpu_before, profile.CpuSnapshot.take(), _sum(opened, "connected"))
     time.sleep(2)  # presence and buffers settle before memory is read
     after = _node_stats()
     rss_before, rss_after = _rss(before), _rss(after)
@@ -370,6 +372,7 @@ def _sessions(base_url: str, options: BenchOptions, acked: dict[str, list], audi
         "server_rss_mb": round(rss_after / 2**20, 1) if rss_after else None,
         "rss_per_session_kb": round((rss_after - rss_before) / connected / 1024, 1)
         if rss_before is not None and rss_after is not None and connected else None,
+        "connect_cpu": connect_cpu,  # µs per opened session by role: what the storm's time is made of
     }
     if "storm" in options.scenarios:
         _say(options, f"storm: all {connected:,} sessions drop; {options.storm_messages} messages to each of "
@@ -386,13 +389,16 @@ def _sessions(base_url: str, options: BenchOptions, acked: dict[str, list], audi
         start_at = time.time() + 0.5
         how = "over its socket (seen in auth)" if options.storm_over_socket else "through HTTP history"
         _say(options, f"storm: every session comes back within {options.storm_window} s and catches up {how}")
+        cpu_before = profile.CpuSnapshot.take()
         back = _command(pipes, "storm", options.storm_window, last_seq, start_at, options.storm_over_socket)
+        storm_cpu = profile.cpu_per_message(cpu_before, profile.CpuSnapshot.take(), _sum(back, "current"))
         result["storm"] = {
             "window_s": options.storm_window, "catch_up": "socket" if options.storm_over_socket else "http",
             "current": _sum(back, "current"), "errors": _sum(back, "errors"),
             "failed": _sum(back, "failed"), "gaps": _sum(back, "gaps"), "duplicates": _sum(back, "duplicates"),
             "all_current_s": round(max(r["end"] for r in back) - start_at, 2),
             "first_error": next((r["first_error"] for r in back if r["first_error"]), ""),
+            "cpu": storm_cpu,  # µs per resumed session by role, over the whole storm
         }
     _command(pipes, "close")
     for proc in procs:
