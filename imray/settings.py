@@ -38,6 +38,9 @@ class Settings:
     # Empty: ws://{host}:{port}/ws. A node takes its sessions on /ws and on /ws/{node}.
     socket_public_url: str = ""
     socket_auth_timeout_s: float = 10.0
+    # Every connection is pinged once per interval; no pong within the timeout and it is closed (1011).
+    socket_ping_interval_s: float = 20.0
+    socket_ping_timeout_s: float = 20.0
     # The longest a catch-up over the socket may take (issue 21): then live frames flow and the session
     # is told to read history. With `seen` in the auth frame, auth_ok waits for the catch-up, and the
     # SDKs give up on an auth_ok that takes 15-20 s: a database that stalls must not hold it longer.
@@ -187,6 +190,8 @@ class Settings:
     def __post_init__(self) -> None:
         check_socket_public_url(self.socket_public_url, self.socket_nodes)
         check_notify_webhook(self.notify_webhook_url, self.notify_webhook_secret)
+        if not (self.socket_ping_interval_s > 0 and self.socket_ping_timeout_s > 0):
+            raise ValueError("socket_ping_interval_s and socket_ping_timeout_s must be above 0")
         if self.log_format not in ("json", "text"):
             raise ValueError(f"log_format must be json or text, not {self.log_format!r}")
 

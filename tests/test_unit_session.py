@@ -489,3 +489,63 @@ def test_on_a_real_socket_frames_before_auth_are_small_and_unauthenticated_conne
             await server.close()
 
     run(test)
+
+
+def test_on_a_real_socket_a_client_that_answers_pings_stays_and_one_that_does_not_is_closed_1011() -> None:
+    """The node's one keepalive task (no task per connection): a websockets client answers its pings
+    and stays; a raw client that reads them and never pongs is closed with 1011 after the timeout,
+    and its session's presence is taken back."""
+    from websockets.asyncio.client import connect
+    from websockets.frames import Frame, Opcode
+
+    async def frame_of(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+        head = await reader.readexactly(2)
+        length = head[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        return head[0] & 0x0F, await reader.readexactly(length)
+
+    async def test() -> None:
+        presence: list[tuple[int, int]] = []
+        settings = Settings(socket_ping_interval_s=0.4, socket_ping_timeout_s=0.4)
+        server = make_server(Logins(), Shards(), presence, settings)
+        await server.listen("127.0.0.1", 0)
+        assert server._server is not None
+        port = server._server.sockets[0].getsockname()[1]
+        try:
+            async with connect(f"ws://127.0.0.1:{port}/ws", ping_interval=None) as answering:
+                await answering.send('{"type": "auth", "token": "famA"}')
+                assert orjson.loads(await answering.recv())["type"] == "auth_ok"
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+                auth = Frame(Opcode.TEXT, b'{"type": "auth", "token": "famB"}')
+                writer.write(auth.serialize(mask=True, extensions=[]))
+                seen: list[tuple[int, bytes]] = []
+                started = time.monotonic()
+                while not seen or seen[-1][0] != Opcode.CLOSE.value:  # read, but never answer a ping
+                    seen.append(await asyncio.wait_for(frame_of(reader), 5))
+                waited = time.monotonic() - started
+                opcodes = [op for op, _ in seen]
+                assert orjson.loads(seen[0][1])["type"] == "auth_ok"
+                assert Opcode.PING.value in opcodes
+                assert int.from_bytes(seen[-1][1][:2], "big") == 1011
+                assert seen[-1][1][2:] == b"keepalive ping timeout"
+                assert 0.4 <= waited < 3, waited  # a ping within the interval, closed one timeout later
+                writer.close()
+                # The answering client was pinged all the while and is still served.
+                await answering.send('{"type": "ping"}')
+                assert orjson.loads(await asyncio.wait_for(answering.recv(), 5)) == {"type": "pong"}
+                [kept] = server.sessions[7].values()
+                assert kept.ws.latency > 0  # the node measured its pong
+            for _ in range(100):
+                if presence.count((7, -1)) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert presence.count((7, 1)) == 2 and presence.count((7, -1)) == 2
+            assert len(server._keepalive) == 0
+        finally:
+            await server.close()
+
+    run(test)

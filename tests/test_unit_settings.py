@@ -184,3 +184,10 @@ def test_one_socket_node_may_have_a_fixed_public_url() -> None:
     assert settings.socket_url("sn-1", "10.0.0.1", 9101) == "wss://chat.example.com/ws"
     with pytest.raises(ValueError, match="the same URL"):
         settings.replace(socket_nodes=2)  # every way of building settings checks it
+
+
+@pytest.mark.parametrize("name", ["IMRAY_SOCKET_PING_INTERVAL_S", "IMRAY_SOCKET_PING_TIMEOUT_S"])
+def test_a_keepalive_of_zero_seconds_is_a_settings_error(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, "0")
+    with pytest.raises(ValueError, match="must be above 0"):
+        load_settings()

@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from imray.actors.catch_up import Resumed
+from imray.actors.keepalive import KeepAlive
 from imray.actors.session import CUT_GRACE_S, Session, encode_frame
 from imray.actors.wire import unpack_deliveries
 from imray.adapters import metrics
@@ -106,6 +107,8 @@ class SocketServer:
         self._move_frame: Callable[[Session], str] | None = None
         self._catch_up = catch_up  # issue 21: a resume's read (None: resume frames are refused)
         self._catch_ups: set[asyncio.Task[None]] = set()
+        self._keepalive = KeepAlive(settings.socket_ping_interval_s, settings.socket_ping_timeout_s)
+        self._keepalive_task: asyncio.Task[None] | None = None
 
     # -- the listening socket -------------------------------------------------------------------
 
@@ -117,11 +120,15 @@ class SocketServer:
             self.handle, host, port, compression=None,
             max_size=self._settings.socket_auth_frame_bytes, process_request=self._admit,
             open_timeout=self._settings.socket_auth_timeout_s, create_connection=_counted_connection(self),
-            ping_interval=20, ping_timeout=20,
+            ping_interval=None,  # `KeepAlive`: one task pings them all (a task each costs memory)
         )
+        self._keepalive_task = asyncio.get_running_loop().create_task(self._keepalive.run())
 
     async def close(self) -> None:
         """Stop listening and close every session with 1001 (going away)."""
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            self._keepalive_task = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -148,6 +155,7 @@ class SocketServer:
         address = _address_of(connection)
         self._connections[address] = self._connections.get(address, 0) + 1
         self._pending[address] = self._pending.get(address, 0) + 1
+        self._keepalive.add(connection)
 
     def _authenticated(self, connection: ServerConnection) -> None:
         if getattr(connection, "imray_pending", False):
@@ -155,6 +163,7 @@ class SocketServer:
             _decrement(self._pending, _address_of(connection))
 
     def _lost(self, connection: ServerConnection) -> None:
+        self._keepalive.discard(connection)
         self._authenticated(connection)
         _decrement(self._connections, _address_of(connection))
 
