@@ -236,7 +236,8 @@ async def test_a_password_grant_refuses_a_bad_device_name_before_checking_the_pa
     assert refused.value.error == "invalid_request" and "device_name" in refused.value.message
 
 
-async def test_a_socket_node_stamps_its_open_logins_soon_and_then_once_a_minute(sqlite_db: Database) -> None:
+async def test_a_socket_node_stamps_its_logins_soon_then_once_a_minute_and_a_reconnect_not_again(
+        sqlite_db: Database) -> None:
     ann = user(sqlite_db, "ann")
     for family in ("a", "b"):
         login(sqlite_db, ann, family)
@@ -252,9 +253,14 @@ async def test_a_socket_node_stamps_its_open_logins_soon_and_then_once_a_minute(
     assert stamps.due() == ["b"]  # "a" was stamped 30 s ago
     now[0] += 31
     assert stamps.due() == ["a"]
-    open_here.remove("a")  # closed: forgotten, stamped at once when it comes back
+    open_here.remove("a")  # closed, and back within the minute: its stamp is fresh, not stamped again
     now[0] += 1
     assert stamps.due() == []
+    open_here.append("a")
+    assert stamps.due() == []
+    open_here.remove("a")  # closed for a minute: forgotten, stamped at once when it comes back
+    now[0] += 60
+    assert stamps.due() == ["b"]
     open_here.append("a")
     assert stamps.due() == ["a"]
 

@@ -1,8 +1,9 @@
 """A socket node stamps the logins it holds sessions of as seen (issue 18: a login's `last_seen_at`).
 
-A login is stamped soon after its first session here authenticates, then again every `every_s`
-while a session of it stays open: one UPDATE per round for the logins that are due, never one per
-connection, so a reconnect storm costs a few statements, not one per session.
+A login is stamped soon after its first session here authenticates (unless this node stamped it
+within `every_s`), then again every `every_s` while a session of it stays open: one UPDATE per
+round for the logins that are due, never one per connection, so a reconnect storm costs a few
+statements, not one per session.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ class LoginStamps:
         self._stamped: dict[str, float] = {}  # family -> when this node last stamped it
 
     def due(self) -> list[str]:
-        """The open logins not stamped within `every_s` (marked stamped now); closed ones forgotten."""
+        """The open logins not stamped within `every_s` (marked stamped now). A closed login is
+        forgotten once its stamp is that old: one that comes back sooner (every session of a
+        reconnect storm) is as fresh as an open one's and is not stamped again (on MariaDB the
+        storm's 20,000 re-stamps were measurable database CPU)."""
         now = self._clock()
         open_now = set(self._open())
-        self._stamped = {f: at for f, at in self._stamped.items() if f in open_now}
+        self._stamped = {f: at for f, at in self._stamped.items() if f in open_now or now - at < self._every_s}
         due = sorted(f for f in open_now if now - self._stamped.get(f, -self._every_s) >= self._every_s)
         for family in due:
             self._stamped[family] = now
