@@ -72,9 +72,20 @@ SERVE_DEFAULTS = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_CONTROL_LOOP
                   "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000"}
 
 
+# Ray starts its workers at nice 15, below its own agents, raylets and GCS (nice 0), so that a busy
+# worker never starves the control plane. imray's workers are the service: socket nodes, shards and
+# Serve replicas. At 15 the dashboard agents' periodic bursts (metrics aggregation, ~50-100 ms of a
+# core each, every few seconds) preempted them outright (`perf sched`: the shard and both socket
+# nodes runnable but waiting 17-37 ms while two agents held both cores), and that was the ack p99
+# at half load. At 0 they share the cores fairly: in 2 pairs of one2one runs the half-load ack p99
+# went from 55.6 / 56.3 ms to 19.9 / 23.7 ms, the maximum unchanged (benchmarks/results/issue21-s24).
+# An operator's own value wins.
+WORKER_DEFAULTS = {"RAY_worker_niceness": "0"}
+
+
 def ray_environment(settings: Settings) -> dict[str, str]:
     """What Ray's processes must find in their environment when the cluster starts."""
-    fast = {name: os.environ.get(name, default) for name, default in SERVE_DEFAULTS.items()}
+    fast = {name: os.environ.get(name, default) for name, default in {**SERVE_DEFAULTS, **WORKER_DEFAULTS}.items()}
     # No lock-out by idle connections: whichever proxy is the ingress closes connections that send no
     # request head in time and caps them per client address (Serve sets neither).
     limits = {"IMRAY_INGRESS_REQUEST_TIMEOUT_S": str(settings.http_request_timeout_s),

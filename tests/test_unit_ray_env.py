@@ -37,10 +37,11 @@ def test_an_environment_already_set_by_ray_env_does_not_point_the_wrapper_at_its
 def test_without_a_usable_haproxy_or_when_off_serve_keeps_its_python_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", raising=False)
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/nonexistent/haproxy")
-    for name in localcluster.SERVE_DEFAULTS:
+    for name in {**localcluster.SERVE_DEFAULTS, **localcluster.WORKER_DEFAULTS}:
         monkeypatch.delenv(name, raising=False)
     python_proxy = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
-                    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000", "IMRAY_INGRESS_REQUEST_TIMEOUT_S": "10",
+                    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000", "RAY_worker_niceness": "0",
+                    "IMRAY_INGRESS_REQUEST_TIMEOUT_S": "10",
                     "IMRAY_INGRESS_CONNECTIONS_PER_ADDRESS": "256", "IMRAY_INGRESS_MAX_CONNECTIONS": "0",
                     # through Serve's proxy callback:
                     localcluster.PROXY_CALLBACK: localcluster.PROXY_LIMITS}
@@ -122,3 +123,11 @@ def test_up_finds_the_ports_it_needs_already_taken() -> None:
         settings = dataclasses.replace(load_settings(socket_nodes=1), http_port=taken, socket_base_port=free)
         found = localcluster.ports_in_use(settings)
         assert taken in found and free not in found
+
+
+def test_workers_run_at_the_agents_priority_unless_the_operator_says_otherwise(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    assert localcluster.ray_environment(load_settings())["RAY_worker_niceness"] == "0"
+    monkeypatch.setenv("RAY_worker_niceness", "10")
+    assert localcluster.ray_environment(load_settings())["RAY_worker_niceness"] == "10"
