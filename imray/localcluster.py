@@ -81,11 +81,12 @@ SERVE_DEFAULTS = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_CONTROL_LOOP
 # went from 55.6 / 56.3 ms to 19.9 / 23.7 ms, the maximum unchanged (benchmarks/results/issue21-s24).
 # An operator's own value wins.
 WORKER_DEFAULTS = {"RAY_worker_niceness": "0"}
+ENV_DEFAULTS = {**SERVE_DEFAULTS, **WORKER_DEFAULTS}  # each unless the operator set it
 
 
 def ray_environment(settings: Settings) -> dict[str, str]:
     """What Ray's processes must find in their environment when the cluster starts."""
-    fast = {name: os.environ.get(name, default) for name, default in {**SERVE_DEFAULTS, **WORKER_DEFAULTS}.items()}
+    fast = {name: os.environ.get(name, default) for name, default in ENV_DEFAULTS.items()}
     # No lock-out by idle connections: whichever proxy is the ingress closes connections that send no
     # request head in time and caps them per client address (Serve sets neither).
     limits = {"IMRAY_INGRESS_REQUEST_TIMEOUT_S": str(settings.http_request_timeout_s),

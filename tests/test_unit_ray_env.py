@@ -37,7 +37,7 @@ def test_an_environment_already_set_by_ray_env_does_not_point_the_wrapper_at_its
 def test_without_a_usable_haproxy_or_when_off_serve_keeps_its_python_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", raising=False)
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/nonexistent/haproxy")
-    for name in {**localcluster.SERVE_DEFAULTS, **localcluster.WORKER_DEFAULTS}:
+    for name in localcluster.ENV_DEFAULTS:
         monkeypatch.delenv(name, raising=False)
     python_proxy = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
                     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000", "RAY_worker_niceness": "0",
