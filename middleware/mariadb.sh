@@ -2,7 +2,8 @@
 # MariaDB as a local process on 127.0.0.1:3306 (no system service): mariadb.sh start|stop STATE_DIR
 # (MARIADB_PORT=N for another port, as the database tests' private server does; MARIADB_BIND=ADDR to
 # listen on another address, with MARIADB_CLIENTS='10.77.0.%' for the hosts that may log in from
-# elsewhere, as the multi-host harness does).
+# elsewhere, as the multi-host harness does; MARIADB_OPTS='--opt=value ...' for more server options,
+# which win over the ones below).
 # Creates database `imray` and user imray/imray-test on first start. Run inside the test namespace.
 set -euo pipefail
 action=$1 state=$(realpath -m "$2")
@@ -20,7 +21,7 @@ start)
   fi
   mariadbd --user=root --datadir="$state/data" --socket="$sock" --port="$port" --bind-address="$bind" \
     --pid-file="$state/mysqld.pid" --log-error="$state/mysqld.log" --skip-name-resolve \
-    --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=1 --max-connections=500 &
+    --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=1 --max-connections=500 ${MARIADB_OPTS:-} &
   for _ in $(seq 1 120); do
     mariadb-admin --socket="$sock" ping >/dev/null 2>&1 && break
     sleep 0.5

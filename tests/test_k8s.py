@@ -13,6 +13,9 @@ import yaml
 from ray._common.utils import import_attr
 from ray.serve.schema import ServeDeploySchema
 
+from imray.localcluster import ENV_DEFAULTS, ray_environment
+from imray.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 VALIDATE = ROOT / "deploy" / "k8s" / "validate.sh"
 MANIFEST = ROOT / "deploy" / "k8s" / "rayservice.yaml"
@@ -57,3 +60,19 @@ def _ray_version() -> str:
     found = re.search(r"^ray\[serve\]==([0-9.]+)$", (ROOT / "requirements.txt").read_text(), re.M)
     assert found is not None
     return found.group(1)
+
+
+def test_every_pod_gets_the_environment_imray_sets_for_ray_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KubeRay runs `ray start` itself, so the manifest carries what `imray ray-env` gives a machine
+    (workers at nice 0, Serve's throughput mode, the Python proxy's limits): the same values."""
+    for name in (*ENV_DEFAULTS, "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "IMRAY_HTTP_REQUEST_TIMEOUT_S",
+                 "IMRAY_HTTP_CONNECTIONS_PER_ADDRESS", "IMRAY_HTTP_MAX_CONNECTIONS"):
+        monkeypatch.delenv(name, raising=False)  # the defaults, not this machine's overrides
+    wanted = ray_environment(Settings(serve_haproxy=False))
+    [service] = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d["kind"] == "RayService"]
+    cluster = service["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for pod in pods:
+        [container] = pod["template"]["spec"]["containers"]
+        assert {e["name"]: e["value"] for e in container["env"]} == wanted, container["name"]
+    assert wanted["RAY_worker_niceness"] == "0"
