@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, exists, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, Dialect
@@ -13,6 +13,9 @@ from imray.domain.message_lifecycle import deleted
 from imray.domain.messaging import MSG_FIELDS, MessageRow, MsgFrame, msg_frame
 from imray.storage.schema import conversations, group_members, hidden_messages, messages, read_cursors
 from imray.storage.sql_compat import DriverSql, insert_ignore, upsert_statement
+
+if TYPE_CHECKING:
+    from imray.storage.db import Script
 
 
 def frame_of(row: Any) -> MsgFrame:
@@ -68,13 +71,26 @@ _upsert_quiet_heads = DriverSql(
 def commit_batch(conn: Connection, rows: Sequence[MessageRow], heads: dict[str, int], now: int) -> None:
     """Messages and the conversations' new last seq, in the caller's one transaction."""
     _insert_messages.execute_many(conn, rows)
+    moved, quiet = _heads(rows, heads, now)
+    _upsert_heads.execute_many(conn, moved)
+    _upsert_quiet_heads.execute_many(conn, quiet)
+
+
+def commit_batch_script(script: Script, rows: Sequence[MessageRow], heads: dict[str, int], now: int) -> None:
+    """`commit_batch`'s statements as a `Script` (a database server's one-round-trip commit)."""
+    _insert_messages.add_many(script, rows)
+    moved, quiet = _heads(rows, heads, now)
+    _upsert_heads.add_many(script, moved)
+    _upsert_quiet_heads.add_many(script, quiet)
+
+
+def _heads(rows: Sequence[MessageRow], heads: dict[str, int], now: int) -> tuple[list[dict[str, Any]], ...]:
+    """The new heads of conversations with a message (their time of activity moves too), and of those
+    with only events."""
     active = {r["conv"] for r in rows if r["kind"] != "event"}
     moved = [{"conv": c, "last_seq": s, "updated_at": now} for c, s in heads.items() if c in active]
     quiet = [{"conv": c, "last_seq": s, "updated_at": now} for c, s in heads.items() if c not in active]
-    if moved:
-        _upsert_heads.execute_many(conn, moved)
-    if quiet:
-        _upsert_quiet_heads.execute_many(conn, quiet)
+    return moved, quiet
 
 
 def add_cursors(conn: Connection, conv: str, user_ids: Iterable[int], seq: int = 0) -> None:

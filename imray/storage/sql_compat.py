@@ -4,13 +4,16 @@ statements compiled once and run through the DB-API driver."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection, CursorResult, Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+
+if TYPE_CHECKING:
+    from imray.storage.db import Script
 
 Params = dict[str, Any] | tuple[Any, ...]  # named (pyformat) or positional (qmark, format) parameters
 
@@ -81,6 +84,14 @@ class DriverSql:
             conn.exec_driver_sql(sql, [{c: row[c] for c in self._columns or row} for row in rows])
         else:
             conn.exec_driver_sql(sql, [tuple(row[c] for c in order) for row in rows])
+
+    def add_many(self, script: Script, rows: Sequence[Mapping[str, Any]]) -> None:
+        """`execute_many` as part of a `Script` (a database server's one-round-trip commit)."""
+        sql, order, _ = self._for(script.dialect)
+        if order is None:
+            script.insert_many(sql, [{c: row[c] for c in self._columns or row} for row in rows])
+        else:
+            script.insert_many(sql, [tuple(row[c] for c in order) for row in rows])
 
 
 class InListSql:
