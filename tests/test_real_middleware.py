@@ -179,6 +179,16 @@ async def test_presence_in_redis_and_a_redis_restart_loses_nothing(stack):
     await in_chat_pair(stack.base_url, scenario)
 
 
+def test_the_redis_adapters_parse_replies_in_c_on_the_cluster(stack):
+    """hiredis (requirements.txt): redis-py's C reply parser, about 30 % less client CPU a reply."""
+    @ray.remote(num_cpus=0)
+    def parser() -> str:
+        from redis.asyncio.connection import DefaultParser
+        return DefaultParser.__name__
+
+    assert ray.get(parser.remote(), timeout=60) == "_AsyncHiredisParser"
+
+
 def test_doctor_reports_each_backend(stack):
     env = {**os.environ, "IMRAY_DATA_DIR": stack.data_dir}
     done = subprocess.run([sys.executable, "-m", "imray.cli", "doctor"], env=env, capture_output=True, text=True)
