@@ -80,18 +80,18 @@ class DriverSql:
         if not rows:
             return
         sql, order, _ = self._for(conn.dialect)
-        if order is None:
-            conn.exec_driver_sql(sql, [{c: row[c] for c in self._columns or row} for row in rows])
-        else:
-            conn.exec_driver_sql(sql, [tuple(row[c] for c in order) for row in rows])
+        conn.exec_driver_sql(sql, self._each(order, rows))
 
     def add_many(self, script: Script, rows: Sequence[Mapping[str, Any]]) -> None:
         """`execute_many` as part of a `Script` (a database server's one-round-trip commit)."""
         sql, order, _ = self._for(script.dialect)
+        script.insert_many(sql, self._each(order, rows))
+
+    def _each(self, order: tuple[str, ...] | None, rows: Sequence[Mapping[str, Any]]) -> list[Params]:
+        """Each row's parameters, in the form the driver's paramstyle wants."""
         if order is None:
-            script.insert_many(sql, [{c: row[c] for c in self._columns or row} for row in rows])
-        else:
-            script.insert_many(sql, [tuple(row[c] for c in order) for row in rows])
+            return [{c: row[c] for c in self._columns or row} for row in rows]
+        return [tuple(row[c] for c in order) for row in rows]
 
 
 class InListSql:
