@@ -7,17 +7,10 @@ import os
 import signal
 import time
 
+from support import process_alive
+
 from imray import runtime
 from imray.adapters.named_actors import RayNamedActors
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether process `pid` still runs (a zombie is dead, only not reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def kill_socket_node(stack, node_id: str, wait_replaced_s: float = 30.0) -> float:
@@ -28,7 +21,7 @@ async def kill_socket_node(stack, node_id: str, wait_replaced_s: float = 30.0) -
     pid = await actors.socket_node(node_id).__ray_call__.remote(lambda _self: os.getpid())
     os.kill(pid, signal.SIGKILL)
     died = time.monotonic()
-    while _process_alive(pid):
+    while process_alive(pid):
         assert time.monotonic() - died < 10, f"socket node {node_id} (pid {pid}) alive 10 s after SIGKILL"
         await asyncio.sleep(0.05)
     while True:
