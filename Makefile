@@ -45,6 +45,7 @@ shell:  ## a shell inside imray's network namespace (curl, a client, `imray stat
 
 test: install lint  ## the whole suite on a real 3-node Ray cluster, on the embedded and the real stack
 	middleware/install.sh
+	$(PY) -m pip install --quiet -r requirements-mysql.txt  # the C driver (built against libmariadb)
 	scripts/netns-run scripts/test-stacks $(PYTEST_ARGS)
 
 unit: install  ## the tests that need no Ray cluster
@@ -56,6 +57,7 @@ bench: install  ## imray bench on a local 3-node cluster (see README)
 
 bench-real: install  ## the same on MariaDB, Redis, S3 and Nacos (installed as for make test)
 	middleware/install.sh
+	$(PY) -m pip install --quiet -r requirements-mysql.txt
 	$(PY) -m imray.bench.centrifugo
 	scripts/netns-run scripts/bench-real $(BENCH_ARGS)
 

@@ -6,6 +6,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 need=()
 command -v mariadbd >/dev/null || need+=(mariadb-server)
 command -v redis-server >/dev/null || need+=(redis-server)
+# To build mysqlclient (requirements-mysql.txt), the C driver the real stack runs on.
+pkg-config --exists libmariadb 2>/dev/null || need+=(libmariadb-dev pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} (Debian packages)"
   apt-get update -qq

@@ -42,8 +42,8 @@ start_middleware() {
   start_middleware_servers
 }
 
-use_real_stack() {
-  export IMRAY_DATABASE_URL="mysql+pymysql://imray:imray-test@$mw_host:3306/imray_test?charset=utf8mb4"
+use_real_stack() {  # IMRAY_MYSQL_DRIVER: mysqldb (mysqlclient, make test installs it) or pymysql
+  export IMRAY_DATABASE_URL="mysql+${IMRAY_MYSQL_DRIVER:-mysqldb}://imray:imray-test@$mw_host:3306/imray_test?charset=utf8mb4"
   export IMRAY_REDIS_URL="redis://$mw_host:6379/0"
   export IMRAY_S3_ENDPOINT=$mw_host:9000 IMRAY_S3_BUCKET=imray-test
   export IMRAY_NACOS_SERVER=$mw_host:8848

@@ -26,7 +26,7 @@ def fresh_database(url: str) -> None:
     import sqlalchemy
 
     if not url.startswith("mysql"):
-        pytest.fail(f"IMRAY_TEST_STACK=real needs IMRAY_DATABASE_URL=mysql+pymysql://..., not {url!r}")
+        pytest.fail(f"IMRAY_TEST_STACK=real needs IMRAY_DATABASE_URL=mysql+mysqldb://... (or +pymysql), not {url!r}")
     parsed = sqlalchemy.engine.make_url(url)
     name = parsed.database
     engine = sqlalchemy.create_engine(parsed.set(database=""))

@@ -49,6 +49,10 @@ def test_bench_smoke_run_passes_its_audit(stack, tmp_path):
     assert http["hash_ceiling"]["verifications_per_s"] > 0  # the logins' baseline, in the same run
     if STACK == "real":  # the history reads' baseline: a bare FastAPI + PyMySQL on the same database
         assert http["history_baseline"]["history_per_s"] > 0 and http["history_baseline"]["errors"] == 0, http
+        if stack.settings.database_url.startswith("mysql+mysqldb"):  # and through imray's own driver
+            same = http["history_baseline_same_driver"]
+            assert same["history_per_s"] > 0 and same["errors"] == 0, http
+            assert "bare FastAPI + mysqlclient, imray's driver" in markdown(results)
     else:
         assert "skipped" in http["history_baseline"]
     assert len(results["targets"]) == 7 and "## Issue 21's targets, in this run" in markdown(results)

@@ -22,10 +22,10 @@ HOSTILE = ["'; DROP TABLE messages; --", "%s %% %(x)s \\ \\\\ \x00 end", "\U0001
            "\\'); COMMIT; DELETE FROM conversations; --"]
 
 
-@pytest.fixture
-def db(stack) -> Iterator[Database]:
+@pytest.fixture(params=["mysqldb", "pymysql"])  # mysqlclient (the stack's) and PyMySQL render the script
+def db(stack, request: pytest.FixtureRequest) -> Iterator[Database]:
     """A migrated database of its own on the stack's server, so its connections are all this test's."""
-    url = sqlalchemy.engine.make_url(stack.settings.db_url)
+    url = sqlalchemy.engine.make_url(stack.settings.db_url).set(drivername=f"mysql+{request.param}")
     name = f"imray_script_{uuid.uuid4().hex[:8]}"
     server = sqlalchemy.create_engine(url.set(database=""))
     with server.begin() as conn:
@@ -35,7 +35,7 @@ def db(stack) -> Iterator[Database]:
         target = url.set(database=name).render_as_string(hide_password=False)
         migrate.upgrade(target)
         database = Database(target)
-        assert database.takes_scripts
+        assert database.takes_scripts and database.engine.dialect.driver == request.param
         yield database
     finally:
         if database is not None:

@@ -18,9 +18,10 @@ from test_unit_catch_up_pages import batched_pages_match_lone_reads
 
 from imray.storage import db as db_module
 from imray.storage.db import Database
+from imray.storage.schema import metadata
 
 PORT = 3307
-URL = f"mysql+pymysql://imray:imray-test@127.0.0.1:{PORT}/imray?charset=utf8mb4"
+DRIVERS = ("mysqldb", "pymysql")  # mysqlclient (what the real stack runs) and PyMySQL: both supported
 
 
 def _server(action: str, state: str) -> None:
@@ -38,9 +39,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _server("stop", state)
 
 
+@pytest.fixture(params=DRIVERS)
+def url(request: pytest.FixtureRequest) -> str:
+    return f"mysql+{request.param}://imray:imray-test@127.0.0.1:{PORT}/imray?charset=utf8mb4"
+
+
 @pytest.fixture
-def database(server: str) -> Iterator[Database]:
-    database = Database(URL)
+def database(server: str, url: str) -> Iterator[Database]:
+    database = Database(url)
+    assert database.engine.dialect.driver == url.split("+")[1].split(":")[0]
     database.transaction(lambda c: c.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (id INT PRIMARY KEY, v INT)"))
     database.transaction(lambda c: c.exec_driver_sql("REPLACE INTO t VALUES (1, 0)"))
     try:
@@ -66,8 +73,8 @@ def _counters(database: Database) -> dict[str, int]:
     return {name: int(value) for name, value in rows}
 
 
-def test_a_read_is_one_statement_and_a_write_no_more_than_its_commit(database: Database) -> None:
-    counters = Database(URL)
+def test_a_read_is_one_statement_and_a_write_no_more_than_its_commit(database: Database, url: str) -> None:
+    counters = Database(url)
     try:
         database._read_only(_read), database.transaction(_write)  # connections made and warm
         before = _counters(counters)
@@ -81,8 +88,8 @@ def test_a_read_is_one_statement_and_a_write_no_more_than_its_commit(database: D
     assert spent == {"Questions": 32, "Com_commit": 11, "Com_rollback": 0, "Com_admin_commands": 0}
 
 
-def test_reads_see_each_commit_at_once_and_a_failed_transaction_leaves_nothing(database: Database) -> None:
-    writer = Database(URL)  # another process's pool
+def test_reads_see_each_commit_at_once_and_a_failed_transaction_leaves_nothing(database: Database, url: str) -> None:
+    writer = Database(url)  # another process's pool
     try:
         for expected in range(1, 11):
             writer.transaction(_write)
@@ -136,5 +143,6 @@ def test_a_connection_idle_for_long_is_checked_before_use(database: Database, se
 
 async def test_the_batched_catch_up_pages_are_what_each_reader_gets_alone_on_mariadb(database: Database) -> None:
     # The batch's statements are plain SQL (one UNION ALL of numbered pages, IN lists): MariaDB reads them too.
+    metadata.drop_all(database.engine)  # the other driver's run left its users in this server's database
     database.create_schema()
     await batched_pages_match_lone_reads(database)

@@ -42,9 +42,11 @@ def hash_ceiling(time_cost: int, memory_kib: int, parallelism: int, cores: int, 
 
 
 @contextmanager
-def history_service(database_url: str, workers: int, port: int = HISTORY_PORT) -> Iterator[str]:
-    """`imray.bench.history_service` under uvicorn with `workers` processes on 127.0.0.1; its base URL."""
-    env = {**os.environ, "IMRAY_BENCH_HISTORY_DATABASE_URL": database_url}
+def history_service(database_url: str, workers: int, port: int = HISTORY_PORT,
+                    driver: str = "pymysql") -> Iterator[str]:
+    """`imray.bench.history_service` under uvicorn with `workers` processes on 127.0.0.1, reading
+    through `driver` (pymysql or mysqldb); its base URL."""
+    env = {**os.environ, "IMRAY_BENCH_HISTORY_DATABASE_URL": database_url, "IMRAY_BENCH_HISTORY_DRIVER": driver}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "imray.bench.history_service:app", "--host",
                              "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
                              "--log-level", "warning"], env=env)

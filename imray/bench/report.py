@@ -170,6 +170,11 @@ def markdown(results: dict) -> str:
         if bare.get("history_per_s"):
             lines.append(f"| baseline: the same reads from bare FastAPI + PyMySQL ({bare['workers']} workers) | "
                          f"{bare['history_per_s']:,.0f} | {bare['errors']} |")
+        same = http.get("history_baseline_same_driver") or {}
+        if same.get("history_per_s"):
+            lines.append(f"| the same reads from bare FastAPI + mysqlclient, imray's driver ({same['workers']} "
+                         f"workers; imray / it: {http['history_per_s'] / same['history_per_s']:.3f}x) | "
+                         f"{same['history_per_s']:,.0f} | {same['errors']} |")
         lines.append("")
     rolling = results.get("rolling")
     if rolling and "skipped" not in rolling:

@@ -229,6 +229,15 @@ def _http(pool, base_url: str, logins: list[dict], readers: list[tuple[str, str]
         result["history_baseline"] = {"workers": cores,
                                       "history_per_s": round(sum(r["history"] for r in bare) / options.duration, 1),
                                       "errors": sum(r["errors"] for r in bare)}
+        if settings.database_url.startswith("mysql+mysqldb"):
+            # The target's baseline reads through PyMySQL; imray here through mysqlclient. The same
+            # service on imray's driver is reported beside it, so the driver's share is plain to see.
+            _say(options, "http: the same reads from bare FastAPI + mysqlclient (imray's driver)")
+            with baselines.history_service(settings.database_url, cores, driver="mysqldb") as url:
+                same = reads(url)
+            result["history_baseline_same_driver"] = {
+                "workers": cores, "history_per_s": round(sum(r["history"] for r in same) / options.duration, 1),
+                "errors": sum(r["errors"] for r in same)}
     return {"logins_per_s": round(sum(r["logins"] for r in logins_runs) / options.duration, 1),
             "login_errors": sum(r["errors"] for r in logins_runs),
             "history_per_s": round(sum(r["history"] for r in history) / options.duration, 1),

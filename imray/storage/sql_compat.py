@@ -49,17 +49,19 @@ class DriverSql:
     def __init__(self, build: Callable[[str], ClauseElement], columns: Sequence[str] | None = None) -> None:
         self._build = build  # dialect name -> statement
         self._columns = list(columns) if columns else None  # an insert's columns, in every row
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+        # By dialect and paramstyle: PyMySQL's marks are named, mysqlclient's positional.
+        self._compiled: dict[tuple[str, str], tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
 
     def _for(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
-        compiled = self._compiled.get(dialect.name)
+        key = (dialect.name, dialect.paramstyle)
+        compiled = self._compiled.get(key)
         if compiled is None:
             # A statement (not DDL) always compiles to an SQLCompiler.
             statement = cast(SQLCompiler, self._build(dialect.name).compile(dialect=dialect,
                                                                              column_keys=self._columns))
             order = tuple(statement.positiontup or ()) if statement.positional else None  # None: named (pyformat)
             # Parameters the dialect adds itself (SQLite renders LIMIT ? OFFSET ?) keep their values.
-            compiled = self._compiled[dialect.name] = (str(statement), order, dict(statement.params))
+            compiled = self._compiled[key] = (str(statement), order, dict(statement.params))
         return compiled
 
     def _bound(self, conn: Connection, values: Mapping[str, object]) -> tuple[str, Params]:
@@ -121,7 +123,7 @@ class InListSql:
 
 
 def placeholder(conn: Connection) -> str:
-    """The driver's positional parameter mark: sqlite3's qmark, pymysql's format."""
+    """The driver's positional parameter mark: sqlite3's qmark, `%s` for either MySQL driver."""
     return "?" if conn.dialect.name == "sqlite" else "%s"
 
 
