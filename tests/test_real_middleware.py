@@ -179,6 +179,38 @@ async def test_presence_in_redis_and_a_redis_restart_loses_nothing(stack):
     await in_chat_pair(stack.base_url, scenario)
 
 
+async def test_presence_changes_take_one_round_trip_and_survive_a_flushed_script_cache(stack):
+    """The presence script goes as plain EVALSHA (no SCRIPT EXISTS before each batch); a Redis that
+    lost its scripts refuses the calls (NOSCRIPT, none run), which go again after SCRIPT LOAD: counted once."""
+    from imray.adapters.presence import RedisPresence
+
+    r = redis.Redis.from_url(stack.settings.redis_url)
+    presence = RedisPresence(stack.settings.redis_url)
+    node, users = f"test-node-{time.monotonic_ns()}", [9_000_000_001, 9_000_000_002]
+
+    def script_calls() -> dict[str, int]:
+        stats = r.info("commandstats")
+        return {name: stats.get(f"cmdstat_script|{name}", {}).get("calls", 0) for name in ("exists", "load")}
+    try:
+        r.script_flush()
+        before = script_calls()
+        assert await presence.apply(node, [(users[0], 1)]) == [(users[0], True)]  # NOSCRIPT, LOAD, again
+        assert await presence.apply(node, [(users[0], 1), (users[1], 1)]) == [(users[1], True)]
+        assert await presence.apply(node, [(users[1], -1)]) == [(users[1], False)]
+        after = script_calls()
+        # (the stack's own socket nodes may load it too, meanwhile: at least once)
+        assert after["exists"] == before["exists"] and after["load"] >= before["load"] + 1, (before, after)
+        assert r.hgetall(f"imray:presence:u:{users[0]}") == {node.encode(): b"2"}  # applied once each time
+        assert not r.exists(f"imray:presence:u:{users[1]}")
+        r.script_flush()  # lost between two batches: the next one loads it again and counts once
+        assert await presence.apply(node, [(users[0], -1), (users[0], -1)]) == [(users[0], False)]
+        assert not r.exists(f"imray:presence:u:{users[0]}") and script_calls()["load"] >= after["load"] + 1
+    finally:
+        await presence.drop_node(node)
+        await presence.close()
+        r.close()
+
+
 def test_the_redis_adapters_parse_replies_in_c_on_the_cluster(stack):
     """hiredis (requirements.txt): redis-py's C reply parser, about 30 % less client CPU a reply."""
     @ray.remote(num_cpus=0)
