@@ -1,5 +1,5 @@
 """A bare FastAPI + PyMySQL service running imray's history query (the page after a seq), the baseline
-of the bench's history reads: no token check, no gateway, no Serve, one PyMySQL connection per thread.
+of the bench's history reads: no token check, no gateway, no Serve, one connection per thread.
 
 Run by `bench.baselines.history_service` under uvicorn; the database comes from
 IMRAY_BENCH_HISTORY_DATABASE_URL (a SQLAlchemy URL: its host, user and database), the driver from
@@ -31,9 +31,9 @@ def _connection() -> Any:
     conn = getattr(_local, "conn", None)
     if conn is None:
         url = make_url(os.environ["IMRAY_BENCH_HISTORY_DATABASE_URL"])
-        options: dict[str, Any] = {"host": url.host or "127.0.0.1", "port": url.port or 3306, "user": url.username,
-                   "password": url.password or "", "database": url.database, "charset": "utf8mb4",
-                   "autocommit": True}
+        options: dict[str, Any] = {"host": url.host or "127.0.0.1", "port": url.port or 3306,
+                                   "user": url.username, "password": url.password or "",
+                                   "database": url.database, "charset": "utf8mb4", "autocommit": True}
         if os.environ.get("IMRAY_BENCH_HISTORY_DRIVER", "pymysql") == "mysqldb":
             import MySQLdb
 
