@@ -15,14 +15,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from imray.actors.shard_commit import ShardCommitter
 from imray.domain.messaging import Batch, ConversationLog, SendItem
 from imray.storage import accounts, migrate
-from imray.storage.db import Database
+from imray.storage.db import SERVER_DRIVERS, Database
 from imray.storage.message_store import SqlMessageStore
 
 HOSTILE = ["'; DROP TABLE messages; --", "%s %% %(x)s \\ \\\\ \x00 end", "\U0001f600 e\u0301 \u202e", "x" * 4000,
            "\\'); COMMIT; DELETE FROM conversations; --"]
 
 
-@pytest.fixture(params=["mysqldb", "pymysql"])  # mysqlclient (the stack's) and PyMySQL render the script
+@pytest.fixture(params=SERVER_DRIVERS)  # mysqlclient (the stack's) and PyMySQL render the script
 def db(stack, request: pytest.FixtureRequest) -> Iterator[Database]:
     """A migrated database of its own on the stack's server, so its connections are all this test's."""
     url = sqlalchemy.engine.make_url(stack.settings.db_url).set(drivername=f"mysql+{request.param}")

@@ -17,11 +17,10 @@ from sqlalchemy.exc import DBAPIError
 from test_unit_catch_up_pages import batched_pages_match_lone_reads
 
 from imray.storage import db as db_module
-from imray.storage.db import Database
+from imray.storage.db import SERVER_DRIVERS, Database
 from imray.storage.schema import metadata
 
 PORT = 3307
-DRIVERS = ("mysqldb", "pymysql")  # mysqlclient (what the real stack runs) and PyMySQL: both supported
 
 
 def _server(action: str, state: str) -> None:
@@ -39,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _server("stop", state)
 
 
-@pytest.fixture(params=DRIVERS)
+@pytest.fixture(params=SERVER_DRIVERS)  # mysqlclient (what the real stack runs) and PyMySQL
 def url(request: pytest.FixtureRequest) -> str:
     return f"mysql+{request.param}://imray:imray-test@127.0.0.1:{PORT}/imray?charset=utf8mb4"
 

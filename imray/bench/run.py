@@ -213,6 +213,10 @@ def _http(pool, base_url: str, logins: list[dict], readers: list[tuple[str, str]
         return pool.map(http_worker, [(url, creds, readers[k::options.processes] or readers, options.duration, per)
                                       for k in range(options.processes)])
 
+    def bare_summary(runs: list[dict]) -> dict:
+        return {"workers": cores, "history_per_s": round(sum(r["history"] for r in runs) / options.duration, 1),
+                "errors": sum(r["errors"] for r in runs)}
+
     before = profile.CpuSnapshot.take()
     history = reads(base_url)
     result["history_cpu"] = profile.cpu_per_message(before, profile.CpuSnapshot.take(),
@@ -226,18 +230,14 @@ def _http(pool, base_url: str, logins: list[dict], readers: list[tuple[str, str]
             bare = reads(url)
             result["history_baseline_cpu"] = profile.cpu_per_message(before, profile.CpuSnapshot.take(),
                                                                      sum(r["history"] for r in bare))
-        result["history_baseline"] = {"workers": cores,
-                                      "history_per_s": round(sum(r["history"] for r in bare) / options.duration, 1),
-                                      "errors": sum(r["errors"] for r in bare)}
+        result["history_baseline"] = bare_summary(bare)
         if settings.database_url.startswith("mysql+mysqldb"):
             # The target's baseline reads through PyMySQL; imray here through mysqlclient. The same
             # service on imray's driver is reported beside it, so the driver's share is plain to see.
             _say(options, "http: the same reads from bare FastAPI + mysqlclient (imray's driver)")
             with baselines.history_service(settings.database_url, cores, driver="mysqldb") as url:
                 same = reads(url)
-            result["history_baseline_same_driver"] = {
-                "workers": cores, "history_per_s": round(sum(r["history"] for r in same) / options.duration, 1),
-                "errors": sum(r["errors"] for r in same)}
+            result["history_baseline_same_driver"] = bare_summary(same)
     return {"logins_per_s": round(sum(r["logins"] for r in logins_runs) / options.duration, 1),
             "login_errors": sum(r["errors"] for r in logins_runs),
             "history_per_s": round(sum(r["history"] for r in history) / options.duration, 1),
